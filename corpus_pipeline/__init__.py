@@ -1,0 +1,3 @@
+"""corpus-pipeline: Wikipedia dumps and books to BERT pretraining shards."""
+
+__version__ = "0.1.0"

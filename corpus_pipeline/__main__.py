@@ -1,0 +1,3 @@
+from corpus_pipeline.cli import main
+
+raise SystemExit(main())

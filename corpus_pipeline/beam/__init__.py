@@ -1,0 +1,1 @@
+"""Thin Beam PTransforms over the pure stages and format writers."""

@@ -1,0 +1,247 @@
+"""PTransforms of the text stages: extract articles, split sentences, write document shards.
+
+Elements are coarse: a work unit (one bz2 stream of a multistream dump, one book file) or a
+chunk of ~100-200 raw pages cut from a single-stream dump. Cleaning and sentence splitting are
+fused per chunk; the documents of a chunk are spilled to a temp JSON-lines file so only small
+``(shard, (chunk key, path))`` records cross the GroupByKey, and peak memory stays bounded by
+chunk size, not corpus size, even on FnApiRunner (which keeps grouped data in memory).
+
+Determinism: a chunk's key is its position in the input (source index, unit index, chunk
+index); a chunk goes to shard ``stable_hash(key) % N``; a shard concatenates its chunks in key
+order. So the same input gives byte-identical shards with any number of workers or runner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+
+from corpus_pipeline.beam.runner import BeamCounts, Progress
+from corpus_pipeline.config import ExtractConfig, SentenceConfig
+from corpus_pipeline.formats.common import atomic_output, sha256_file
+from corpus_pipeline.formats.documents import SUFFIX, read_documents, write_document
+from corpus_pipeline.hashing import stable_hash
+from corpus_pipeline.records import Article, Document
+from corpus_pipeline.sources import books, wikipedia
+from corpus_pipeline.stages.sentences import split_sentences
+
+ChunkKey = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class ExtractTask:
+    """One unit of input work planned on the launcher.
+
+    Attributes:
+        source_index: Position of the input (dump or books folder) on the command line.
+        unit_index: Position of the unit inside that input.
+        kind: ``wiki`` or ``book``.
+        unit: A ``wikipedia.WorkUnit`` or a book path (str).
+    """
+
+    source_index: int
+    unit_index: int
+    kind: str
+    unit: Any
+
+
+def plan_tasks(
+    dumps: Iterable[tuple[str, str | None]], book_dirs: Iterable[str], cfg: ExtractConfig
+) -> list[ExtractTask]:
+    """Work units of every input, in a deterministic order."""
+    tasks: list[ExtractTask] = []
+    src = 0
+    for dump, index in dumps:
+        for i, unit in enumerate(wikipedia.plan_units(dump, cfg, index_path=index)):
+            tasks.append(ExtractTask(src, i, "wiki", unit))
+        src += 1
+    for folder in book_dirs:
+        for i, path in enumerate(books.list_books(folder)):
+            tasks.append(ExtractTask(src, i, "book", str(path)))
+        src += 1
+    return tasks
+
+
+def _documents(
+    articles: Iterable[Article | None], scfg: SentenceConfig, count: BeamCounts
+) -> Iterator[Document]:
+    for article in articles:
+        if article is None:
+            continue
+        doc = split_sentences(article, scfg, count=count)
+        if doc is not None:
+            count("extract/documents")
+            yield doc
+
+
+class _ChunkDoFn(beam.DoFn):
+    """Shared spill logic: documents of one chunk -> temp file -> (shard, (key, path))."""
+
+    def __init__(
+        self,
+        ecfg: ExtractConfig,
+        scfg: SentenceConfig,
+        tmp_dir: str,
+        num_shards: int,
+        progress: Progress,
+    ) -> None:
+        self.ecfg = ecfg
+        self.scfg = scfg
+        self.tmp_dir = tmp_dir
+        self.num_shards = num_shards
+        self.progress = progress
+        self.count = BeamCounts()
+
+    def spill(self, key: ChunkKey, docs: Iterable[Document]) -> Iterator[tuple[int, Any]]:
+        path = os.path.join(self.tmp_dir, "chunk-{:05d}-{:07d}-{:05d}.jsonl".format(*key))
+        n = 0
+        with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            for doc in docs:
+                write_document(f, doc, "jsonl")
+                n += 1
+        if n:
+            yield stable_hash("extract-shard", *key) % self.num_shards, (key, path)
+        else:
+            os.remove(path)
+
+
+class SplitIntoChunks(_ChunkDoFn):
+    """A single-stream dump: read it sequentially, emit chunks of raw pages (to reshuffle)."""
+
+    def process(self, task: ExtractTask) -> Iterator[tuple[ChunkKey, list[Any]]]:
+        for c, pages in enumerate(wikipedia.iter_page_chunks(task.unit, self.ecfg, count=self.count)):
+            yield (task.source_index, task.unit_index, c), pages
+
+
+class CleanChunk(_ChunkDoFn):
+    """Raw pages of a chunk -> clean articles -> sentence-split documents -> temp file."""
+
+    def process(self, element: tuple[ChunkKey, list[Any]]) -> Iterator[tuple[int, Any]]:
+        key, pages = element
+        articles = (wikipedia.clean_page(p, self.ecfg, count=self.count) for p in pages)
+        yield from self.spill(key, _documents(articles, self.scfg, self.count))
+        self.progress.tick()
+
+
+class ExtractUnit(_ChunkDoFn):
+    """A self-contained unit (a bz2 stream by offset, a book file), read and cleaned in one go."""
+
+    def process(self, task: ExtractTask) -> Iterator[tuple[int, Any]]:
+        key = (task.source_index, task.unit_index, 0)
+        if task.kind == "book":
+            article = books.read_book(Path(task.unit), Path(task.unit).name, self.ecfg, count=self.count)
+            articles: Iterable[Article | None] = [article]
+        else:
+            articles = (
+                wikipedia.clean_page(p, self.ecfg, count=self.count)
+                for chunk in wikipedia.iter_page_chunks(task.unit, self.ecfg, count=self.count)
+                for p in chunk
+            )
+        yield from self.spill(key, _documents(articles, self.scfg, self.count))
+        self.progress.tick()
+
+
+class WriteDocumentShard(beam.DoFn):
+    """Concatenate a shard's chunks in key order into the final file (temp name + rename)."""
+
+    def __init__(self, out_dir: str, name: str, fmt: str, num_shards: int) -> None:
+        self.out_dir = out_dir
+        self.name = name
+        self.fmt = fmt
+        self.width = max(5, len(str(num_shards - 1)))
+
+    def process(self, element: tuple[int, Iterable[Any]]) -> Iterator[dict[str, Any]]:
+        shard, items = element
+        chunks = sorted((tuple(k), p) for k, p in items if k is not None)
+        final = os.path.join(
+            self.out_dir, f"{self.name}_{shard:0{self.width}d}{SUFFIX[self.fmt]}"
+        )
+        n = 0
+        with atomic_output(final) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            for _, path in chunks:
+                for doc in read_documents(path, "jsonl"):
+                    write_document(f, doc, self.fmt)
+                    n += 1
+        for _, path in chunks:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+        yield {"shard": shard, "path": os.path.basename(final), "documents": n, "sha256": sha256_file(final)}
+
+
+class ExtractDocuments(beam.PTransform):
+    """Tasks -> document shards in ``out_dir``; outputs one summary dict per shard."""
+
+    def __init__(
+        self,
+        tasks: list[ExtractTask],
+        out_dir: str,
+        ecfg: ExtractConfig,
+        scfg: SentenceConfig,
+        num_shards: int,
+        name: str,
+        fmt: str,
+        progress: Progress,
+    ) -> None:
+        super().__init__()
+        self.tasks = tasks
+        self.out_dir = out_dir
+        self.tmp_dir = os.path.join(out_dir, ".chunks")
+        self.ecfg = ecfg
+        self.scfg = scfg
+        self.num_shards = num_shards
+        self.name = name
+        self.fmt = fmt
+        self.progress = progress
+
+    def expand(self, pbegin: Any) -> Any:
+        os.makedirs(self.tmp_dir, exist_ok=True)
+        args = (self.ecfg, self.scfg, self.tmp_dir, self.num_shards, self.progress)
+        whole = [t for t in self.tasks if not (t.kind == "wiki" and wikipedia.needs_chunking(t.unit))]
+        sequential = [t for t in self.tasks if t.kind == "wiki" and wikipedia.needs_chunking(t.unit)]
+        parts = []
+        if whole:
+            parts.append(
+                pbegin
+                | "Units" >> beam.Create(whole, reshuffle=False)
+                | "SpreadUnits" >> beam.Reshuffle()
+                | "ExtractUnits" >> beam.ParDo(ExtractUnit(*args))
+            )
+        if sequential:
+            parts.append(
+                pbegin
+                | "Files" >> beam.Create(sequential, reshuffle=False)
+                | "ReadChunks" >> beam.ParDo(SplitIntoChunks(*args))
+                | "SpreadChunks" >> beam.Reshuffle()
+                | "CleanChunks" >> beam.ParDo(CleanChunk(*args))
+            )
+        # Every shard gets a marker so empty shards are still written (never a missing file).
+        parts.append(
+            pbegin
+            | "ShardMarkers" >> beam.Create([(s, (None, None)) for s in range(self.num_shards)])
+        )
+        return (
+            parts
+            | "Merge" >> beam.Flatten()
+            | "GroupByShard" >> beam.GroupByKey()
+            | "WriteShards" >> beam.ParDo(WriteDocumentShard(self.out_dir, self.name, self.fmt, self.num_shards))
+        )
+
+
+def cleanup_chunks(out_dir: str) -> None:
+    """Remove the chunk spill folder after a run."""
+    shutil.rmtree(os.path.join(out_dir, ".chunks"), ignore_errors=True)
+
+
+def write_summary(path: str, summary: dict[str, Any]) -> None:
+    """Write the documents manifest atomically."""
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2, sort_keys=True)
+        f.write("\n")

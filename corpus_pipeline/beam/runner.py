@@ -1,0 +1,178 @@
+"""Running a verb's Beam pipeline: runner choice, progress and the counter summary.
+
+Local default: FnApiRunner with ``direct_running_mode=multi_processing`` and one worker per
+core. DirectRunner would first try to download Prism (no network here) and
+``multi_threading`` loses records (see shared/specs/BEAM.md), so neither is used unless the
+user asks for it explicitly. Any Beam flag (``--runner``, ``--project``, ...) passes through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from tqdm import tqdm
+
+NAMESPACE = "corpus_pipeline"
+
+
+def _has_flag(args: Sequence[str], name: str) -> bool:
+    return any(a == name or a.startswith(name + "=") for a in args)
+
+
+def make_options(workers: int, beam_args: Sequence[str] = ()) -> PipelineOptions:
+    """PipelineOptions from pass-through Beam flags, with our local defaults filled in."""
+    args = list(beam_args)
+    opts = PipelineOptions(args)
+    if not _has_flag(args, "--runner"):
+        direct = opts.view_as(DirectOptions)
+        if not _has_flag(args, "--direct_running_mode"):
+            direct.direct_running_mode = "multi_processing"
+        if not _has_flag(args, "--direct_num_workers"):
+            direct.direct_num_workers = workers
+    return opts
+
+
+def make_runner(beam_args: Sequence[str] = ()) -> Any:
+    """The runner: FnApiRunner unless ``--runner`` names another."""
+    if _has_flag(beam_args, "--runner"):
+        return None  # PipelineOptions carries the runner name
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    return FnApiRunner()
+
+
+class Progress:
+    """Cross-process progress: workers append ticks to a file, the launcher shows a tqdm bar.
+
+    Works for local runners (workers share the file system). On remote runners the file path
+    does not exist on the workers and ``tick`` is a no-op; use the runner's counters UI.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+
+    def tick(self, n: int = 1) -> None:
+        """Record ``n`` finished work units (one short append; atomic for small writes)."""
+        if not self.path or not os.path.isdir(os.path.dirname(self.path)):
+            return
+        with contextlib.suppress(OSError), open(self.path, "a", encoding="ascii") as f:
+            f.write(f"{n}\n")
+
+
+@contextlib.contextmanager
+def progress_bar(total: int | None, desc: str, unit: str = "unit") -> Iterator[Progress]:
+    """Show a tqdm bar fed by ``Progress.tick`` calls from any local worker process."""
+    tmp = tempfile.mkdtemp(prefix="corpus-pipeline-progress-")
+    path = os.path.join(tmp, "ticks")
+    Path(path).touch()
+    stop = threading.Event()
+    bar = tqdm(total=total, desc=desc, unit=unit, disable=None, file=sys.stderr)
+
+    def poll() -> None:
+        seen = 0
+        while True:
+            try:
+                with open(path, encoding="ascii") as f:
+                    done = sum(int(x) for x in f.read().split())
+            except (OSError, ValueError):
+                done = seen
+            if done > seen:
+                bar.update(done - seen)
+                seen = done
+            if stop.wait(0.5):
+                if done >= seen:
+                    break
+
+    t = threading.Thread(target=poll, daemon=True)
+    t.start()
+    try:
+        yield Progress(path)
+    finally:
+        stop.set()
+        t.join(timeout=2)
+        bar.close()
+        with contextlib.suppress(OSError):
+            os.remove(path)
+            os.rmdir(tmp)
+
+
+def counter(name: str) -> Callable[[int], None]:
+    """A Beam counter in our namespace, as a plain ``inc(n)`` callback."""
+    c = beam.metrics.Metrics.counter(NAMESPACE, name)
+    return c.inc
+
+
+class BeamCounts:
+    """The ``count(name, n)`` callback of the stage abstraction, backed by Beam counters.
+
+    Counters are created lazily and cached per name (stages name their outcomes freely).
+    """
+
+    def __init__(self) -> None:
+        self._counters: dict[str, Any] = {}
+
+    def __call__(self, name: str, n: int = 1) -> None:
+        c = self._counters.get(name)
+        if c is None:
+            c = beam.metrics.Metrics.counter(NAMESPACE, name)
+            self._counters[name] = c
+        c.inc(n)
+
+
+def run_pipeline(
+    build: Callable[[beam.Pipeline], Any],
+    workers: int,
+    beam_args: Sequence[str] = (),
+) -> dict[str, int]:
+    """Build and run a pipeline, wait for it, and return our counters by name."""
+    opts = make_options(workers, beam_args)
+    runner = make_runner(beam_args)
+    p = beam.Pipeline(runner=runner, options=opts) if runner else beam.Pipeline(options=opts)
+    build(p)
+    result = p.run()
+    result.wait_until_finish()
+    return query_counters(result)
+
+
+def query_counters(result: Any) -> dict[str, int]:
+    """Our namespace's counters from a PipelineResult (committed if the runner has them)."""
+    counts: dict[str, int] = {}
+    try:
+        metrics = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
+    except (NotImplementedError, AttributeError):
+        return counts
+    for c in metrics.get("counters", []):
+        value = c.committed if c.committed is not None else c.attempted
+        counts[c.key.metric.name] = counts.get(c.key.metric.name, 0) + int(value or 0)
+    return counts
+
+
+def format_summary(title: str, counts: dict[str, int], elapsed: float | None = None) -> str:
+    """A short, sorted summary of counters for the end of a run."""
+    lines = [title + (f" ({elapsed:.1f} s)" if elapsed is not None else "")]
+    width = max((len(k) for k in counts), default=0)
+    for k in sorted(counts):
+        lines.append(f"  {k:<{width}}  {counts[k]:>12,}")
+    return "\n".join(lines)
+
+
+class Timer:
+    """Wall-clock timer for summaries."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start

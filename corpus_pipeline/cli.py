@@ -1,0 +1,65 @@
+"""``corpus-pipeline <verb>``: one module per verb under ``corpus_pipeline/commands``.
+
+Each command module defines ``add_parser(subparsers)`` and ``run(args, beam_args) -> int``.
+Flags the verb does not know (``--runner``, ``--project``, ``--temp_location``, ...) are
+passed through to Beam's PipelineOptions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from corpus_pipeline import __version__
+from corpus_pipeline.errors import UserError
+
+# Verbs in the order `--help` lists them.
+COMMANDS = ("download", "extract")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="corpus-pipeline",
+        description="Wikipedia dumps and books to BERT pretraining shards.",
+        epilog="Unknown flags (e.g. --runner DataflowRunner) are passed to Apache Beam.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log Beam's progress too")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="VERB")
+    for name in COMMANDS:
+        module = importlib.import_module(f"corpus_pipeline.commands.{name}")
+        p = module.add_parser(sub)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:
+        # Beam and wikiextractor are chatty at INFO/WARNING; our summary says what matters.
+        logging.getLogger("apache_beam").setLevel(logging.ERROR)
+        logging.getLogger("wikiextractor").setLevel(logging.ERROR)
+    stray = [a for a in beam_args if not a.startswith("-")]
+    if stray and stray == beam_args:
+        parser.error(f"unexpected argument {stray[0]!r}")
+    try:
+        return int(args._module.run(args, beam_args) or 0)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,25 @@
+"""Flags shared by the Beam verbs."""
+
+from __future__ import annotations
+
+import argparse
+
+from corpus_pipeline.config import default_workers
+from corpus_pipeline.errors import UserError
+
+
+def add_beam_flags(p: argparse.ArgumentParser) -> None:
+    """``--workers`` (local runner) and a note that other flags go to Beam."""
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=default_workers(),
+        help="local worker processes (FnApiRunner multi_processing); default: cores",
+    )
+
+
+def positive(name: str, value: int) -> int:
+    """Check a flag is >= 1."""
+    if value < 1:
+        raise UserError(f"{name} must be >= 1 (got {value})")
+    return value

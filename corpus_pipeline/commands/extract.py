@@ -1,0 +1,132 @@
+"""``corpus-pipeline extract``: Wikipedia dumps and books -> sentence-split document shards."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+
+from corpus_pipeline.beam.extract import (
+    ExtractDocuments,
+    cleanup_chunks,
+    plan_tasks,
+    write_summary,
+)
+from corpus_pipeline.beam.runner import Timer, format_summary, progress_bar, run_pipeline
+from corpus_pipeline.commands.common import add_beam_flags, positive
+from corpus_pipeline.config import ExtractConfig, SentenceConfig
+from corpus_pipeline.errors import UserError
+from corpus_pipeline.formats.documents import DOC_FORMATS
+
+EXAMPLES = """examples:
+  corpus-pipeline extract --input enwiki-latest-pages-articles.xml.bz2 --output out/docs
+  corpus-pipeline extract --input enwiki-latest-pages-articles-multistream.xml.bz2 \\
+      --index enwiki-latest-pages-articles-multistream-index.txt.bz2 --output out/docs --shards 64
+  corpus-pipeline extract --books books/ --output out/books --format jsonl
+"""
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "extract",
+        help="Wikipedia dump and/or books -> sentence-split documents",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--input", action="append", default=[], metavar="DUMP",
+                   help="Wikipedia dump (.xml, .xml.bz2, .gz, .xz; multistream too); repeatable")
+    p.add_argument("--index", action="append", default=[], metavar="INDEX",
+                   help="multistream index (...-multistream-index.txt.bz2), one per --input, "
+                        "in order; found automatically when it lies beside the dump")
+    p.add_argument("--books", action="append", default=[], metavar="DIR",
+                   help="folder of .txt books, one book = one document; repeatable")
+    p.add_argument("--output", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--shards", type=int, default=4, help="number of output shards (default 4)")
+    p.add_argument("--name", default=None, help="shard name prefix (default: wiki, books or mixed)")
+    p.add_argument("--format", choices=DOC_FORMATS, default="text",
+                   help="text: one sentence per line, blank line between documents (Google's "
+                        "format); jsonl: id, title, source, sentences (default text)")
+    p.add_argument("--max-sentence-chars", type=int, default=SentenceConfig.max_sentence_chars,
+                   help="cut longer runaway sentences (lists, tables) at whitespace")
+    p.add_argument("--pages-per-chunk", type=int, default=ExtractConfig.pages_per_chunk,
+                   help="pages per parallel work item for single-stream dumps")
+    p.add_argument("--no-templates", action="store_true",
+                   help="do not expand templates defined in the dump")
+    add_beam_flags(p)
+    return p
+
+
+def _find_index(dump: str) -> str | None:
+    """The multistream index beside a dump, if it is there."""
+    name = os.path.basename(dump)
+    if "multistream" not in name:
+        return None
+    for suffix in (".xml.bz2", ".xml"):
+        if name.endswith(suffix):
+            cand = os.path.join(os.path.dirname(dump), name[: -len(suffix)] + "-index.txt.bz2")
+            if os.path.isfile(cand):
+                return cand
+    return None
+
+
+def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
+    if not args.input and not args.books:
+        raise UserError("nothing to extract: give --input DUMP and/or --books DIR")
+    positive("--shards", args.shards)
+    positive("--workers", args.workers)
+    if args.index and len(args.index) != len(args.input):
+        raise UserError("give one --index per --input (or none: indexes beside dumps are found)")
+    for path in [*args.input, *args.index]:
+        if not os.path.isfile(path):
+            raise UserError(f"{path}: no such file")
+    ecfg = ExtractConfig(pages_per_chunk=positive("--pages-per-chunk", args.pages_per_chunk),
+                         expand_templates=not args.no_templates)
+    scfg = SentenceConfig(max_sentence_chars=positive("--max-sentence-chars",
+                                                      args.max_sentence_chars))
+    indexes = args.index or [_find_index(d) for d in args.input]
+    name = args.name or ("wiki" if not args.books else "books" if not args.input else "mixed")
+    out = os.path.abspath(args.output)
+    os.makedirs(out, exist_ok=True)
+
+    timer = Timer()
+    tasks = plan_tasks(list(zip(args.input, indexes, strict=True)), args.books, ecfg)
+    shard_list = os.path.join(out, ".chunks", "shards.json")
+    with progress_bar(len(tasks), "extract", unit="chunk") as progress:
+
+        def build(p: beam.Pipeline) -> None:
+            (
+                p
+                | "Extract" >> ExtractDocuments(tasks, out, ecfg, scfg, args.shards, name,
+                                                 args.format, progress)
+                | "Collect" >> beam.combiners.ToList()
+                | "Record" >> beam.Map(_write_json, shard_list)
+            )
+
+        counts = run_pipeline(build, args.workers, beam_args)
+    with open(shard_list, encoding="utf-8") as f:
+        shards = sorted(json.load(f), key=lambda s: s["shard"])
+    cleanup_chunks(out)
+    manifest = {
+        "kind": "documents",
+        "format": args.format,
+        "inputs": [os.path.abspath(x) for x in [*args.input, *args.books]],
+        "shards": shards,
+        "documents": sum(s["documents"] for s in shards),
+        "counters": counts,
+        "config": {"extract": asdict(ecfg), "sentences": asdict(scfg)},
+    }
+    write_summary(os.path.join(out, "manifest.json"), manifest)
+    print(format_summary(f"extract: {manifest['documents']:,} documents in "
+                         f"{len(shards)} shards -> {out}", counts, timer.elapsed))
+    return 0
+
+
+def _write_json(obj: Any, path: str) -> None:
+    Path(path).write_text(json.dumps(obj), encoding="utf-8")

@@ -1,0 +1,137 @@
+"""Frozen dataclasses, one per stage. Every default lives here.
+
+CLI flags mirror the field names (``--max-per-pack`` <-> ``PackConfig.max_per_pack``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from corpus_pipeline.errors import UserError
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Wikipedia and book extraction.
+
+    Attributes:
+        namespaces: MediaWiki namespaces kept (0 = articles).
+        min_article_chars: Articles with less clean text than this are dropped (``dropped:short``).
+        pages_per_chunk: Pages per work unit when a dump is not multistream.
+        max_page_bytes: Pages whose wikitext is larger are dropped (``dropped:too_large``).
+        expand_templates: Expand templates defined in the dump (wikiextractor's default).
+    """
+
+    namespaces: tuple[int, ...] = (0,)
+    min_article_chars: int = 1
+    pages_per_chunk: int = 200
+    max_page_bytes: int = 8 * 1024 * 1024
+    expand_templates: bool = True
+
+
+@dataclass(frozen=True)
+class SentenceConfig:
+    """Sentence splitting with nltk punkt.
+
+    Attributes:
+        language: punkt parameter set (bundled: english).
+        max_sentence_chars: Runaway "sentences" (lists, tables) are cut at whitespace below this.
+        min_sentence_chars: Shorter pieces are dropped (``split/dropped:short_sentence``).
+    """
+
+    language: str = "english"
+    max_sentence_chars: int = 1000
+    min_sentence_chars: int = 1
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    """Output sharding.
+
+    Attributes:
+        num_shards: Number of output shards (files per format).
+        name: Shard name prefix (``<name>_training_00000.hdf5``).
+    """
+
+    num_shards: int = 4
+    name: str = "wiki"
+
+
+def default_workers() -> int:
+    """Local worker processes: one per core."""
+    return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+    """Static masking and NSP (Google's create_pretraining_data.py semantics, defects fixed).
+
+    Attributes:
+        max_seq_length: S, tokens per instance including [CLS] and two [SEP].
+        max_predictions: P, cap on masked positions per instance.
+        masked_lm_prob: Fraction of tokens to mask.
+        short_seq_prob: Probability of a shorter random target length.
+        dupe_factor: Number of times each document is used with different masks.
+        whole_word_mask: Mask whole words (80/10/10 decided once per word).
+        seed: Base seed for every random draw.
+        bucket_size: Documents per negative-sampling bucket.
+    """
+
+    max_seq_length: int = 128
+    max_predictions: int = 20
+    masked_lm_prob: float = 0.15
+    short_seq_prob: float = 0.1
+    dupe_factor: int = 5
+    whole_word_mask: bool = False
+    seed: int = 12345
+    bucket_size: int = 4096
+
+    def validate(self) -> None:
+        """Raise UserError for parameter combinations that cannot produce valid instances."""
+        if not 8 <= self.max_seq_length <= 4096:
+            raise UserError(
+                f"--max-seq-length {self.max_seq_length} is out of range: use 8..4096"
+            )
+        if self.max_predictions < 1 or self.max_predictions > self.max_seq_length - 3:
+            raise UserError(
+                f"--max-predictions {self.max_predictions} must be in 1..{self.max_seq_length - 3} "
+                f"for --max-seq-length {self.max_seq_length}"
+            )
+        if not 0.0 < self.masked_lm_prob < 1.0:
+            raise UserError("--masked-lm-prob must be in (0, 1)")
+        if not 0.0 <= self.short_seq_prob <= 1.0:
+            raise UserError("--short-seq-prob must be in [0, 1]")
+        if self.dupe_factor < 1:
+            raise UserError("--dupe-factor must be >= 1")
+
+
+# BERT phases: S=128/P=20 (phase 1), S=512/P=80 (phase 2), S=384/P=56.
+PRESETS: dict[str, dict[str, int]] = {
+    "phase1": {"max_seq_length": 128, "max_predictions": 20},
+    "phase2": {"max_seq_length": 512, "max_predictions": 80},
+    "384": {"max_seq_length": 384, "max_predictions": 56},
+}
+
+
+@dataclass(frozen=True)
+class PackConfig:
+    """Sequence packing.
+
+    Attributes:
+        max_per_pack: K, at most this many instances per pack.
+        strategy: lp (default), nnlshp, spfhp or lpfhp.
+        seed: Seed for the deterministic shuffle within length buckets.
+    """
+
+    max_per_pack: int = 3
+    strategy: str = "lp"
+    seed: int = 12345
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Options common to every verb's Beam run."""
+
+    workers: int = field(default_factory=default_workers)
+    beam_args: tuple[str, ...] = ()

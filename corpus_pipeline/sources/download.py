@@ -1,0 +1,798 @@
+"""Download Wikipedia dumps (or any URL) with checksum verification, resume and retries.
+
+Downloading is network-bound and per file (one or two huge files per dump), so this runs
+in-process rather than as a Beam pipeline: a pipeline would add workers and serialization
+without adding bandwidth. The Beam pipelines start from the files this module leaves behind.
+
+What it guarantees:
+
+* A file at its final name is complete and matches its published checksum. Bytes are written
+  to ``<name>.part`` in the destination folder, fsynced, and renamed only after the checksum
+  matches; a mismatch removes the ``.part`` and raises :class:`ChecksumError` (exit 1).
+* An interrupted transfer resumes with an HTTP ``Range`` request, both on retry within one
+  run (exponential backoff) and on a later re-run (the ``.part`` file stays). A server that
+  ignores ``Range`` (``200`` instead of ``206``) is handled by restarting from byte 0.
+* A file already at its final name with a matching checksum is not downloaded again.
+
+Dump layout (https://dumps.wikimedia.org, and the mirrors, which copy it)::
+
+    {mirror}/{lang}wiki/{date}/{lang}wiki-{date}-pages-articles.xml.bz2
+    {mirror}/{lang}wiki/{date}/{lang}wiki-{date}-pages-articles-multistream.xml.bz2
+    {mirror}/{lang}wiki/{date}/{lang}wiki-{date}-pages-articles-multistream-index.txt.bz2
+    {mirror}/{lang}wiki/{date}/dumpstatus.json           jobs -> JOB -> files -> NAME -> {size, sha1, md5, url}
+    {mirror}/{lang}wiki/{date}/{lang}wiki-{date}-sha1sums.txt   lines "<hex>  <name>"
+    {mirror}/{lang}wiki/{date}/{lang}wiki-{date}-md5sums.txt
+
+``date`` is ``YYYYMMDD`` or ``latest``. Checksums come from ``dumpstatus.json`` when it is
+published, else from the sha1sums file, else from the md5sums file. Under ``latest/`` the
+files are named ``{lang}wiki-latest-...`` while the checksum files (links to a dated run)
+name them ``{lang}wiki-YYYYMMDD-...``; names are compared with the date part normalised.
+
+Only the standard library speaks HTTP here (``urllib.request``), so there is nothing to
+configure: proxies come from the usual ``https_proxy`` environment variables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from http.client import HTTPException
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tqdm import tqdm
+
+from corpus_pipeline import __version__
+from corpus_pipeline.errors import ChecksumError, UserError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MIRROR = "https://dumps.wikimedia.org"
+KINDS = ("pages-articles", "pages-articles-multistream")
+# Strongest first: when several checksums are known for a file, the first one here is verified.
+CHECKSUM_ALGOS = ("sha256", "sha1", "md5")
+_HEX_LEN = {"sha256": 64, "sha1": 40, "md5": 32}
+_CHUNK = 1 << 16
+# Wikimedia asks clients to identify themselves (https://meta.wikimedia.org/wiki/User-Agent_policy).
+USER_AGENT = f"corpus-pipeline/{__version__} (BERT pretraining data; Python urllib)"
+_LANG_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_DATE_RE = re.compile(r"^(latest|\d{8})$")
+# The checksum-file listings are small; anything bigger is not a checksum listing.
+_MAX_LISTING_BYTES = 16 << 20
+
+
+class DownloadError(UserError):
+    """A transfer failed for good (network errors outlasted the retries); exit code 1.
+
+    The ``.part`` file stays, so re-running the same command resumes where it stopped.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=1)
+
+
+class _Transient(Exception):
+    """A failure worth retrying: connection reset or timeout, short body, HTTP 5xx/408/429."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try before giving up on a URL.
+
+    Args:
+        attempts: Total tries per file (the first one included); each resumes the ``.part``.
+        backoff_s: Sleep before the second try; doubles for each further try.
+        max_backoff_s: Upper bound of a single sleep.
+        timeout_s: Socket timeout for connecting and for each read.
+    """
+
+    attempts: int = 6
+    backoff_s: float = 2.0
+    max_backoff_s: float = 120.0
+    timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise UserError(f"--retries must allow at least 1 attempt, got {self.attempts}")
+        if self.backoff_s < 0 or self.max_backoff_s < 0 or self.timeout_s <= 0:
+            raise UserError("--backoff must be >= 0 and --timeout > 0")
+
+    def delay(self, failures: int) -> float:
+        """Seconds to sleep after the ``failures``-th failed attempt (1-based): exponential."""
+        return float(min(self.max_backoff_s, self.backoff_s * 2 ** (failures - 1)))
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file to fetch: where from, what to call it, and what it must hash to.
+
+    Attributes:
+        url: Absolute http(s) URL.
+        name: File name in the destination folder.
+        expected: Known checksums, ``{"sha1": hex, ...}``; at least one.
+        size: Size in bytes when published (lets us skip hashing a wrong-size file).
+        source: Where the checksum came from, for error messages.
+    """
+
+    url: str
+    name: str
+    expected: Mapping[str, str]
+    size: int | None = None
+    source: str = "the command line"
+
+    def checksum(self) -> tuple[str, str]:
+        """The (algorithm, lower-case hex digest) that will be verified: the strongest known."""
+        for algo in CHECKSUM_ALGOS:
+            if algo in self.expected:
+                return algo, self.expected[algo].lower()
+        raise UserError(f"no checksum to verify {self.name} against; pass --sha256/--sha1/--md5")
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    """What happened to one file.
+
+    Attributes:
+        path: The verified file at its final name.
+        size: Its size in bytes.
+        fetched: Bytes transferred over the network in this run (0 when already complete).
+        algo: The checksum algorithm verified.
+        skipped: True when the file was already complete and nothing was downloaded.
+    """
+
+    path: Path
+    size: int
+    fetched: int
+    algo: str
+    skipped: bool = False
+
+
+@dataclass
+class _PartState:
+    """A running digest over exactly the bytes in the ``.part`` file.
+
+    Hashing while writing avoids re-reading a multi-GB file at the end; only a ``.part``
+    left by an earlier run is read once to catch the digest up.
+    """
+
+    algo: str
+    hasher: Any = field(init=False)
+    n: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.hasher = hashlib.new(self.algo)
+        self.n = 0
+
+    def sync(self, part: Path, size: int) -> None:
+        """Make the digest cover ``part``'s first ``size`` bytes (re-hash when out of step)."""
+        if self.n == size:
+            return
+        self.reset()
+        with open(part, "rb") as f:
+            while self.n < size:
+                block = f.read(min(1 << 20, size - self.n))
+                if not block:
+                    break
+                self.update(block)
+
+    def update(self, block: bytes) -> None:
+        self.hasher.update(block)
+        self.n += len(block)
+
+    def hexdigest(self) -> str:
+        return str(self.hasher.hexdigest())
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure helpers: names, URLs, checksum listings.
+
+
+def validate_lang(lang: str) -> str:
+    """Return ``lang`` if it looks like a Wikipedia language code (``en``, ``simple``, ``zh_yue``)."""
+    if not _LANG_RE.match(lang):
+        raise UserError(
+            f"--lang {lang!r} is not a Wikipedia language code (like en, de, simple, zh_yue)"
+        )
+    return lang
+
+
+def validate_date(date: str) -> str:
+    """Return ``date`` if it is ``latest`` or ``YYYYMMDD``."""
+    if not _DATE_RE.match(date):
+        raise UserError(f"--date {date!r} must be 'latest' or YYYYMMDD (e.g. 20240601)")
+    return date
+
+
+def validate_hex(algo: str, value: str) -> str:
+    """Return ``value`` lower-cased if it is a well-formed ``algo`` hex digest."""
+    v = value.strip().lower()
+    if len(v) != _HEX_LEN[algo] or not all(c in "0123456789abcdef" for c in v):
+        raise UserError(f"--{algo} {value!r} is not a {_HEX_LEN[algo]}-digit hex {algo} digest")
+    return v
+
+
+def dump_file_names(lang: str, date: str, kind: str) -> list[str]:
+    """The file names of one dump ``kind``; multistream comes with its offset index."""
+    prefix = f"{lang}wiki-{date}-"
+    if kind == "pages-articles":
+        return [prefix + "pages-articles.xml.bz2"]
+    if kind == "pages-articles-multistream":
+        return [
+            prefix + "pages-articles-multistream.xml.bz2",
+            prefix + "pages-articles-multistream-index.txt.bz2",
+        ]
+    raise UserError(f"--kind {kind!r} is not one of {', '.join(KINDS)}")
+
+
+def dump_dir_url(mirror: str, lang: str, date: str) -> str:
+    """The folder URL of one dump run, with a trailing slash."""
+    return f"{mirror.rstrip('/')}/{lang}wiki/{date}/"
+
+
+def canonical_name(name: str, lang: str) -> str:
+    """``enwiki-20240601-x`` -> ``enwiki-latest-x`` so latest/ names match dated listings."""
+    return re.sub(rf"^{re.escape(lang)}wiki-\d{{8}}-", f"{lang}wiki-latest-", name)
+
+
+def parse_checksum_listing(text: str, algo: str) -> dict[str, dict[str, str]]:
+    """Parse a ``sha1sums.txt``/``md5sums.txt`` listing (``<hex>  <name>`` lines).
+
+    Lines in ``sha1sum``'s binary form (``<hex> *<name>``) are accepted; malformed lines are
+    skipped, since a listing is only trusted for the names it gives well-formed digests to.
+
+    Returns:
+        ``{name: {algo: hex}}``.
+    """
+    out: dict[str, dict[str, str]] = {}
+    for line in text.splitlines():
+        parts = line.strip().split(None, 1)
+        if len(parts) != 2:
+            continue
+        digest, name = parts[0].lower(), parts[1].strip().lstrip("*")
+        if len(digest) == _HEX_LEN[algo] and all(c in "0123456789abcdef" for c in digest):
+            out[name] = {algo: digest}
+    return out
+
+
+@dataclass(frozen=True)
+class _Published:
+    """Checksums (and size, job status) published for one file name."""
+
+    checksums: dict[str, str]
+    size: int | None = None
+    job: str | None = None
+    status: str | None = None
+
+
+def parse_dumpstatus(obj: Any) -> dict[str, _Published]:
+    """Parse ``dumpstatus.json``: ``{"jobs": {JOB: {"status", "files": {NAME: {...}}}}}``.
+
+    Every job is searched, because which job holds a file varies by wiki: small wikis list
+    ``pages-articles.xml.bz2`` under ``articlesdump``, big ones (split into parts) under
+    ``articlesdumprecombine``.
+    """
+    out: dict[str, _Published] = {}
+    jobs = obj.get("jobs") if isinstance(obj, dict) else None
+    if not isinstance(jobs, dict):
+        raise ValueError("no 'jobs' object")
+    for job, info in jobs.items():
+        if not isinstance(info, dict) or not isinstance(info.get("files"), dict):
+            continue
+        for name, meta in info["files"].items():
+            if not isinstance(meta, dict):
+                continue
+            sums = {
+                a: str(meta[a]).lower()
+                for a in CHECKSUM_ALGOS
+                if isinstance(meta.get(a), str) and len(meta[a]) == _HEX_LEN[a]
+            }
+            size = meta.get("size")
+            out[name] = _Published(
+                checksums=sums,
+                size=size if isinstance(size, int) else None,
+                job=job,
+                status=str(info.get("status", "")),
+            )
+    return out
+
+
+def file_digest(path: Path, algo: str) -> str:
+    """Hex digest of a file, read in 1 MiB blocks."""
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP.
+
+
+def _request(url: str, headers: Mapping[str, str] | None = None) -> urllib.request.Request:
+    # identity: a compressed transfer would make byte ranges refer to the wrong bytes.
+    h = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **(headers or {})}
+    return urllib.request.Request(url, headers=h)
+
+
+def _is_transient_status(code: int) -> bool:
+    return code in (408, 425, 429) or code >= 500
+
+
+def _http_error(url: str, e: urllib.error.HTTPError, hint: str) -> UserError:
+    return UserError(f"{url}: HTTP {e.code} {e.reason}; {hint}")
+
+
+_T = TypeVar("_T")
+
+
+def _retrying(
+    what: str,
+    policy: RetryPolicy,
+    fn: Callable[[], _T],
+    resume_note: Callable[[], str] | None = None,
+) -> _T:
+    """Call ``fn()`` until it returns, retrying :class:`_Transient` with exponential backoff."""
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return fn()
+        except _Transient as e:
+            if attempt == policy.attempts:
+                note = resume_note() if resume_note else ""
+                raise DownloadError(
+                    f"{what}: gave up after {policy.attempts} attempts ({e}){note}"
+                ) from None
+            delay = policy.delay(attempt)
+            log.warning(
+                "%s: %s; retry %d/%d in %.1fs", what, e, attempt, policy.attempts - 1, delay
+            )
+            time.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _get_small(url: str, policy: RetryPolicy) -> bytes | None:
+    """GET a small listing into memory; ``None`` on 404/410 (not published)."""
+
+    def once() -> bytes | None:
+        try:
+            with urllib.request.urlopen(_request(url), timeout=policy.timeout_s) as resp:
+                body = resp.read(_MAX_LISTING_BYTES + 1)
+                length = resp.headers.get("Content-Length")
+        except urllib.error.HTTPError as e:
+            if e.code in (404, 410):
+                return None
+            if _is_transient_status(e.code):
+                raise _Transient(f"HTTP {e.code} {e.reason}") from None
+            raise _http_error(url, e, "check --mirror") from None
+        except (urllib.error.URLError, OSError, HTTPException) as e:
+            raise _Transient(_reason(e)) from None
+        if len(body) > _MAX_LISTING_BYTES:
+            raise UserError(
+                f"{url}: larger than {_MAX_LISTING_BYTES} bytes, not a checksum listing"
+            )
+        if length is not None and length.isdigit() and len(body) < int(length):
+            raise _Transient(f"connection closed after {len(body)} of {length} bytes")
+        return bytes(body)
+
+    return _retrying(url, policy, once)
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, urllib.error.URLError) and not isinstance(e, urllib.error.HTTPError):
+        return str(e.reason)
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
+def _content_range_start(value: str | None) -> int | None:
+    """``bytes 100-199/200`` -> 100; ``None`` when absent or malformed."""
+    m = re.match(r"^\s*bytes\s+(\d+)-\d+/(\d+|\*)\s*$", value or "")
+    return int(m.group(1)) if m else None
+
+
+def _fsync_dir(path: Path) -> None:
+    # Makes the rename durable; not every platform/filesystem lets you open a directory.
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _attempt(
+    remote: RemoteFile, part: Path, state: _PartState, policy: RetryPolicy, bar: tqdm
+) -> int:
+    """One try at completing ``part``; returns bytes received. Raises :class:`_Transient`."""
+    offset = part.stat().st_size if part.exists() else 0
+    if remote.size is not None and offset > remote.size:
+        # Longer than the published size: not a prefix of this file. Start over.
+        log.warning(
+            "%s is longer than %s (%d bytes); starting over", part, remote.name, remote.size
+        )
+        part.unlink()
+        offset = 0
+    state.sync(part, offset)
+    bar.reset(total=remote.size)
+    bar.update(offset)
+    if remote.size is not None and offset == remote.size:
+        return 0
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    try:
+        resp = urllib.request.urlopen(_request(remote.url, headers), timeout=policy.timeout_s)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and offset:
+            # Nothing left after `offset`: the .part is complete (or too long); the checksum decides.
+            return 0
+        if _is_transient_status(e.code):
+            raise _Transient(f"HTTP {e.code} {e.reason}") from None
+        hint = (
+            "the file is not on this mirror; check --lang/--date/--kind (list the dates at "
+            "the dump folder's parent) or try another --mirror"
+            if e.code in (404, 410)
+            else "check the URL and --mirror"
+        )
+        raise _http_error(remote.url, e, hint) from None
+    except (urllib.error.URLError, OSError, HTTPException) as e:
+        raise _Transient(_reason(e)) from None
+
+    received = 0
+    with resp:
+        status = resp.status
+        if offset and status == 206:
+            start = _content_range_start(resp.headers.get("Content-Range"))
+            if start != offset:
+                raise _Transient(
+                    f"asked for bytes {offset}- but got Content-Range {resp.headers.get('Content-Range')!r}"
+                )
+        elif status != 206 and offset:
+            # The server ignored Range and sends the whole file: restart from byte 0.
+            log.info("%s: server ignored the Range request; restarting from byte 0", remote.url)
+            offset = 0
+            state.reset()
+            bar.reset(total=remote.size)
+        length_h = resp.headers.get("Content-Length")
+        length = int(length_h) if length_h and length_h.isdigit() else None
+        if remote.size is None and length is not None:
+            bar.reset(total=offset + length)
+            bar.update(offset)
+        mode = "ab" if offset else "wb"
+        with open(part, mode) as f:
+            f.truncate(offset)
+            try:
+                while True:
+                    block = resp.read(_CHUNK)
+                    if not block:
+                        break
+                    f.write(block)
+                    state.update(block)
+                    received += len(block)
+                    bar.update(len(block))
+            except (OSError, HTTPException) as e:
+                if isinstance(e, OSError) and not _is_network_oserror(e):
+                    raise  # disk full and the like: retrying will not help
+                f.flush()
+                raise _Transient(f"{_reason(e)} after {offset + received} bytes") from None
+            f.flush()
+            os.fsync(f.fileno())
+    # http.client returns a short body silently when the peer closes early; check it here.
+    if length is not None and received < length:
+        raise _Transient(f"connection closed after {offset + received} of {offset + length} bytes")
+    return received
+
+
+def _is_network_oserror(e: OSError) -> bool:
+    return isinstance(e, (ConnectionError, TimeoutError)) or e.errno is None
+
+
+def fetch(
+    remote: RemoteFile,
+    dest: Path,
+    *,
+    policy: RetryPolicy | None = None,
+    progress: bool = True,
+) -> DownloadResult:
+    """Download one file into ``dest``, resuming its ``.part`` and verifying the checksum.
+
+    Args:
+        remote: What to fetch and what it must hash to.
+        dest: Destination folder (created if missing).
+        policy: Retries, backoff and timeout.
+        progress: Show a tqdm byte progress bar on stderr (only when it is a terminal).
+
+    Returns:
+        The :class:`DownloadResult`; the file is at ``dest / remote.name``.
+
+    Raises:
+        ChecksumError: The download does not match (the bad ``.part`` is removed; exit 1).
+        DownloadError: Network failures outlasted the retries (the ``.part`` stays; exit 1).
+        UserError: HTTP 4xx such as 404 (exit 2).
+    """
+    policy = policy or RetryPolicy()
+    algo, want = remote.checksum()
+    dest.mkdir(parents=True, exist_ok=True)
+    final = dest / remote.name
+    part = dest / (remote.name + ".part")
+
+    if final.is_file():
+        size = final.stat().st_size
+        if (remote.size is None or size == remote.size) and file_digest(final, algo) == want:
+            log.info("%s is already complete (%s matches)", final, algo)
+            return DownloadResult(final, size, 0, algo, skipped=True)
+        log.warning("%s exists but does not match its %s; downloading it again", final, algo)
+
+    if remote.size is not None:
+        have = part.stat().st_size if part.exists() else 0
+        free = shutil.disk_usage(dest).free
+        if remote.size - have > free:
+            raise UserError(
+                f"{dest}: {free:,} bytes free, {remote.name} needs {remote.size - have:,} more; "
+                "free some space or pick another --dest"
+            )
+
+    state = _PartState(algo)
+    fetched = 0
+
+    def once() -> None:
+        nonlocal fetched
+        fetched += _attempt(remote, part, state, policy, bar)
+
+    def resume_note() -> str:
+        have = part.stat().st_size if part.exists() else 0
+        return f"; re-run the same command to resume from byte {have:,}" if have else ""
+
+    with tqdm(
+        total=remote.size,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=remote.name,
+        disable=None if progress else True,  # None: only when stderr is a terminal
+        leave=True,
+    ) as bar:
+        _retrying(remote.url, policy, once, resume_note)
+
+    got = state.hexdigest()
+    size = part.stat().st_size
+    if got != want or (remote.size is not None and size != remote.size):
+        part.unlink(missing_ok=True)
+        raise ChecksumError(
+            f"{remote.name}: {algo} {got} does not match {want} from {remote.source} "
+            f"({size:,} bytes); removed the bad download, re-run to fetch it again "
+            "or try another --mirror"
+        )
+    os.replace(part, final)
+    _fsync_dir(dest)
+    return DownloadResult(final, size, fetched, algo)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dumps.
+
+
+def resolve_dump(
+    lang: str,
+    date: str,
+    kind: str,
+    *,
+    mirror: str = DEFAULT_MIRROR,
+    policy: RetryPolicy | None = None,
+) -> list[RemoteFile]:
+    """Find the URLs and published checksums of one dump's files.
+
+    Tries ``dumpstatus.json``, then ``{lang}wiki-{date}-sha1sums.txt``, then ``-md5sums.txt``,
+    stopping as soon as every file has a checksum.
+
+    Raises:
+        UserError: Bad arguments, an unfinished dump, or no checksum published for a file.
+    """
+    policy = policy or RetryPolicy()
+    validate_lang(lang)
+    validate_date(date)
+    _validate_http_url(mirror, "--mirror")
+    names = dump_file_names(lang, date, kind)
+    base = dump_dir_url(mirror, lang, date)
+    found: dict[str, tuple[_Published, str]] = {}
+    sources = [
+        ("dumpstatus.json", None),
+        (f"{lang}wiki-{date}-sha1sums.txt", "sha1"),
+        (f"{lang}wiki-{date}-md5sums.txt", "md5"),
+    ]
+    for listing, algo in sources:
+        if all(n in found for n in names):
+            break
+        url = base + listing
+        body = _get_small(url, policy)
+        if body is None:
+            log.info("%s: not published", url)
+            continue
+        table: dict[str, _Published]
+        try:
+            if algo is None:
+                table = parse_dumpstatus(json.loads(body.decode("utf-8")))
+            else:
+                rows = parse_checksum_listing(body.decode("utf-8", "replace"), algo)
+                table = {k: _Published(checksums=v) for k, v in rows.items()}
+        except (ValueError, UnicodeDecodeError) as e:
+            log.warning("%s: unreadable (%s); trying the next checksum source", url, e)
+            continue
+        by_name = (
+            {canonical_name(k, lang): v for k, v in table.items()} if date == "latest" else table
+        )
+        for n in names:
+            pub = by_name.get(canonical_name(n, lang) if date == "latest" else n)
+            if n in found or pub is None or not pub.checksums:
+                continue
+            if pub.status not in (None, "done"):
+                raise UserError(
+                    f"{n}: dump job {pub.job} is {pub.status!r}, not done, at {base}; "
+                    "pick an earlier --date"
+                )
+            found[n] = (pub, url)
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise UserError(
+            f"no published checksum for {missing[0]} at {base} (looked in dumpstatus.json, "
+            f"sha1sums, md5sums); check --lang/--date/--kind against {base.rsplit('/', 2)[0]}/"
+        )
+    return [
+        RemoteFile(url=base + n, name=n, expected=pub.checksums, size=pub.size, source=src)
+        for n, (pub, src) in found.items()
+    ]
+
+
+def _validate_http_url(url: str, flag: str) -> str:
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise UserError(f"{flag} {url!r} must be an http:// or https:// URL")
+    return url
+
+
+def fetch_dump(
+    lang: str,
+    date: str,
+    kind: str,
+    dest: Path,
+    *,
+    mirror: str = DEFAULT_MIRROR,
+    policy: RetryPolicy | None = None,
+    progress: bool = True,
+) -> list[DownloadResult]:
+    """Download and verify one Wikipedia dump (see :func:`download_dump`); per-file results."""
+    remotes = resolve_dump(lang, date, kind, mirror=mirror, policy=policy)
+    return [fetch(r, Path(dest), policy=policy, progress=progress) for r in remotes]
+
+
+def download_dump(
+    lang: str = "en",
+    date: str = "latest",
+    kind: str = "pages-articles",
+    dest: Path | str = ".",
+    *,
+    mirror: str = DEFAULT_MIRROR,
+    policy: RetryPolicy | None = None,
+    progress: bool = True,
+) -> list[Path]:
+    """Download and verify a Wikipedia articles dump.
+
+    Args:
+        lang: Wikipedia language code (``en``, ``de``, ``simple``).
+        date: ``latest`` or ``YYYYMMDD``.
+        kind: ``pages-articles`` or ``pages-articles-multistream`` (also fetches the index).
+        dest: Destination folder.
+        mirror: Base URL laid out like https://dumps.wikimedia.org.
+        policy: Retries, backoff and timeout.
+        progress: Show byte progress bars on a terminal.
+
+    Returns:
+        Paths of the verified files, dump first, then its index (multistream).
+    """
+    return [
+        r.path
+        for r in fetch_dump(
+            lang, date, kind, Path(dest), mirror=mirror, policy=policy, progress=progress
+        )
+    ]
+
+
+def url_file_name(url: str) -> str:
+    """The last path segment of ``url``, percent-decoded, or a UserError if there is none."""
+    name = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise UserError(f"--url {url!r} does not end in a file name")
+    return name
+
+
+def fetch_url(
+    url: str,
+    dest: Path,
+    expected: Mapping[str, str],
+    *,
+    policy: RetryPolicy | None = None,
+    progress: bool = True,
+) -> DownloadResult:
+    """Download ``url`` into ``dest`` and verify it (see :func:`download_url`)."""
+    _validate_http_url(url, "--url")
+    if not expected:
+        raise UserError(f"--url {url}: give its expected checksum with --sha256, --sha1 or --md5")
+    sums = {a: validate_hex(a, v) for a, v in expected.items() if a in _HEX_LEN}
+    unknown = sorted(set(expected) - set(_HEX_LEN))
+    if unknown:
+        raise UserError(f"unknown checksum type {unknown[0]!r}; use sha256, sha1 or md5")
+    remote = RemoteFile(url=url, name=url_file_name(url), expected=sums)
+    return fetch(remote, Path(dest), policy=policy, progress=progress)
+
+
+def download_url(
+    url: str,
+    dest: Path | str,
+    expected: Mapping[str, str],
+    *,
+    policy: RetryPolicy | None = None,
+    progress: bool = True,
+) -> Path:
+    """Download any http(s) URL into ``dest`` and verify it against ``expected``.
+
+    Args:
+        url: The file's URL; its last path segment names the local file.
+        dest: Destination folder.
+        expected: ``{"sha256" | "sha1" | "md5": hex}``; the strongest given is verified.
+        policy: Retries, backoff and timeout.
+        progress: Show a byte progress bar on a terminal.
+
+    Returns:
+        The verified file's path.
+    """
+    return fetch_url(url, Path(dest), expected, policy=policy, progress=progress).path
+
+
+def summarize(results: Iterable[DownloadResult], seconds: float) -> str:
+    """One line for the end of a run: files, bytes, seconds, checksum types verified."""
+    rs = list(results)
+    total = sum(r.size for r in rs)
+    fetched = sum(r.fetched for r in rs)
+    skipped = sum(r.skipped for r in rs)
+    algos = ",".join(sorted({r.algo for r in rs})) or "none"
+    done = f" ({skipped} already complete)" if skipped else ""
+    return (
+        f"download: {len(rs)} file{'s' if len(rs) != 1 else ''}{done}, {total:,} bytes "
+        f"({fetched:,} fetched) in {seconds:.1f} s; verified {algos}"
+    )
+
+
+__all__ = [
+    "CHECKSUM_ALGOS",
+    "DEFAULT_MIRROR",
+    "KINDS",
+    "DownloadError",
+    "DownloadResult",
+    "RemoteFile",
+    "RetryPolicy",
+    "canonical_name",
+    "download_dump",
+    "download_url",
+    "dump_dir_url",
+    "dump_file_names",
+    "fetch",
+    "fetch_dump",
+    "fetch_url",
+    "file_digest",
+    "parse_checksum_listing",
+    "parse_dumpstatus",
+    "resolve_dump",
+    "summarize",
+    "url_file_name",
+]
