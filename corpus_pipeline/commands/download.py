@@ -29,7 +29,7 @@ examples:
       enwiki latest pages-articles.xml.bz2, verified against the published checksums
   corpus-pipeline download --dest data/raw --lang de --date 20240601 --kind pages-articles-multistream
       the multistream dump and its index
-  corpus-pipeline download --dest data/raw --mirror https://mirror.accum.se/mirror/wikimedia.org/dumps
+  corpus-pipeline download --dest data/raw --mirror https://mirror.example.org/wikimedia/dumps
   corpus-pipeline download --dest data/books --url https://example.org/corpus.tar.gz --sha256 HEX
 
 An interrupted download leaves DEST/NAME.part; running the same command again resumes it.
@@ -43,9 +43,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "download",
         help="download a Wikipedia dump (or a URL), resumable, checksum-verified",
         description=(
-            "Download a Wikipedia articles dump, or any --url, into --dest. Resumes interrupted "
-            "transfers with HTTP Range, retries with exponential backoff, and renames the file "
-            "into place only after its published checksum matches."
+            "Download a Wikipedia articles dump, or any --url, into --dest.\n"
+            "Resumes interrupted transfers with HTTP Range, retries with exponential backoff,\n"
+            "and renames each file into place only after its published checksum matches.\n"
+            "Runs in-process (no Beam): downloading is network-bound and per file."
         ),
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -123,6 +123,7 @@ class RemoteFile:
         expected: Known checksums, ``{"sha1": hex, ...}``; at least one.
         size: Size in bytes when published (lets us skip hashing a wrong-size file).
         source: Where the checksum came from, for error messages.
+        hint: What to tell the user when the server says 404/410 or another 4xx.
     """
 
     url: str
@@ -130,6 +131,7 @@ class RemoteFile:
     expected: Mapping[str, str]
     size: int | None = None
     source: str = "the command line"
+    hint: str = "check the URL"
 
     def checksum(self) -> tuple[str, str]:
         """The (algorithm, lower-case hex digest) that will be verified: the strongest known."""
@@ -169,6 +171,8 @@ class _PartState:
     algo: str
     hasher: Any = field(init=False)
     n: int = field(init=False, default=0)
+    # Bytes that came over the network in this run, over all attempts (for the summary).
+    received: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self.reset()
@@ -189,9 +193,11 @@ class _PartState:
                     break
                 self.update(block)
 
-    def update(self, block: bytes) -> None:
+    def update(self, block: bytes, received: bool = False) -> None:
         self.hasher.update(block)
         self.n += len(block)
+        if received:
+            self.received += len(block)
 
     def hexdigest(self) -> str:
         return str(self.hasher.hexdigest())
@@ -439,13 +445,7 @@ def _attempt(
             return 0
         if _is_transient_status(e.code):
             raise _Transient(f"HTTP {e.code} {e.reason}") from None
-        hint = (
-            "the file is not on this mirror; check --lang/--date/--kind (list the dates at "
-            "the dump folder's parent) or try another --mirror"
-            if e.code in (404, 410)
-            else "check the URL and --mirror"
-        )
-        raise _http_error(remote.url, e, hint) from None
+        raise _http_error(remote.url, e, remote.hint) from None
     except (urllib.error.URLError, OSError, HTTPException) as e:
         raise _Transient(_reason(e)) from None
 
@@ -455,6 +455,9 @@ def _attempt(
         if offset and status == 206:
             start = _content_range_start(resp.headers.get("Content-Range"))
             if start != offset:
+                # A broken range reply: drop the .part so the next try asks for the whole file.
+                part.unlink()
+                state.reset()
                 raise _Transient(
                     f"asked for bytes {offset}- but got Content-Range {resp.headers.get('Content-Range')!r}"
                 )
@@ -470,32 +473,26 @@ def _attempt(
             bar.reset(total=offset + length)
             bar.update(offset)
         mode = "ab" if offset else "wb"
+        # Write errors (disk full, permissions) propagate as OSError: retrying cannot fix them.
         with open(part, mode) as f:
             f.truncate(offset)
-            try:
-                while True:
+            while True:
+                try:
                     block = resp.read(_CHUNK)
-                    if not block:
-                        break
-                    f.write(block)
-                    state.update(block)
-                    received += len(block)
-                    bar.update(len(block))
-            except (OSError, HTTPException) as e:
-                if isinstance(e, OSError) and not _is_network_oserror(e):
-                    raise  # disk full and the like: retrying will not help
-                f.flush()
-                raise _Transient(f"{_reason(e)} after {offset + received} bytes") from None
+                except (OSError, HTTPException) as e:
+                    raise _Transient(f"{_reason(e)} after {offset + received} bytes") from None
+                if not block:
+                    break
+                f.write(block)
+                state.update(block, received=True)
+                received += len(block)
+                bar.update(len(block))
             f.flush()
             os.fsync(f.fileno())
     # http.client returns a short body silently when the peer closes early; check it here.
     if length is not None and received < length:
         raise _Transient(f"connection closed after {offset + received} of {offset + length} bytes")
     return received
-
-
-def _is_network_oserror(e: OSError) -> bool:
-    return isinstance(e, (ConnectionError, TimeoutError)) or e.errno is None
 
 
 def fetch(
@@ -519,9 +516,20 @@ def fetch(
     Raises:
         ChecksumError: The download does not match (the bad ``.part`` is removed; exit 1).
         DownloadError: Network failures outlasted the retries (the ``.part`` stays; exit 1).
-        UserError: HTTP 4xx such as 404 (exit 2).
+        UserError: HTTP 4xx such as 404, or the destination is not writable (exit 2).
     """
     policy = policy or RetryPolicy()
+    try:
+        return _fetch(remote, Path(dest), policy, progress)
+    except OSError as e:
+        # Network errors were turned into retries or DownloadError below; this is local IO.
+        where = e.filename or dest
+        raise UserError(
+            f"{where}: {e.strerror or e}; check --dest (permissions, free space) and re-run"
+        ) from None
+
+
+def _fetch(remote: RemoteFile, dest: Path, policy: RetryPolicy, progress: bool) -> DownloadResult:
     algo, want = remote.checksum()
     dest.mkdir(parents=True, exist_ok=True)
     final = dest / remote.name
@@ -544,11 +552,9 @@ def fetch(
             )
 
     state = _PartState(algo)
-    fetched = 0
 
     def once() -> None:
-        nonlocal fetched
-        fetched += _attempt(remote, part, state, policy, bar)
+        _attempt(remote, part, state, policy, bar)
 
     def resume_note() -> str:
         have = part.stat().st_size if part.exists() else 0
@@ -576,7 +582,7 @@ def fetch(
         )
     os.replace(part, final)
     _fsync_dir(dest)
-    return DownloadResult(final, size, fetched, algo)
+    return DownloadResult(final, size, state.received, algo)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -649,7 +655,14 @@ def resolve_dump(
             f"sha1sums, md5sums); check --lang/--date/--kind against {base.rsplit('/', 2)[0]}/"
         )
     return [
-        RemoteFile(url=base + n, name=n, expected=pub.checksums, size=pub.size, source=src)
+        RemoteFile(
+            url=base + n,
+            name=n,
+            expected=pub.checksums,
+            size=pub.size,
+            source=src,
+            hint=f"listed in {src} but not served; try again later or another --mirror",
+        )
         for n, (pub, src) in found.items()
     ]
 

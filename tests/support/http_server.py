@@ -144,7 +144,9 @@ class DumpServer:
     def __init__(self, root: Path, faults: Faults | None = None) -> None:
         self.faults = faults or Faults()
         self._server = _Server(root, self.faults)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     @property
     def url(self) -> str:
