@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import secrets
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,11 +25,15 @@ __all__ = [
     "FormatError",
     "atomic_output",
     "fsync_dir",
+    "remove_stale_temps",
     "sha256_file",
     "pad_rows",
     "lengths_of",
     "check_instance_fits",
 ]
+
+
+_TEMP_NAME = re.compile(r"\..+\.tmp-[0-9a-f]{12}.*")
 
 
 class FormatError(InputFormatError):
@@ -64,10 +69,11 @@ def atomic_output(final_path: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yields a temp path beside ``final_path``; on success it becomes ``final_path``.
 
     The temp file is named ``.<final name>.tmp-<random><suffix>`` in the destination folder, so
-    the final rename is atomic (same filesystem) and a crash leaves only a dot-file that no
-    consumer's ``os.listdir`` filter (``training`` in the name, ``*.tfrecord``) mistakes for a
-    shard. On normal exit the temp file is fsynced and ``os.replace``-d onto the final path; on an
-    exception it is removed and the exception propagates.
+    the final rename is atomic (same filesystem). On normal exit the temp file is fsynced and
+    ``os.replace``-d onto the final path; on an exception it is removed and the exception
+    propagates. A process killed outright (SIGKILL, power loss) leaves the dot-file behind, and
+    DLE's loader keeps every name that contains ``training`` -- hidden files included -- so a
+    job that rewrites an output folder should call :func:`remove_stale_temps` on it first.
 
     The caller creates the file at the yielded path (it does not exist yet).
 
@@ -97,6 +103,23 @@ def atomic_output(final_path: str | Path, suffix: str = "") -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def remove_stale_temps(directory: str | Path) -> list[Path]:
+    """Deletes the ``.<name>.tmp-<random>*`` files a killed writer left in ``directory``.
+
+    Only call it when no writer is running on that folder.
+
+    Returns:
+        The paths removed, sorted.
+    """
+    removed = []
+    for p in sorted(Path(directory).glob(".*.tmp-*")):
+        if p.is_file() and _TEMP_NAME.fullmatch(p.name):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    return removed
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -159,7 +182,9 @@ def check_instance_fits(
     not a :class:`UserError`.
     """
     if input_len > max_seq_length:
-        raise ValueError(f"{where}: instance of {input_len} tokens > max_seq_length {max_seq_length}")
+        raise ValueError(
+            f"{where}: instance of {input_len} tokens > max_seq_length {max_seq_length}"
+        )
     if num_predictions > max_predictions:
         raise ValueError(
             f"{where}: instance with {num_predictions} predictions > max_predictions "
