@@ -2,13 +2,13 @@
 
 Elements are coarse: a work unit (one bz2 stream of a multistream dump, one book file) or a
 chunk of ~100-200 raw pages cut from a single-stream dump. Cleaning and sentence splitting are
-fused per chunk; the documents of a chunk are spilled to a temp JSON-lines file so only small
-``(shard, (chunk key, path))`` records cross the GroupByKey, and peak memory stays bounded by
+fused per chunk; the documents of a chunk are spilled to one temp file, grouped by shard
+(``formats/spill.py``), so only small ``(shard, SpillRange)`` records cross the GroupByKey, and peak memory stays bounded by
 chunk size, not corpus size, even on FnApiRunner (which keeps grouped data in memory).
 
 Determinism: a chunk's key is its position in the input (source index, unit index, chunk
-index); a chunk goes to shard ``stable_hash(key) % N``; a shard concatenates its chunks in key
-order. So the same input gives byte-identical shards with any number of workers or runner.
+index); a document goes to shard ``stable_hash(document id) % N``; a shard concatenates its
+ranges in chunk-key order. So the same input gives byte-identical shards with any number of workers or runner.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ import apache_beam as beam
 from corpus_pipeline.beam.runner import BeamCounts, Progress
 from corpus_pipeline.config import ExtractConfig, SentenceConfig
 from corpus_pipeline.formats.common import atomic_output, sha256_file
-from corpus_pipeline.formats.documents import SUFFIX, read_documents, write_document
+from corpus_pipeline.formats.documents import SUFFIX, write_document
+from corpus_pipeline.formats.spill import SpillRange, iter_spills, write_spill
 from corpus_pipeline.hashing import stable_hash
 from corpus_pipeline.records import Article, Document
 from corpus_pipeline.sources import books, wikipedia
@@ -100,17 +101,15 @@ class _ChunkDoFn(beam.DoFn):
         self.progress = progress
         self.count = BeamCounts()
 
-    def spill(self, key: ChunkKey, docs: Iterable[Document]) -> Iterator[tuple[int, Any]]:
-        path = os.path.join(self.tmp_dir, "chunk-{:05d}-{:07d}-{:05d}.jsonl".format(*key))
-        n = 0
-        with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            for doc in docs:
-                write_document(f, doc, "jsonl")
-                n += 1
-        if n:
-            yield stable_hash("extract-shard", *key) % self.num_shards, (key, path)
-        else:
-            os.remove(path)
+    def spill(self, key: ChunkKey, docs: Iterable[Document]) -> Iterator[tuple[int, SpillRange]]:
+        """Spill a chunk's documents, grouped by shard (content hash of the document id)."""
+        groups: dict[int, list[Document]] = {}
+        for doc in docs:
+            groups.setdefault(stable_hash("extract-shard", doc.id) % self.num_shards, []).append(doc)
+        if not groups:
+            return
+        path = os.path.join(self.tmp_dir, "chunk-{:05d}-{:07d}-{:05d}.spill".format(*key))
+        yield from write_spill(path, key, groups).items()
 
 
 class SplitIntoChunks(_ChunkDoFn):
@@ -160,19 +159,15 @@ class WriteDocumentShard(beam.DoFn):
 
     def process(self, element: tuple[int, Iterable[Any]]) -> Iterator[dict[str, Any]]:
         shard, items = element
-        chunks = sorted((tuple(k), p) for k, p in items if k is not None)
+        ranges = sorted(r for r in items if r is not None)
         final = os.path.join(
             self.out_dir, f"{self.name}_{shard:0{self.width}d}{SUFFIX[self.fmt]}"
         )
         n = 0
         with atomic_output(final) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            for _, path in chunks:
-                for doc in read_documents(path, "jsonl"):
-                    write_document(f, doc, self.fmt)
-                    n += 1
-        for _, path in chunks:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
+            for doc in iter_spills(ranges):
+                write_document(f, doc, self.fmt)
+                n += 1
         yield {"shard": shard, "path": os.path.basename(final), "documents": n, "sha256": sha256_file(final)}
 
 
@@ -225,7 +220,7 @@ class ExtractDocuments(beam.PTransform):
         # Every shard gets a marker so empty shards are still written (never a missing file).
         parts.append(
             pbegin
-            | "ShardMarkers" >> beam.Create([(s, (None, None)) for s in range(self.num_shards)])
+            | "ShardMarkers" >> beam.Create([(s, None) for s in range(self.num_shards)])
         )
         return (
             parts

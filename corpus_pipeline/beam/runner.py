@@ -20,7 +20,11 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    PipelineOptions,
+    WorkerOptions,
+)
 from tqdm import tqdm
 
 NAMESPACE = "corpus_pipeline"
@@ -40,6 +44,9 @@ def make_options(workers: int, beam_args: Sequence[str] = ()) -> PipelineOptions
             direct.direct_running_mode = "multi_processing"
         if not _has_flag(args, "--direct_num_workers"):
             direct.direct_num_workers = workers
+    if not _has_flag(args, "--default_sdk_harness_log_level"):
+        # Worker processes log every bundle at INFO; our summary says what matters.
+        opts.view_as(WorkerOptions).default_sdk_harness_log_level = "WARNING"
     return opts
 
 

@@ -26,7 +26,12 @@ def write_document(f: IO[str], doc: Document, fmt: str) -> None:
     if fmt == "jsonl":
         f.write(
             json.dumps(
-                {"id": doc.id, "title": doc.title, "source": doc.source, "sentences": doc.sentences},
+                {
+                    "id": doc.id,
+                    "title": doc.title,
+                    "source": doc.source,
+                    "sentences": doc.sentences,
+                },
                 ensure_ascii=False,
             )
         )

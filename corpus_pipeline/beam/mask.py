@@ -1,0 +1,205 @@
+"""PTransforms of ``mask``: documents -> WordPiece -> static masking -> shards.
+
+One element per document file. A DoFn reads the file's documents in buckets of
+``bucket_size`` (the tail bucket is merged into the previous one when it is smaller than
+half a bucket, so no bucket is tiny), encodes them with the word-cached WordPiece encoder,
+masks them (negatives from another document of the same bucket) and spills the bucket's
+instances, grouped by destination shard, to one spill file. Only ``(shard, SpillRange)``
+references cross the GroupByKey; one writer per shard reads its ranges back. Memory is bounded
+by bucket size (masking) and shard size (writing), whatever the corpus size.
+
+Determinism: a bucket's key is (file index, bucket index); instance ``j`` of a bucket goes to
+shard ``stable_hash(seed, key, j) % N``; masking draws from generators seeded by (seed,
+document id, duplicate); a shard's writer sorts and permutes its instances with a seeded
+generator. Nothing depends on worker count, bundle boundaries or arrival order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+
+from corpus_pipeline.beam.runner import BeamCounts, Progress
+from corpus_pipeline.beam.shards import ShardSpec, WriteShardFromSpills
+from corpus_pipeline.config import MaskConfig
+from corpus_pipeline.formats.documents import read_documents
+from corpus_pipeline.formats.spill import SpillRange, write_spill
+from corpus_pipeline.hashing import stable_hash
+from corpus_pipeline.records import Document, EncodedDocument
+from corpus_pipeline.stages.masking import MaskStats, MaskVocab, create_instances
+from corpus_pipeline.stages.wordpiece import WordPieceEncoder, encode_documents
+
+STATS_TAG = "stats"
+DOCS_TAG = "docs"
+
+
+@dataclass(frozen=True)
+class VocabSpec:
+    """How workers rebuild the encoder."""
+
+    path: str
+    cased: bool
+
+
+def iter_buckets(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:
+    """Consecutive buckets of ``size`` documents; a tail < size/2 joins the last bucket."""
+    held: list[Document] = []
+    for d in docs:
+        held.append(d)
+        if len(held) >= size + size // 2:
+            yield held[:size]
+            held = held[size:]
+    if len(held) > size:
+        yield held[:size]
+        held = held[size:]
+    if held:
+        yield held
+
+
+class MaskDocumentFile(beam.DoFn):
+    """A document file -> spilled, masked instances per bucket (+ stats, + encoded docs)."""
+
+    def __init__(
+        self,
+        vocab: VocabSpec,
+        cfg: MaskConfig,
+        num_shards: int,
+        spill_dir: str,
+        progress: Progress,
+        keep_documents: bool,
+    ) -> None:
+        self.vocab = vocab
+        self.cfg = cfg
+        self.num_shards = num_shards
+        self.spill_dir = spill_dir
+        self.progress = progress
+        self.keep_documents = keep_documents
+        self.count = BeamCounts()
+
+    def setup(self) -> None:
+        self.encoder = WordPieceEncoder(self.vocab.path, cased=self.vocab.cased)
+        self.mvocab = MaskVocab.from_tokens(self.encoder.tokens, source=self.vocab.path)
+
+    def process(self, element: tuple[int, str]) -> Iterator[Any]:
+        file_index, path = element
+        for b, docs in enumerate(iter_buckets(read_documents(path), self.cfg.bucket_size)):
+            key = (file_index, b)
+            self.count("mask/buckets")
+            encoded = encode_documents(docs, self.encoder, count=self.count)
+            groups: dict[int, list[Any]] = {}
+            stats = MaskStats.for_config(self.cfg, self.mvocab)
+            batch = []
+            for j, inst in enumerate(create_instances(encoded, self.cfg, self.mvocab, count=self.count)):
+                # Copy: arrays of one masking batch share buffers.
+                inst.input_ids = np.array(inst.input_ids)
+                inst.segment_ids = np.array(inst.segment_ids)
+                inst.masked_lm_positions = np.array(inst.masked_lm_positions)
+                inst.masked_lm_ids = np.array(inst.masked_lm_ids)
+                groups.setdefault(stable_hash(self.cfg.seed, *key, j) % self.num_shards, []).append(inst)
+                batch.append(inst)
+            stats.add_many(batch)
+            spill = os.path.join(self.spill_dir, f"bucket-{file_index:05d}-{b:05d}.spill")
+            for shard, r in write_spill(spill, key, groups).items():
+                yield shard, r
+            yield beam.pvalue.TaggedOutput(STATS_TAG, stats)
+            if self.keep_documents and encoded:
+                doc_spill = os.path.join(self.spill_dir, f"docs-{file_index:05d}-{b:05d}.spill")
+                for _, r in write_spill(doc_spill, key, {0: _strip(encoded)}).items():
+                    yield beam.pvalue.TaggedOutput(DOCS_TAG, r)
+        self.progress.tick()
+
+
+def _strip(docs: list[EncodedDocument]) -> list[EncodedDocument]:
+    return [EncodedDocument(d.id, [np.asarray(s, np.int32) for s in d.sentences]) for d in docs]
+
+
+class CombineMaskStats(beam.CombineFn):
+    """Merge per-bucket MaskStats into one."""
+
+    def __init__(self, cfg: MaskConfig, mask_id: int) -> None:
+        self.cfg = cfg
+        self.mask_id = mask_id
+
+    def create_accumulator(self) -> MaskStats | None:
+        return None
+
+    def add_input(self, acc: MaskStats | None, s: MaskStats) -> MaskStats:
+        return s if acc is None else acc.merge(s)
+
+    def merge_accumulators(self, accs: Any) -> MaskStats | None:
+        out: MaskStats | None = None
+        for a in accs:
+            if a is not None:
+                out = a if out is None else out.merge(a)
+        return out
+
+    def extract_output(self, acc: MaskStats | None) -> dict[str, Any]:
+        if acc is None:
+            return MaskStats(self.cfg.max_seq_length, self.mask_id).to_dict()
+        return acc.to_dict()
+
+
+class MaskToShards(beam.PTransform):
+    """Document files -> masked shards. Outputs a dict of PCollections:
+    ``shards`` (manifest entries), ``stats`` (one dict) and ``docs`` (spill ranges of the
+    encoded documents, when ``keep_documents``)."""
+
+    def __init__(
+        self,
+        files: list[str],
+        vocab: VocabSpec,
+        cfg: MaskConfig,
+        spec: ShardSpec,
+        num_shards: int,
+        spill_dir: str,
+        progress: Progress,
+        mask_id: int,
+        keep_documents: bool = False,
+    ) -> None:
+        super().__init__()
+        self.files = files
+        self.vocab = vocab
+        self.cfg = cfg
+        self.spec = spec
+        self.num_shards = num_shards
+        self.spill_dir = spill_dir
+        self.progress = progress
+        self.mask_id = mask_id
+        self.keep_documents = keep_documents
+
+    def expand(self, pbegin: Any) -> dict[str, Any]:
+        os.makedirs(self.spill_dir, exist_ok=True)
+        masked = (
+            pbegin
+            | "Files" >> beam.Create(list(enumerate(self.files)), reshuffle=False)
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "EncodeAndMask"
+            >> beam.ParDo(
+                MaskDocumentFile(
+                    self.vocab, self.cfg, self.num_shards, self.spill_dir, self.progress,
+                    self.keep_documents,
+                )
+            ).with_outputs(STATS_TAG, DOCS_TAG, main="ranges")
+        )
+        markers = pbegin | "ShardMarkers" >> beam.Create(
+            [(s, None) for s in range(self.num_shards)]
+        )
+        shards = (
+            (masked.ranges, markers)
+            | "MergeRanges" >> beam.Flatten()
+            | "GroupByShard" >> beam.GroupByKey()
+            | "WriteShards" >> beam.ParDo(WriteShardFromSpills(self.spec, self.progress))
+        )
+        stats = masked[STATS_TAG] | "Stats" >> beam.CombineGlobally(
+            CombineMaskStats(self.cfg, self.mask_id)
+        )
+        return {"shards": shards, "stats": stats, "docs": masked[DOCS_TAG]}
+
+
+def spill_range_key(r: SpillRange) -> tuple[Any, ...]:
+    return r.key

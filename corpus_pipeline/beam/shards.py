@@ -1,0 +1,173 @@
+"""Writing a dataset's shards: one DoFn per shard, every requested format, resumable.
+
+A shard's instances arrive as spill ranges (see ``formats/spill.py``) or are read from an
+existing dataset (``pack``). The writer orders them deterministically (a seeded permutation
+of the shard's instances, which are first put in key order), optionally packs them, and writes
+each format to temp names renamed on success. A completion marker
+``.markers/<name>_<i>.json`` holding the shard's summary is written last: a rerun finds it,
+checks the files are still there, and does not redo the shard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+
+from corpus_pipeline.beam.runner import BeamCounts, Progress
+from corpus_pipeline.config import PackConfig
+from corpus_pipeline.formats import registry
+from corpus_pipeline.formats.common import atomic_output, remove_stale_temps
+from corpus_pipeline.formats.spill import SpillRange, iter_spills
+from corpus_pipeline.hashing import rng_for
+from corpus_pipeline.records import Instance, Pack
+
+WRITE_BATCH = 1024
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """What every shard of a dataset looks like."""
+
+    out_dir: str
+    name: str
+    formats: tuple[str, ...]
+    max_seq_length: int
+    max_predictions: int
+    vocab_size: int
+    seed: int
+    pack: PackConfig | None = None
+
+
+def marker_path(spec: ShardSpec, index: int) -> str:
+    return os.path.join(spec.out_dir, ".markers", f"{registry.shard_stem(spec.name, index)}.json")
+
+
+def finished_shard(spec: ShardSpec, index: int) -> dict[str, Any] | None:
+    """The summary of a shard finished by an earlier run, if its files are all still there."""
+    path = marker_path(spec, index)
+    try:
+        with open(path, encoding="utf-8") as f:
+            summary: dict[str, Any] = json.load(f)
+    except (OSError, ValueError):
+        return None
+    files = summary.get("files", {})
+    if sorted(files) != sorted(spec.formats if summary.get("instances") else []):
+        return None
+    for entries in files.values():
+        for e in entries:
+            if not os.path.isfile(os.path.join(spec.out_dir, e["path"])):
+                return None
+    return summary
+
+
+def order_instances(instances: list[Instance], seed: int, index: int) -> list[Instance]:
+    """A deterministic shuffle of a shard: sort by content, then a seeded permutation.
+
+    Sorting first makes the order independent of how the instances arrived.
+    """
+    instances.sort(key=Instance.key)
+    perm = rng_for(seed, "shard-order", index).permutation(len(instances))
+    return [instances[i] for i in perm]
+
+
+def write_shard(
+    spec: ShardSpec, index: int, instances: list[Instance], count: Callable[..., None]
+) -> dict[str, Any]:
+    """Write one shard in every format of ``spec``; returns its manifest entry."""
+    records: Sequence[Instance | Pack] = instances
+    packing: dict[str, Any] | None = None
+    if spec.pack is not None and instances:
+        from corpus_pipeline.stages.packing import pack_instances
+
+        strategies: list[Any] = []
+        records = list(
+            pack_instances(
+                instances,
+                spec.pack,
+                spec.max_seq_length,
+                spec.max_predictions,
+                count=count,
+                on_strategy=strategies.append,
+            )
+        )
+        real = sum(len(i) for i in instances)
+        packing = {
+            "packs": len(records),
+            "real_tokens": real,
+            "efficiency_unpacked": real / (len(instances) * spec.max_seq_length),
+            "efficiency": real / (len(records) * spec.max_seq_length),
+            "strategy": strategies[0].summary() if strategies else None,
+        }
+    files: dict[str, list[dict[str, str]]] = {}
+    if records:
+        for fmt in spec.formats:
+            with registry.open_writer(
+                fmt,
+                spec.out_dir,
+                spec.name,
+                index,
+                max_seq_length=spec.max_seq_length,
+                max_predictions=spec.max_predictions,
+                vocab_size=spec.vocab_size,
+                max_per_pack=spec.pack.max_per_pack if spec.pack else None,
+            ) as w:
+                for start in range(0, len(records), WRITE_BATCH):
+                    w.write(records[start : start + WRITE_BATCH])
+            files[fmt] = registry.writer_file_hashes(
+                fmt, w, spec.out_dir, spec.name, index, spec.pack is not None
+            )
+    count("write/shards")
+    count("write/records", len(records))
+    summary: dict[str, Any] = {
+        "index": index,
+        "instances": len(instances),
+        "records": len(records),
+        "files": files,
+    }
+    if packing is not None:
+        summary["packing"] = packing
+    os.makedirs(os.path.dirname(marker_path(spec, index)), exist_ok=True)
+    with atomic_output(marker_path(spec, index)) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(summary, f, sort_keys=True)
+    return summary
+
+
+class WriteShardFromSpills(beam.DoFn):
+    """``(shard, [SpillRange])`` -> the shard's files; outputs its manifest entry."""
+
+    def __init__(self, spec: ShardSpec, progress: Progress) -> None:
+        self.spec = spec
+        self.progress = progress
+        self.count = BeamCounts()
+
+    def process(self, element: tuple[int, Iterable[SpillRange | None]]) -> Iterator[dict[str, Any]]:
+        index, items = element
+        done = finished_shard(self.spec, index)
+        if done is not None:
+            self.count("write/shards_already_done")
+            yield done
+            return
+        ranges = sorted(r for r in items if r is not None)
+        instances = list(iter_spills(ranges))
+        yield write_shard(self.spec, index, order_instances(instances, self.spec.seed, index), self.count)
+        self.progress.tick()
+
+
+def prepare_output(out_dir: str, formats: Sequence[str]) -> None:
+    """Create the format folders and remove temp files a killed run left behind."""
+    for fmt in formats:
+        d = os.path.join(out_dir, fmt)
+        os.makedirs(d, exist_ok=True)
+        remove_stale_temps(d)
+    os.makedirs(os.path.join(out_dir, ".markers"), exist_ok=True)
+    remove_stale_temps(os.path.join(out_dir, ".markers"))
+
+
+def total_length(instances: Iterable[Instance]) -> int:
+    return int(np.sum([len(i) for i in instances], dtype=np.int64))

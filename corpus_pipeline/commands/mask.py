@@ -1,0 +1,320 @@
+"""``corpus-pipeline mask``: sentence-split documents -> statically masked BERT shards."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+
+from corpus_pipeline import resources
+from corpus_pipeline.beam.mask import MaskToShards, VocabSpec
+from corpus_pipeline.beam.runner import Timer, format_summary, progress_bar, run_pipeline
+from corpus_pipeline.beam.shards import ShardSpec, prepare_output
+from corpus_pipeline.commands.common import add_beam_flags, positive
+from corpus_pipeline.config import PRESETS, MaskConfig, PackConfig
+from corpus_pipeline.errors import UserError
+from corpus_pipeline.formats import manifest as mf
+from corpus_pipeline.formats import registry
+from corpus_pipeline.formats.common import atomic_output, sha256_file
+from corpus_pipeline.formats.documents import list_document_files
+from corpus_pipeline.formats.spill import iter_spills
+from corpus_pipeline.stages.masking import MaskVocab
+from corpus_pipeline.stages.wordpiece import load_vocab_checked
+
+EXAMPLES = """examples:
+  corpus-pipeline mask --input out/docs --output out/wiki-128 --preset phase1 --dupe-factor 5
+  corpus-pipeline mask --input out/docs --output out/wiki-512 --preset phase2 --format all
+  corpus-pipeline mask --input out/docs --output out/packed --preset phase2 --pack --max-per-pack 3
+"""
+
+
+def add_mask_flags(p: argparse.ArgumentParser) -> None:
+    """Masking, vocabulary, output and packing flags (shared with ``run``)."""
+    d = MaskConfig()
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="phase1 (S=128, P=20), phase2 (S=512, P=80) or 384 (P=56)")
+    p.add_argument("--max-seq-length", type=int, default=None, help=f"S (default {d.max_seq_length})")
+    p.add_argument("--max-predictions", type=int, default=None,
+                   help=f"P, masked positions per instance (default {d.max_predictions})")
+    p.add_argument("--masked-lm-prob", type=float, default=d.masked_lm_prob)
+    p.add_argument("--short-seq-prob", type=float, default=d.short_seq_prob)
+    p.add_argument("--dupe-factor", type=int, default=d.dupe_factor)
+    p.add_argument("--whole-word-mask", action="store_true")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--bucket-size", type=int, default=d.bucket_size,
+                   help="documents per negative-sampling bucket (memory bound)")
+    p.add_argument("--vocab", default=None, help="WordPiece vocab.txt (default: bundled BERT)")
+    p.add_argument("--cased", action="store_true", help="cased vocabulary and no lower-casing")
+    p.add_argument("--format", default="hdf5",
+                   help="comma-separated: hdf5, tfrecord, mmap, or all (default hdf5)")
+    p.add_argument("--shards", type=int, default=4, help="number of output shards (default 4)")
+    p.add_argument("--name", default="wiki", help="shard name prefix (default wiki)")
+    p.add_argument("--pack", action="store_true", help="write packed shards instead of unpacked")
+    p.add_argument("--max-per-pack", type=int, default=PackConfig.max_per_pack)
+    p.add_argument("--strategy", default=PackConfig.strategy,
+                   help="packing strategy: lp, nnlshp, spfhp, lpfhp (default lp)")
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "mask",
+        help="documents -> WordPiece -> static masking (NSP + MLM) -> shards",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--input", action="append", required=True, metavar="DOCS",
+                   help="document files or folders (from `extract`); repeatable")
+    p.add_argument("--output", required=True, metavar="DIR")
+    add_mask_flags(p)
+    add_beam_flags(p)
+    return p
+
+
+def mask_config(args: argparse.Namespace) -> MaskConfig:
+    """MaskConfig from flags: preset first, explicit flags override it."""
+    base: dict[str, Any] = dict(PRESETS[args.preset]) if args.preset else {}
+    if args.max_seq_length is not None:
+        base["max_seq_length"] = args.max_seq_length
+    if args.max_predictions is not None:
+        base["max_predictions"] = args.max_predictions
+    cfg = replace(
+        MaskConfig(**base),
+        masked_lm_prob=args.masked_lm_prob,
+        short_seq_prob=args.short_seq_prob,
+        dupe_factor=args.dupe_factor,
+        whole_word_mask=args.whole_word_mask,
+        seed=args.seed,
+        bucket_size=positive("--bucket-size", args.bucket_size),
+    )
+    cfg.validate()
+    return cfg
+
+
+def pack_config(args: argparse.Namespace) -> PackConfig | None:
+    if not args.pack:
+        return None
+    from corpus_pipeline.stages.packing import STRATEGIES
+
+    if args.strategy not in STRATEGIES:
+        raise UserError(f"--strategy {args.strategy!r}: choose from {', '.join(STRATEGIES)}")
+    return PackConfig(
+        max_per_pack=positive("--max-per-pack", args.max_per_pack),
+        strategy=args.strategy,
+        seed=args.seed,
+    )
+
+
+def vocab_info(args: argparse.Namespace) -> tuple[VocabSpec, dict[str, Any], MaskVocab]:
+    path = os.path.abspath(args.vocab) if args.vocab else str(resources.default_vocab(args.cased))
+    tokens = load_vocab_checked(path)
+    mvocab = MaskVocab.from_tokens(tokens, source=path)
+    info = {
+        "file": os.path.basename(path),
+        "sha256": sha256_file(path),
+        "size": len(tokens),
+        "cased": bool(args.cased),
+    }
+    return VocabSpec(path, bool(args.cased)), info, mvocab
+
+
+def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
+    cfg = mask_config(args)
+    pcfg = pack_config(args)
+    formats = registry.parse_formats(args.format)
+    positive("--shards", args.shards)
+    positive("--workers", args.workers)
+    files = [str(f) for f in list_document_files(args.input)]
+    vspec, vinfo, mvocab = vocab_info(args)
+    out = os.path.abspath(args.output)
+    os.makedirs(out, exist_ok=True)
+    manifest = mask_documents(files, out, cfg, pcfg, formats, args.shards, args.name, vspec, vinfo,
+                              mvocab, args.workers, beam_args)
+    print_report(manifest, out)
+    return 0
+
+
+def mask_documents(
+    files: list[str],
+    out: str,
+    cfg: MaskConfig,
+    pcfg: PackConfig | None,
+    formats: tuple[str, ...],
+    num_shards: int,
+    name: str,
+    vspec: VocabSpec,
+    vinfo: dict[str, Any],
+    mvocab: MaskVocab,
+    workers: int,
+    beam_args: Sequence[str],
+) -> dict[str, Any]:
+    """Run the mask pipeline into ``out`` and write its manifest; returns the manifest."""
+    timer = Timer()
+    spec = ShardSpec(out, name, formats, cfg.max_seq_length, cfg.max_predictions,
+                     vinfo["size"], cfg.seed, pcfg)
+    prepare_output(out, formats)
+    work = os.path.join(out, ".work")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    keep_docs = "mmap" in formats
+    with progress_bar(len(files) + num_shards, "mask", unit="task") as progress:
+
+        def build(p: beam.Pipeline) -> None:
+            res = p | "Mask" >> MaskToShards(files, vspec, cfg, spec, num_shards,
+                                             os.path.join(work, "spill"), progress,
+                                             mvocab.mask_id, keep_docs)
+            _ = res["shards"] | "CollectShards" >> beam.combiners.ToList() | "SaveShards" >> beam.Map(
+                _save_json, os.path.join(work, "shards.json"))
+            _ = res["stats"] | "SaveStats" >> beam.Map(_save_json, os.path.join(work, "stats.json"))
+            if keep_docs:
+                _ = (
+                    res["docs"]
+                    | "CollectDocs" >> beam.combiners.ToList()
+                    | "WriteMegatron" >> beam.Map(_write_megatron, out, name, vinfo["size"],
+                                                  os.path.join(work, "megatron.json"))
+                )
+
+        counts = run_pipeline(build, workers, beam_args)
+    shards = sorted(_load_json(os.path.join(work, "shards.json")), key=lambda s: s["index"])
+    stats = _load_json(os.path.join(work, "stats.json"))
+    stats["short_target_fraction"] = (
+        counts.get("mask/short_target", 0) / stats["instances"] if stats["instances"] else None
+    )
+    megatron = _load_json(os.path.join(work, "megatron.json")) if keep_docs else None
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(os.path.join(out, ".markers"), ignore_errors=True)
+    total_instances = sum(s["instances"] for s in shards)
+    manifest: dict[str, Any] = {
+        "kind": "packed" if pcfg else "instances",
+        "name": name,
+        "formats": list(formats),
+        "max_seq_length": cfg.max_seq_length,
+        "max_predictions": cfg.max_predictions,
+        "max_per_pack": pcfg.max_per_pack if pcfg else None,
+        "seed": cfg.seed,
+        "vocab": vinfo,
+        "config": {"mask": asdict(cfg), "pack": asdict(pcfg) if pcfg else None},
+        "inputs": [os.path.basename(f) for f in files],
+        "shards": shards,
+        "megatron": megatron,
+        "totals": {
+            "instances": total_instances,
+            "records": sum(s["records"] for s in shards),
+            "documents": counts.get("encode/passed", 0),
+        },
+        "statistics": stats,
+        "counters": counts,
+        "elapsed_seconds": round(timer.elapsed, 2),
+    }
+    if pcfg:
+        manifest["packing"] = packing_report(shards, cfg.max_seq_length)
+    mf.write_manifest(out, manifest)
+    if total_instances == 0:
+        raise UserError(
+            f"{', '.join(files)}: no instances were produced (no document had tokens): "
+            "check the input is sentence-split text from `extract`"
+        )
+    return manifest
+
+
+def packing_report(shards: list[dict[str, Any]], max_seq_length: int) -> dict[str, Any]:
+    """Instances, packs, efficiency before/after, strategy time, summed over shards."""
+    inst = sum(s["instances"] for s in shards)
+    packs = sum(s["records"] for s in shards)
+    real = sum(s.get("packing", {}).get("real_tokens", 0) for s in shards)
+    secs = sum((s.get("packing", {}).get("strategy") or {}).get("seconds", 0.0) for s in shards)
+    padded = sum((s.get("packing", {}).get("strategy") or {}).get("padded_packs", 0) for s in shards)
+    return {
+        "instances": inst,
+        "packs": packs,
+        "efficiency_unpacked": real / (inst * max_seq_length) if inst else None,
+        "efficiency": real / (packs * max_seq_length) if packs else None,
+        "speedup": inst / packs if packs else None,
+        "strategy_seconds": secs,
+        "padded_packs": padded,
+    }
+
+
+def _write_megatron(ranges: list[Any], out: str, name: str, vocab_size: int, result: str) -> None:
+    from corpus_pipeline.formats.mmap import MegatronSentenceWriter
+
+    os.makedirs(os.path.join(out, "mmap"), exist_ok=True)
+    batch: list[Any] = []
+    with MegatronSentenceWriter(os.path.join(out, "mmap"), name, vocab_size) as w:
+        for doc in iter_spills(sorted(ranges)):
+            batch.append(doc)
+            if len(batch) >= 1024:
+                w.write(batch)
+                batch = []
+        if batch:
+            w.write(batch)
+    prefix = f"mmap/{name}_text_sentence"
+    _save_json(
+        {
+            "prefix": prefix,
+            "documents": w.num_documents,
+            "sentences": w.num_records,
+            "files": [
+                {"path": f"{prefix}.{ext}", "sha256": sha256_file(os.path.join(out, f"{prefix}.{ext}"))}
+                for ext in ("bin", "idx")
+            ],
+        },
+        result,
+    )
+
+
+def _save_json(obj: Any, path: str) -> None:
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text(json.dumps(obj, default=_jsonable), encoding="utf-8")
+
+
+def _jsonable(o: Any) -> Any:
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def _load_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def print_report(manifest: dict[str, Any], out: str) -> None:
+    """The MASKING.md statistics (and the packing report) in a few lines."""
+    s = manifest["statistics"]
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{100 * x:.1f}%"
+
+    lines = [
+        f"instances            {s['instances']:,} in {len(manifest['shards'])} shards "
+        f"({', '.join(manifest['formats'])}) -> {out}",
+        f"mean length          {s['mean_length'] or 0:.1f} tokens (padding {pct(s['padding_fraction'])})",
+        f"short targets        {pct(s['short_target_fraction'])}",
+        f"NSP random next      {pct(s['random_next_fraction'])}",
+        f"masked per instance  {s['masked_per_instance'] or 0:.2f} ({pct(s['masked_fraction'])} of tokens)",
+        f"[MASK]/kept/random   {pct(s['mask_token_fraction'])} / {pct(s['kept_fraction'])} / "
+        f"{pct(s['random_fraction'])}",
+    ]
+    if manifest.get("packing"):
+        pk = manifest["packing"]
+        lines.append(
+            f"packing              {pk['instances']:,} instances -> {pk['packs']:,} packs, "
+            f"efficiency {pct(pk['efficiency_unpacked'])} -> {pct(pk['efficiency'])}, "
+            f"speed-up {pk['speedup'] or 0:.3f}, strategy {pk['strategy_seconds']:.2f} s"
+        )
+    if manifest.get("megatron"):
+        m = manifest["megatron"]
+        lines.append(f"megatron             {m['documents']:,} documents, {m['sentences']:,} sentences "
+                     f"-> {m['prefix']}.bin/.idx")
+    print(format_summary(f"mask: done in {manifest['elapsed_seconds']:.1f} s", manifest["counters"]))
+    print("\n".join(lines))
