@@ -17,7 +17,7 @@ from corpus_pipeline import __version__
 from corpus_pipeline.errors import UserError
 
 # Verbs in the order `--help` lists them.
-COMMANDS = ("download", "extract", "vocab", "mask")
+COMMANDS = ("download", "extract", "vocab", "mask", "pack")
 
 
 def build_parser() -> argparse.ArgumentParser:

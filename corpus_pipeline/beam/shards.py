@@ -82,6 +82,7 @@ def write_shard(
     """Write one shard in every format of ``spec``; returns its manifest entry."""
     records: Sequence[Instance | Pack] = instances
     packing: dict[str, Any] | None = None
+    timings: dict[str, float] = {}
     if spec.pack is not None and instances:
         from corpus_pipeline.stages.packing import pack_instances
 
@@ -97,12 +98,16 @@ def write_shard(
             )
         )
         real = sum(len(i) for i in instances)
+        strategy = strategies[0].summary() if strategies else None
+        if strategy is not None:
+            # Wall-clock time differs between identical runs: kept out of the shard entry.
+            timings["strategy_seconds"] = float(strategy.pop("seconds", 0.0) or 0.0)
         packing = {
             "packs": len(records),
             "real_tokens": real,
             "efficiency_unpacked": real / (len(instances) * spec.max_seq_length),
             "efficiency": real / (len(records) * spec.max_seq_length),
-            "strategy": strategies[0].summary() if strategies else None,
+            "strategy": strategy,
         }
     files: dict[str, list[dict[str, str]]] = {}
     if records:
@@ -132,6 +137,8 @@ def write_shard(
     }
     if packing is not None:
         summary["packing"] = packing
+    if timings:
+        summary["timings"] = timings
     os.makedirs(os.path.dirname(marker_path(spec, index)), exist_ok=True)
     with atomic_output(marker_path(spec, index)) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(summary, f, sort_keys=True)
@@ -171,3 +178,26 @@ def prepare_output(out_dir: str, formats: Sequence[str]) -> None:
 
 def total_length(instances: Iterable[Instance]) -> int:
     return int(np.sum([len(i) for i in instances], dtype=np.int64))
+
+
+class PackShardFromDataset(beam.DoFn):
+    """Shard ``i`` of an existing unpacked dataset -> packed shard ``i`` of ``spec``."""
+
+    def __init__(self, spec: ShardSpec, src_dir: str, src_name: str, src_format: str, progress: Progress) -> None:
+        self.spec = spec
+        self.src_dir = src_dir
+        self.src_name = src_name
+        self.src_format = src_format
+        self.progress = progress
+        self.count = BeamCounts()
+
+    def process(self, index: int) -> Iterator[dict[str, Any]]:
+        done = finished_shard(self.spec, index)
+        if done is not None:
+            self.count("write/shards_already_done")
+            yield done
+            return
+        instances = list(registry.read_shard(self.src_format, self.src_dir, self.src_name, index, False))
+        self.count("pack/read_instances", len(instances))
+        yield write_shard(self.spec, index, order_instances(instances, self.spec.seed, index), self.count)
+        self.progress.tick()

@@ -183,6 +183,7 @@ def mask_documents(
 
         counts = run_pipeline(build, workers, beam_args)
     shards = sorted(_load_json(os.path.join(work, "shards.json")), key=lambda s: s["index"])
+    timings = split_timings(shards)
     stats = _load_json(os.path.join(work, "stats.json"))
     stats["short_target_fraction"] = (
         counts.get("mask/short_target", 0) / stats["instances"] if stats["instances"] else None
@@ -211,10 +212,10 @@ def mask_documents(
         },
         "statistics": stats,
         "counters": counts,
-        "elapsed_seconds": round(timer.elapsed, 2),
     }
     if pcfg:
         manifest["packing"] = packing_report(shards, cfg.max_seq_length)
+    manifest["timings"] = {"elapsed_seconds": round(timer.elapsed, 2), **timings}
     mf.write_manifest(out, manifest)
     if total_instances == 0:
         raise UserError(
@@ -224,12 +225,19 @@ def mask_documents(
     return manifest
 
 
+def split_timings(shards: list[dict[str, Any]]) -> dict[str, float]:
+    """Remove wall-clock fields from shard entries (they differ between identical runs)."""
+    total = 0.0
+    for s in shards:
+        total += float(s.pop("timings", {}).get("strategy_seconds", 0.0))
+    return {"strategy_seconds": round(total, 3)} if total else {}
+
+
 def packing_report(shards: list[dict[str, Any]], max_seq_length: int) -> dict[str, Any]:
-    """Instances, packs, efficiency before/after, strategy time, summed over shards."""
+    """Instances, packs, efficiency before/after and padded packs, summed over shards."""
     inst = sum(s["instances"] for s in shards)
     packs = sum(s["records"] for s in shards)
     real = sum(s.get("packing", {}).get("real_tokens", 0) for s in shards)
-    secs = sum((s.get("packing", {}).get("strategy") or {}).get("seconds", 0.0) for s in shards)
     padded = sum((s.get("packing", {}).get("strategy") or {}).get("padded_packs", 0) for s in shards)
     return {
         "instances": inst,
@@ -237,7 +245,6 @@ def packing_report(shards: list[dict[str, Any]], max_seq_length: int) -> dict[st
         "efficiency_unpacked": real / (inst * max_seq_length) if inst else None,
         "efficiency": real / (packs * max_seq_length) if packs else None,
         "speedup": inst / packs if packs else None,
-        "strategy_seconds": secs,
         "padded_packs": padded,
     }
 
@@ -310,11 +317,12 @@ def print_report(manifest: dict[str, Any], out: str) -> None:
         lines.append(
             f"packing              {pk['instances']:,} instances -> {pk['packs']:,} packs, "
             f"efficiency {pct(pk['efficiency_unpacked'])} -> {pct(pk['efficiency'])}, "
-            f"speed-up {pk['speedup'] or 0:.3f}, strategy {pk['strategy_seconds']:.2f} s"
+            f"speed-up {pk['speedup'] or 0:.3f}, strategy "
+            f"{manifest.get('timings', {}).get('strategy_seconds', 0.0):.2f} s"
         )
     if manifest.get("megatron"):
         m = manifest["megatron"]
         lines.append(f"megatron             {m['documents']:,} documents, {m['sentences']:,} sentences "
                      f"-> {m['prefix']}.bin/.idx")
-    print(format_summary(f"mask: done in {manifest['elapsed_seconds']:.1f} s", manifest["counters"]))
+    print(format_summary(f"done in {manifest['timings']['elapsed_seconds']:.1f} s", manifest["counters"]))
     print("\n".join(lines))

@@ -1,0 +1,127 @@
+"""``corpus-pipeline pack``: pack an unpacked dataset, up to K sequences per row.
+
+One Beam element per input shard: its instances are read back, packed with the chosen
+strategy on that shard's length histogram (memory bounded by shard size; see
+``stages/packing.py`` for the efficiency cost of per-shard histograms, which is negligible at
+shard sizes of a few thousand instances and up), and written in every requested format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+import apache_beam as beam
+
+from corpus_pipeline.beam.runner import Timer, progress_bar, run_pipeline
+from corpus_pipeline.beam.shards import PackShardFromDataset, ShardSpec, prepare_output
+from corpus_pipeline.commands.common import add_beam_flags, positive
+from corpus_pipeline.commands.mask import _save_json, packing_report, print_report, split_timings
+from corpus_pipeline.config import PackConfig
+from corpus_pipeline.errors import UserError
+from corpus_pipeline.formats import manifest as mf
+from corpus_pipeline.formats import registry
+
+EXAMPLES = """examples:
+  corpus-pipeline pack --input out/wiki-512 --output out/wiki-512-packed --max-per-pack 3
+  corpus-pipeline pack --input out/wiki-128 --output out/packed --strategy spfhp --format tfrecord
+"""
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "pack",
+        help="pack masked instances, up to K per row (block-diagonal attention)",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--input", required=True, metavar="DIR", help="an unpacked dataset folder")
+    p.add_argument("--output", required=True, metavar="DIR")
+    p.add_argument("--max-per-pack", type=int, default=PackConfig.max_per_pack,
+                   help="K, at most this many instances per pack (default 3)")
+    p.add_argument("--strategy", default=PackConfig.strategy,
+                   help="lp (default), nnlshp, spfhp or lpfhp")
+    p.add_argument("--format", default=None,
+                   help="output formats (default: those of the input)")
+    p.add_argument("--read-format", default=None, help="which input format to read (default: first)")
+    p.add_argument("--seed", type=int, default=None, help="default: the input's seed")
+    add_beam_flags(p)
+    return p
+
+
+def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
+    from corpus_pipeline.stages.packing import STRATEGIES
+
+    src = os.path.abspath(args.input)
+    m = mf.read_manifest(src)
+    if m.get("kind") == "packed":
+        raise UserError(f"{src}: already packed; pack an unpacked dataset (from `mask`)")
+    if args.strategy not in STRATEGIES:
+        raise UserError(f"--strategy {args.strategy!r}: choose from {', '.join(STRATEGIES)}")
+    formats = registry.parse_formats(args.format) if args.format else tuple(m["formats"])
+    read_fmt = args.read_format or m["formats"][0]
+    if read_fmt not in m["formats"]:
+        raise UserError(f"--read-format {read_fmt}: {src} has {', '.join(m['formats'])}")
+    positive("--workers", args.workers)
+    seed = m["seed"] if args.seed is None else args.seed
+    pcfg = PackConfig(max_per_pack=positive("--max-per-pack", args.max_per_pack),
+                      strategy=args.strategy, seed=seed)
+    out = os.path.abspath(args.output)
+    if out == src:
+        raise UserError("--output must differ from --input")
+    os.makedirs(out, exist_ok=True)
+    timer = Timer()
+    spec = ShardSpec(out, m["name"], formats, m["max_seq_length"], m["max_predictions"],
+                     m["vocab"]["size"], seed, pcfg)
+    prepare_output(out, formats)
+    work = os.path.join(out, ".work")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    indices = [s["index"] for s in m["shards"] if s["instances"]]
+    with progress_bar(len(indices), "pack", unit="shard") as progress:
+
+        def build(p: beam.Pipeline) -> None:
+            _ = (
+                p
+                | "Shards" >> beam.Create(indices, reshuffle=False)
+                | "Spread" >> beam.Reshuffle()
+                | "Pack" >> beam.ParDo(PackShardFromDataset(spec, src, m["name"], read_fmt, progress))
+                | "Collect" >> beam.combiners.ToList()
+                | "Save" >> beam.Map(_save_json, os.path.join(work, "shards.json"))
+            )
+
+        counts = run_pipeline(build, args.workers, beam_args)
+    with open(os.path.join(work, "shards.json"), encoding="utf-8") as f:
+        shards = sorted(json.load(f), key=lambda s: s["index"])
+    timings = split_timings(shards)
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(os.path.join(out, ".markers"), ignore_errors=True)
+    n_in = m["totals"]["instances"]
+    n_out = sum(s["instances"] for s in shards)
+    if n_in != n_out:
+        raise UserError(f"{src}: read {n_out} instances but the manifest lists {n_in}: "
+                        "run `corpus-pipeline verify` on it")
+    manifest = dict(m)
+    manifest.update(
+        kind="packed",
+        formats=list(formats),
+        max_per_pack=pcfg.max_per_pack,
+        seed=seed,
+        shards=shards,
+        megatron=None,
+        config={**m.get("config", {}), "pack": asdict(pcfg)},
+        totals={**m["totals"], "records": sum(s["records"] for s in shards)},
+        counters=counts,
+        packing=packing_report(shards, m["max_seq_length"]),
+        source=os.path.basename(src),
+        timings={"elapsed_seconds": round(timer.elapsed, 2), **timings},
+    )
+    mf.write_manifest(out, manifest)
+    print_report(manifest, out)
+    return 0
