@@ -3,12 +3,34 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TRAIN_STAMP := $(VENV)/.installed-train
 CP := $(BIN)/corpus-pipeline
-DATA := corpus_pipeline/data/samples
-WORKERS ?= 2
-DEMO_OUT ?= out/demo
+SAMPLES := corpus_pipeline/data/samples
 
-.PHONY: install test lint format demo bench clean
+# make wiki SEQ=128|384|512 [WIKI_DUMP=path-or-url] [BOOKS=dir] [OUT=dir] [FORMATS=all]
+#          [WORKERS=n] [RUNNER=DataflowRunner] [PACK=1|0] [BEAM_ARGS="..."]
+SEQ ?= 128
+LANG_ ?= en
+DATE ?= latest
+DUMPS ?= dumps
+WIKI_DUMP ?=
+BOOKS ?=
+OUT ?= out/wiki-$(SEQ)
+FORMATS ?= all
+WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+RUNNER ?=
+PACK ?= 1
+BEAM_ARGS ?=
+DEMO_OUT ?= out/demo
+PRESET_128 := phase1
+PRESET_384 := 384
+PRESET_512 := phase2
+PRESET = $(or $(PRESET_$(SEQ)),$(error SEQ must be 128, 384 or 512))
+
+RUN_FLAGS = --preset $(PRESET) --format $(FORMATS) --workers $(WORKERS) \
+	$(if $(filter 1,$(PACK)),--pack) $(if $(RUNNER),--runner $(RUNNER)) $(BEAM_ARGS)
+
+.PHONY: install install-train test lint format demo wiki books bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,28 +38,65 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+$(TRAIN_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,train]'
+	touch $(TRAIN_STAMP)
+
 install: $(STAMP)
+
+install-train: $(TRAIN_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check corpus_pipeline pipelines tests bench
 	$(BIN)/ruff format --check corpus_pipeline pipelines tests bench
-	$(BIN)/mypy corpus_pipeline
+	$(BIN)/mypy corpus_pipeline pipelines
 
 format: $(STAMP)
 	$(BIN)/ruff format corpus_pipeline pipelines tests bench
 	$(BIN)/ruff check --fix corpus_pipeline pipelines tests bench
 
-test: lint
+test: lint $(TRAIN_STAMP)
 	$(BIN)/python -m pytest
 
-demo: $(STAMP)
+# The bundled Wikipedia excerpt + book through the whole pipeline, every format, packed and
+# unpacked, then verify and a short training run.
+demo: $(TRAIN_STAMP)
 	rm -rf $(DEMO_OUT)
-	$(CP) extract --input $(DATA)/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2 \
-	    --books $(DATA) --output $(DEMO_OUT)/docs --workers $(WORKERS)
-	@echo "demo output: $(DEMO_OUT)/docs"
+	$(CP) run --input $(SAMPLES)/wiki/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2 \
+	    --books $(SAMPLES)/books --output $(DEMO_OUT) --preset phase1 --format all --pack \
+	    --dupe-factor 5 --workers $(WORKERS)
+	$(CP) verify $(DEMO_OUT)/unpacked
+	$(CP) verify $(DEMO_OUT)/packed
+	$(BIN)/python -m corpus_pipeline.train --data $(DEMO_OUT)/packed --steps 100 --preset tiny
+	@echo
+	@echo "demo output:"
+	@echo "  documents       $(DEMO_OUT)/docs"
+	@echo "  unpacked shards $(DEMO_OUT)/unpacked/{hdf5,tfrecord,mmap}"
+	@echo "  packed shards   $(DEMO_OUT)/packed/{hdf5,tfrecord,mmap}"
 
-bench: $(STAMP)
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+# The latest (or DATE=YYYYMMDD) dump, verified, then the whole pipeline.
+wiki: $(STAMP)
+ifeq ($(WIKI_DUMP),)
+	$(CP) download --dest $(DUMPS) --lang $(LANG_) --date $(DATE) --kind pages-articles-multistream
+	$(CP) run --input $(DUMPS)/$(LANG_)wiki-$(DATE)-pages-articles-multistream.xml.bz2 \
+	    $(if $(BOOKS),--books $(BOOKS)) --output $(OUT) $(RUN_FLAGS)
+else ifneq ($(filter http://% https://%,$(WIKI_DUMP)),)
+	$(CP) download --dest $(DUMPS) --url $(WIKI_DUMP) $(if $(WIKI_SHA1),--sha1 $(WIKI_SHA1))
+	$(CP) run --input $(DUMPS)/$(notdir $(WIKI_DUMP)) $(if $(BOOKS),--books $(BOOKS)) \
+	    --output $(OUT) $(RUN_FLAGS)
+else
+	$(CP) run --input $(WIKI_DUMP) $(if $(BOOKS),--books $(BOOKS)) --output $(OUT) $(RUN_FLAGS)
+endif
+	$(CP) verify $(OUT)/unpacked
+	$(if $(filter 1,$(PACK)),$(CP) verify $(OUT)/packed)
+
+# A folder of books alone (default: the bundled one).
+books: $(STAMP)
+	$(CP) run --books $(or $(BOOKS),$(SAMPLES)/books) --output $(or $(filter-out out/wiki-$(SEQ),$(OUT)),out/books-$(SEQ)) \
+	    --name books $(RUN_FLAGS)
+
+bench: $(TRAIN_STAMP)
+	@for b in bench/*.py; do case $$b in */_*) continue;; esac; echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf out .bench .pytest_cache .mypy_cache .ruff_cache

@@ -11,13 +11,13 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from corpus_pipeline import __version__
 from corpus_pipeline.errors import UserError
 
 # Verbs in the order `--help` lists them.
-COMMANDS = ("download", "extract", "vocab", "mask", "pack")
+COMMANDS = ("download", "extract", "vocab", "mask", "pack", "run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,8 +51,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     stray = [a for a in beam_args if not a.startswith("-")]
     if stray and stray == beam_args:
         parser.error(f"unexpected argument {stray[0]!r}")
+    return run_guarded(lambda: args._module.run(args, beam_args))
+
+
+def run_guarded(fn: Callable[[], int | None]) -> int:
+    """Run a verb: a UserError becomes one ``error:`` line and its exit code, no traceback."""
     try:
-        return int(args._module.run(args, beam_args) or 0)
+        return int(fn() or 0)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

@@ -145,16 +145,18 @@ class CombineMaskStats(beam.CombineFn):
 
 
 class MaskToShards(beam.PTransform):
-    """Document files -> masked shards. Outputs a dict of PCollections:
-    ``shards`` (manifest entries), ``stats`` (one dict) and ``docs`` (spill ranges of the
-    encoded documents, when ``keep_documents``)."""
+    """``(file index, document file path)`` -> masked shards of one or more datasets.
+
+    Outputs a dict of PCollections: ``shards`` (``(dataset folder, manifest entry)``),
+    ``stats`` (one dict) and ``docs`` (spill ranges of the encoded documents, when
+    ``keep_documents``, for the Megatron sentence dataset).
+    """
 
     def __init__(
         self,
-        files: list[str],
         vocab: VocabSpec,
         cfg: MaskConfig,
-        spec: ShardSpec,
+        specs: list[ShardSpec],
         num_shards: int,
         spill_dir: str,
         progress: Progress,
@@ -162,21 +164,19 @@ class MaskToShards(beam.PTransform):
         keep_documents: bool = False,
     ) -> None:
         super().__init__()
-        self.files = files
         self.vocab = vocab
         self.cfg = cfg
-        self.spec = spec
+        self.specs = specs
         self.num_shards = num_shards
         self.spill_dir = spill_dir
         self.progress = progress
         self.mask_id = mask_id
         self.keep_documents = keep_documents
 
-    def expand(self, pbegin: Any) -> dict[str, Any]:
+    def expand(self, files: Any) -> dict[str, Any]:
         os.makedirs(self.spill_dir, exist_ok=True)
         masked = (
-            pbegin
-            | "Files" >> beam.Create(list(enumerate(self.files)), reshuffle=False)
+            files
             | "SpreadFiles" >> beam.Reshuffle()
             | "EncodeAndMask"
             >> beam.ParDo(
@@ -186,20 +186,16 @@ class MaskToShards(beam.PTransform):
                 )
             ).with_outputs(STATS_TAG, DOCS_TAG, main="ranges")
         )
-        markers = pbegin | "ShardMarkers" >> beam.Create(
+        markers = files.pipeline | "ShardMarkers" >> beam.Create(
             [(s, None) for s in range(self.num_shards)]
         )
         shards = (
             (masked.ranges, markers)
             | "MergeRanges" >> beam.Flatten()
             | "GroupByShard" >> beam.GroupByKey()
-            | "WriteShards" >> beam.ParDo(WriteShardFromSpills(self.spec, self.progress))
+            | "WriteShards" >> beam.ParDo(WriteShardFromSpills(self.specs, self.progress))
         )
         stats = masked[STATS_TAG] | "Stats" >> beam.CombineGlobally(
             CombineMaskStats(self.cfg, self.mask_id)
         )
         return {"shards": shards, "stats": stats, "docs": masked[DOCS_TAG]}
-
-
-def spill_range_key(r: SpillRange) -> tuple[Any, ...]:
-    return r.key

@@ -146,23 +146,34 @@ def write_shard(
 
 
 class WriteShardFromSpills(beam.DoFn):
-    """``(shard, [SpillRange])`` -> the shard's files; outputs its manifest entry."""
+    """``(shard, [SpillRange])`` -> the shard's files in every dataset of ``specs``.
 
-    def __init__(self, spec: ShardSpec, progress: Progress) -> None:
-        self.spec = spec
+    Several specs share one read of the spills: ``run`` writes the unpacked and the packed
+    dataset from the same instances. Outputs ``(dataset folder, manifest entry)`` per spec.
+    """
+
+    def __init__(self, specs: Sequence[ShardSpec], progress: Progress) -> None:
+        self.specs = list(specs)
         self.progress = progress
         self.count = BeamCounts()
 
-    def process(self, element: tuple[int, Iterable[SpillRange | None]]) -> Iterator[dict[str, Any]]:
+    def process(
+        self, element: tuple[int, Iterable[SpillRange | None]]
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
         index, items = element
-        done = finished_shard(self.spec, index)
-        if done is not None:
-            self.count("write/shards_already_done")
-            yield done
-            return
-        ranges = sorted(r for r in items if r is not None)
-        instances = list(iter_spills(ranges))
-        yield write_shard(self.spec, index, order_instances(instances, self.spec.seed, index), self.count)
+        todo = []
+        for spec in self.specs:
+            done = finished_shard(spec, index)
+            if done is not None:
+                self.count("write/shards_already_done")
+                yield spec.out_dir, done
+            else:
+                todo.append(spec)
+        if todo:
+            ranges = sorted(r for r in items if r is not None)
+            instances = order_instances(list(iter_spills(ranges)), todo[0].seed, index)
+            for spec in todo:
+                yield spec.out_dir, write_shard(spec, index, instances, self.count)
         self.progress.tick()
 
 

@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,13 @@ import apache_beam as beam
 
 from corpus_pipeline import resources
 from corpus_pipeline.beam.mask import MaskToShards, VocabSpec
-from corpus_pipeline.beam.runner import Timer, format_summary, progress_bar, run_pipeline
+from corpus_pipeline.beam.runner import (
+    Progress,
+    Timer,
+    format_summary,
+    progress_bar,
+    run_pipeline,
+)
 from corpus_pipeline.beam.shards import ShardSpec, prepare_output
 from corpus_pipeline.commands.common import add_beam_flags, positive
 from corpus_pipeline.config import PRESETS, MaskConfig, PackConfig
@@ -141,6 +147,117 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     return 0
 
 
+@dataclass
+class MaskPlan:
+    """Everything a masking branch of a Beam graph needs, and what it leaves in ``work``."""
+
+    cfg: MaskConfig
+    specs: list[ShardSpec]
+    num_shards: int
+    name: str
+    vspec: VocabSpec
+    vinfo: dict[str, Any]
+    mvocab: MaskVocab
+    work: str
+    megatron: bool
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return self.specs[0].formats
+
+
+def make_plan(
+    out_dirs: list[tuple[str, PackConfig | None]],
+    cfg: MaskConfig,
+    formats: tuple[str, ...],
+    num_shards: int,
+    name: str,
+    vspec: VocabSpec,
+    vinfo: dict[str, Any],
+    mvocab: MaskVocab,
+    work: str,
+) -> MaskPlan:
+    """Prepare output folders (stale temps removed) and a fresh work folder."""
+    specs = []
+    for out, pcfg in out_dirs:
+        os.makedirs(out, exist_ok=True)
+        prepare_output(out, formats)
+        specs.append(ShardSpec(out, name, formats, cfg.max_seq_length, cfg.max_predictions,
+                               vinfo["size"], cfg.seed, pcfg))
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    return MaskPlan(cfg, specs, num_shards, name, vspec, vinfo, mvocab, work,
+                    megatron="mmap" in formats and specs[0].pack is None)
+
+
+def add_mask_branch(files: Any, plan: MaskPlan, progress: Progress) -> None:
+    """Wire masking + shard writing + collectors after a PCollection of (index, path)."""
+    res = files | "Mask" >> MaskToShards(plan.vspec, plan.cfg, plan.specs, plan.num_shards,
+                                         os.path.join(plan.work, "spill"), progress,
+                                         plan.mvocab.mask_id, plan.megatron)
+    _ = (
+        res["shards"]
+        | "CollectShards" >> beam.combiners.ToList()
+        | "SaveShards" >> beam.Map(_save_json, os.path.join(plan.work, "shards.json"))
+    )
+    _ = res["stats"] | "SaveStats" >> beam.Map(_save_json, os.path.join(plan.work, "stats.json"))
+    if plan.megatron:
+        _ = (
+            res["docs"]
+            | "CollectDocs" >> beam.combiners.ToList()
+            | "WriteMegatron" >> beam.Map(_write_megatron, plan.specs[0].out_dir, plan.name,
+                                          plan.vinfo["size"],
+                                          os.path.join(plan.work, "megatron.json"))
+        )
+
+
+def finish_datasets(
+    plan: MaskPlan, counts: dict[str, int], inputs: list[str], elapsed: float
+) -> list[dict[str, Any]]:
+    """Write each dataset's manifest from what the pipeline left in ``plan.work``."""
+    entries = _load_json(os.path.join(plan.work, "shards.json"))
+    stats = _load_json(os.path.join(plan.work, "stats.json"))
+    instances = stats["instances"]
+    stats["short_target_fraction"] = (
+        counts.get("mask/short_target", 0) / instances if instances else None
+    )
+    megatron = _load_json(os.path.join(plan.work, "megatron.json")) if plan.megatron else None
+    shutil.rmtree(plan.work, ignore_errors=True)
+    manifests = []
+    for spec in plan.specs:
+        shards = sorted((e for d, e in entries if d == spec.out_dir), key=lambda e: e["index"])
+        timings = split_timings(shards)
+        pcfg = spec.pack
+        manifest: dict[str, Any] = {
+            "kind": "packed" if pcfg else "instances",
+            "name": plan.name,
+            "formats": list(spec.formats),
+            "max_seq_length": plan.cfg.max_seq_length,
+            "max_predictions": plan.cfg.max_predictions,
+            "max_per_pack": pcfg.max_per_pack if pcfg else None,
+            "seed": plan.cfg.seed,
+            "vocab": plan.vinfo,
+            "config": {"mask": asdict(plan.cfg), "pack": asdict(pcfg) if pcfg else None},
+            "inputs": [os.path.basename(f) for f in inputs],
+            "shards": shards,
+            "megatron": megatron if spec is plan.specs[0] else None,
+            "totals": {
+                "instances": sum(s["instances"] for s in shards),
+                "records": sum(s["records"] for s in shards),
+                "documents": counts.get("encode/passed", 0),
+            },
+            "statistics": stats,
+            "counters": counts,
+            "timings": {"elapsed_seconds": round(elapsed, 2), **timings},
+        }
+        if pcfg:
+            manifest["packing"] = packing_report(shards, plan.cfg.max_seq_length)
+        mf.write_manifest(spec.out_dir, manifest)
+        shutil.rmtree(os.path.join(spec.out_dir, ".markers"), ignore_errors=True)
+        manifests.append(manifest)
+    return manifests
+
+
 def mask_documents(
     files: list[str],
     out: str,
@@ -157,72 +274,27 @@ def mask_documents(
 ) -> dict[str, Any]:
     """Run the mask pipeline into ``out`` and write its manifest; returns the manifest."""
     timer = Timer()
-    spec = ShardSpec(out, name, formats, cfg.max_seq_length, cfg.max_predictions,
-                     vinfo["size"], cfg.seed, pcfg)
-    prepare_output(out, formats)
-    work = os.path.join(out, ".work")
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    keep_docs = "mmap" in formats
+    plan = make_plan([(out, pcfg)], cfg, formats, num_shards, name, vspec, vinfo, mvocab,
+                     os.path.join(out, ".work"))
     with progress_bar(len(files) + num_shards, "mask", unit="task") as progress:
 
         def build(p: beam.Pipeline) -> None:
-            res = p | "Mask" >> MaskToShards(files, vspec, cfg, spec, num_shards,
-                                             os.path.join(work, "spill"), progress,
-                                             mvocab.mask_id, keep_docs)
-            _ = res["shards"] | "CollectShards" >> beam.combiners.ToList() | "SaveShards" >> beam.Map(
-                _save_json, os.path.join(work, "shards.json"))
-            _ = res["stats"] | "SaveStats" >> beam.Map(_save_json, os.path.join(work, "stats.json"))
-            if keep_docs:
-                _ = (
-                    res["docs"]
-                    | "CollectDocs" >> beam.combiners.ToList()
-                    | "WriteMegatron" >> beam.Map(_write_megatron, out, name, vinfo["size"],
-                                                  os.path.join(work, "megatron.json"))
-                )
+            files_pc = p | "Files" >> beam.Create(list(enumerate(files)), reshuffle=False)
+            add_mask_branch(files_pc, plan, progress)
 
         counts = run_pipeline(build, workers, beam_args)
-    shards = sorted(_load_json(os.path.join(work, "shards.json")), key=lambda s: s["index"])
-    timings = split_timings(shards)
-    stats = _load_json(os.path.join(work, "stats.json"))
-    stats["short_target_fraction"] = (
-        counts.get("mask/short_target", 0) / stats["instances"] if stats["instances"] else None
-    )
-    megatron = _load_json(os.path.join(work, "megatron.json")) if keep_docs else None
-    shutil.rmtree(work, ignore_errors=True)
-    shutil.rmtree(os.path.join(out, ".markers"), ignore_errors=True)
-    total_instances = sum(s["instances"] for s in shards)
-    manifest: dict[str, Any] = {
-        "kind": "packed" if pcfg else "instances",
-        "name": name,
-        "formats": list(formats),
-        "max_seq_length": cfg.max_seq_length,
-        "max_predictions": cfg.max_predictions,
-        "max_per_pack": pcfg.max_per_pack if pcfg else None,
-        "seed": cfg.seed,
-        "vocab": vinfo,
-        "config": {"mask": asdict(cfg), "pack": asdict(pcfg) if pcfg else None},
-        "inputs": [os.path.basename(f) for f in files],
-        "shards": shards,
-        "megatron": megatron,
-        "totals": {
-            "instances": total_instances,
-            "records": sum(s["records"] for s in shards),
-            "documents": counts.get("encode/passed", 0),
-        },
-        "statistics": stats,
-        "counters": counts,
-    }
-    if pcfg:
-        manifest["packing"] = packing_report(shards, cfg.max_seq_length)
-    manifest["timings"] = {"elapsed_seconds": round(timer.elapsed, 2), **timings}
-    mf.write_manifest(out, manifest)
-    if total_instances == 0:
+    (manifest,) = finish_datasets(plan, counts, files, timer.elapsed)
+    check_not_empty(manifest, files)
+    return manifest
+
+
+def check_not_empty(manifest: dict[str, Any], inputs: list[str]) -> None:
+    """No instance at all is a user mistake (wrong input), not a success."""
+    if manifest["totals"]["instances"] == 0:
         raise UserError(
-            f"{', '.join(files)}: no instances were produced (no document had tokens): "
+            f"{', '.join(inputs)}: no instances were produced (no document had tokens): "
             "check the input is sentence-split text from `extract`"
         )
-    return manifest
 
 
 def split_timings(shards: list[dict[str, Any]]) -> dict[str, float]:
@@ -295,7 +367,7 @@ def _load_json(path: str) -> Any:
         return json.load(f)
 
 
-def print_report(manifest: dict[str, Any], out: str) -> None:
+def print_report(manifest: dict[str, Any], out: str, counters: bool = True) -> None:
     """The MASKING.md statistics (and the packing report) in a few lines."""
     s = manifest["statistics"]
 
@@ -324,5 +396,7 @@ def print_report(manifest: dict[str, Any], out: str) -> None:
         m = manifest["megatron"]
         lines.append(f"megatron             {m['documents']:,} documents, {m['sentences']:,} sentences "
                      f"-> {m['prefix']}.bin/.idx")
-    print(format_summary(f"done in {manifest['timings']['elapsed_seconds']:.1f} s", manifest["counters"]))
+    if counters:
+        print(format_summary(f"done in {manifest['timings']['elapsed_seconds']:.1f} s",
+                             manifest["counters"]))
     print("\n".join(lines))

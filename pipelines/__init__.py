@@ -1,0 +1,1 @@
+"""Whole-pipeline Beam graphs: dumps and books in, pretraining shards out."""

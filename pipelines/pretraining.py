@@ -1,0 +1,199 @@
+"""Wikipedia + books -> documents -> WordPiece -> masking -> (packing) -> shards, one Beam graph.
+
+``build(p, cfg)`` composes the PTransforms of every stage; ``main(argv)`` parses flags
+(the same as ``corpus-pipeline run``) and runs it. Output layout::
+
+    OUT/docs/        sentence-split documents (Google text format) + manifest.json
+    OUT/unpacked/    hdf5/ tfrecord/ mmap/ (+ the Megatron sentence dataset) + manifest.json
+    OUT/packed/      the same instances packed (--pack) + manifest.json
+    OUT/run.json     what was run, and where each dataset is
+
+Only chunks and spill references cross fusion breaks; every shard is written by one DoFn to
+temp names, then renamed; a rerun after a kill skips shards whose completion marker exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import apache_beam as beam
+
+from corpus_pipeline.beam.extract import ExtractDocuments, cleanup_chunks, plan_tasks
+from corpus_pipeline.beam.runner import Progress, Timer, format_summary, progress_bar, run_pipeline
+from corpus_pipeline.commands import mask as mask_cmd
+from corpus_pipeline.commands.common import add_beam_flags, positive
+from corpus_pipeline.config import ExtractConfig, MaskConfig, PackConfig, SentenceConfig
+from corpus_pipeline.errors import UserError
+from corpus_pipeline.formats import registry
+from corpus_pipeline.formats.common import atomic_output, remove_stale_temps
+
+EXAMPLES = """examples:
+  corpus-pipeline run --input enwiki-latest-pages-articles-multistream.xml.bz2 --output out/wiki-128 \\
+      --preset phase1 --format all --pack
+  corpus-pipeline run --input dump.xml.bz2 --books books/ --output out/mixed --preset phase2
+  corpus-pipeline run ... --runner DataflowRunner --project P --region R --temp_location gs://b/tmp
+"""
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything one run of the whole pipeline needs."""
+
+    output: str
+    dumps: tuple[tuple[str, str | None], ...] = ()
+    books: tuple[str, ...] = ()
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    sentences: SentenceConfig = field(default_factory=SentenceConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    pack: PackConfig | None = None
+    formats: tuple[str, ...] = registry.FORMATS
+    doc_shards: int = 8
+    shards: int = 4
+    name: str = "wiki"
+
+
+def add_flags(p: argparse.ArgumentParser, *, wiki: bool = True, books: bool = True) -> None:
+    if wiki:
+        p.add_argument("--input", action="append", default=[], metavar="DUMP",
+                       help="Wikipedia dump (multistream index found beside it); repeatable")
+        p.add_argument("--index", action="append", default=[], metavar="INDEX")
+    if books:
+        p.add_argument("--books", action="append", default=[], metavar="DIR",
+                       help="folder of .txt books; repeatable")
+    p.add_argument("--output", required=True, metavar="DIR")
+    p.add_argument("--doc-shards", type=int, default=8,
+                   help="document shards (also the unit of masking work; default 8)")
+    mask_cmd.add_mask_flags(p)
+    p.set_defaults(format="all")
+    add_beam_flags(p)
+
+
+def config_from_args(args: argparse.Namespace) -> PipelineConfig:
+    dumps = list(getattr(args, "input", []) or [])
+    indexes = list(getattr(args, "index", []) or [])
+    book_dirs = list(getattr(args, "books", []) or [])
+    if not dumps and not book_dirs:
+        raise UserError("nothing to process: give --input DUMP and/or --books DIR")
+    if indexes and len(indexes) != len(dumps):
+        raise UserError("give one --index per --input (or none)")
+    from corpus_pipeline.sources.wikipedia import find_index
+
+    for path in [*dumps, *indexes]:
+        if not os.path.isfile(path):
+            raise UserError(f"{path}: no such file")
+    pairs = tuple(zip(dumps, indexes or [find_index(d) for d in dumps], strict=True))
+    return PipelineConfig(
+        output=os.path.abspath(args.output),
+        dumps=pairs,
+        books=tuple(book_dirs),
+        mask=mask_cmd.mask_config(args),
+        pack=mask_cmd.pack_config(args),
+        formats=registry.parse_formats(args.format),
+        doc_shards=positive("--doc-shards", args.doc_shards),
+        shards=positive("--shards", args.shards),
+        name=args.name,
+    )
+
+
+@dataclass
+class _Built:
+    plan: mask_cmd.MaskPlan
+    docs_dir: str
+    docs_json: str
+    tasks: int
+
+
+def prepare(cfg: PipelineConfig, args: argparse.Namespace) -> _Built:
+    vspec, vinfo, mvocab = mask_cmd.vocab_info(args)
+    docs_dir = os.path.join(cfg.output, "docs")
+    os.makedirs(docs_dir, exist_ok=True)
+    remove_stale_temps(docs_dir)
+    outs: list[tuple[str, PackConfig | None]] = [(os.path.join(cfg.output, "unpacked"), None)]
+    if cfg.pack is not None:
+        outs.append((os.path.join(cfg.output, "packed"), cfg.pack))
+    work = os.path.join(cfg.output, ".work")
+    plan = mask_cmd.make_plan(outs, cfg.mask, cfg.formats, cfg.shards, cfg.name, vspec, vinfo,
+                              mvocab, work)
+    return _Built(plan, docs_dir, os.path.join(work, "docs.json"), 0)
+
+
+def build(p: beam.Pipeline, cfg: PipelineConfig, built: _Built, progress: Progress) -> None:
+    """The whole graph: extract -> split -> encode -> mask -> (pack) -> write every format."""
+    tasks = plan_tasks(cfg.dumps, cfg.books, cfg.extract)
+    built.tasks = len(tasks)
+    docs = p | "Extract" >> ExtractDocuments(tasks, built.docs_dir, cfg.extract, cfg.sentences,
+                                             cfg.doc_shards, cfg.name, "text", progress)
+    _ = (
+        docs
+        | "CollectDocShards" >> beam.combiners.ToList()
+        | "SaveDocShards" >> beam.Map(mask_cmd._save_json, built.docs_json)
+    )
+    files = (
+        docs
+        | "NonEmpty" >> beam.Filter(lambda s: s["documents"] > 0)
+        | "DocFiles" >> beam.Map(lambda s, d: (s["shard"], os.path.join(d, s["path"])), built.docs_dir)
+    )
+    mask_cmd.add_mask_branch(files, built.plan, progress)
+
+
+def run(cfg: PipelineConfig, args: argparse.Namespace, workers: int, beam_args: Sequence[str]) -> int:
+    timer = Timer()
+    built = prepare(cfg, args)
+    with progress_bar(None, "run", unit="task") as progress:
+        counts = run_pipeline(lambda p: build(p, cfg, built, progress), workers, beam_args)
+    with open(built.docs_json, encoding="utf-8") as f:
+        doc_shards = sorted(json.load(f), key=lambda s: s["shard"])
+    cleanup_chunks(built.docs_dir)
+    docs_manifest = {
+        "kind": "documents",
+        "format": "text",
+        "inputs": [os.path.abspath(d) for d, _ in cfg.dumps] + [os.path.abspath(b) for b in cfg.books],
+        "shards": doc_shards,
+        "documents": sum(s["documents"] for s in doc_shards),
+        "config": {"extract": asdict(cfg.extract), "sentences": asdict(cfg.sentences)},
+    }
+    from corpus_pipeline.formats import manifest as mf
+
+    mf.write_manifest(built.docs_dir, docs_manifest)
+    inputs = [os.path.join(built.docs_dir, s["path"]) for s in doc_shards]
+    manifests = mask_cmd.finish_datasets(built.plan, counts, inputs, timer.elapsed)
+    shutil.rmtree(built.plan.work, ignore_errors=True)
+    datasets = {"docs": "docs", "unpacked": "unpacked"}
+    if cfg.pack is not None:
+        datasets["packed"] = "packed"
+    with atomic_output(os.path.join(cfg.output, "run.json")) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump({"datasets": datasets, "argv": sys.argv[1:]}, f, indent=2, sort_keys=True)
+    mask_cmd.check_not_empty(manifests[0], inputs)
+    print(format_summary(f"run: {docs_manifest['documents']:,} documents -> "
+                         f"{manifests[0]['totals']['instances']:,} instances", counts, timer.elapsed))
+    for name, m in zip(("unpacked", "packed"), manifests, strict=False):
+        print(f"\n{name}: {os.path.join(cfg.output, name)}")
+        mask_cmd.print_report(m, os.path.join(cfg.output, name), counters=False)
+    return 0
+
+
+def make_parser(prog: str = "pretraining", *, wiki: bool = True, books: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, epilog=EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_flags(p, wiki=wiki, books=books)
+    return p
+
+
+def main(argv: Sequence[str] | None = None, *, wiki: bool = True, books: bool = True) -> int:
+    """Parse flags (unknown ones go to Beam) and run; returns the exit code."""
+    from corpus_pipeline.cli import run_guarded
+
+    parser = make_parser(wiki=wiki, books=books)
+    args, beam_args = parser.parse_known_args(argv)
+    return run_guarded(lambda: run(config_from_args(args), args, args.workers, beam_args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
