@@ -17,7 +17,7 @@ from corpus_pipeline import __version__
 from corpus_pipeline.errors import UserError
 
 # Verbs in the order `--help` lists them.
-COMMANDS = ("download", "extract", "vocab", "mask", "pack", "run")
+COMMANDS = ("download", "extract", "vocab", "mask", "pack", "run", "verify", "inspect")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,14 +36,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _DropImportNoise(logging.Filter):
+    """Beam warns about optional GCP clients at import; irrelevant unless you use BigQuery."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "apitools not found" not in record.getMessage()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
-    parser = build_parser()
-    args, beam_args = parser.parse_known_args(argv)
+    verbose = argv is not None and ("-v" in argv or "--verbose" in argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_DropImportNoise())
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    if args.verbose:
+        logging.getLogger().setLevel(logging.INFO)
     if not args.verbose:
         # Beam and wikiextractor are chatty at INFO/WARNING; our summary says what matters.
         logging.getLogger("apache_beam").setLevel(logging.ERROR)

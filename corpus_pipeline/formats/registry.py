@@ -70,13 +70,13 @@ def open_writer(
     packed = max_per_pack is not None
     main = os.path.join(out_dir, shard_files(fmt, name, index, packed)[0])
     if fmt == "hdf5":
-        if packed:
+        if max_per_pack is not None:
             return hdf5.PackedHDF5ShardWriter(
                 main, max_seq_length, max_predictions, max_per_pack, vocab_size=vocab_size
             )
         return hdf5.HDF5ShardWriter(main, max_seq_length, max_predictions)
     if fmt == "tfrecord":
-        if packed:
+        if max_per_pack is not None:
             return tfrecord.PackedTFRecordShardWriter(
                 main, max_seq_length, max_predictions, max_per_pack
             )
