@@ -23,6 +23,7 @@ from corpus_pipeline.commands.common import add_beam_flags, positive
 from corpus_pipeline.config import ExtractConfig, SentenceConfig
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.formats.documents import DOC_FORMATS
+from corpus_pipeline.sources.wikipedia import find_index
 
 EXAMPLES = """examples:
   corpus-pipeline extract --input enwiki-latest-pages-articles.xml.bz2 --output out/docs
@@ -63,19 +64,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _find_index(dump: str) -> str | None:
-    """The multistream index beside a dump, if it is there."""
-    name = os.path.basename(dump)
-    if "multistream" not in name:
-        return None
-    for suffix in (".xml.bz2", ".xml"):
-        if name.endswith(suffix):
-            cand = os.path.join(os.path.dirname(dump), name[: -len(suffix)] + "-index.txt.bz2")
-            if os.path.isfile(cand):
-                return cand
-    return None
-
-
 def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     if not args.input and not args.books:
         raise UserError("nothing to extract: give --input DUMP and/or --books DIR")
@@ -90,7 +78,7 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
                          expand_templates=not args.no_templates)
     scfg = SentenceConfig(max_sentence_chars=positive("--max-sentence-chars",
                                                       args.max_sentence_chars))
-    indexes = args.index or [_find_index(d) for d in args.input]
+    indexes = args.index or [find_index(d) for d in args.input]
     name = args.name or ("wiki" if not args.books else "books" if not args.input else "mixed")
     out = os.path.abspath(args.output)
     os.makedirs(out, exist_ok=True)

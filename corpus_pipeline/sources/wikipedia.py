@@ -1,0 +1,1073 @@
+"""Wikipedia dumps: plan work units, stream raw pages, clean them into articles.
+
+Three layers, each usable on its own:
+
+1. :func:`plan_units` (launcher): looks at the dump once and cuts it into :class:`WorkUnit` s,
+   small picklable byte ranges that a worker can read without the rest of the file. A
+   multistream dump (``...-multistream.xml.bz2``) gives one unit per bz2 stream, found through
+   its index (``offset:page_id:title`` lines) or, without one, by scanning for bz2 stream
+   headers. Any other dump (``.xml``, ``.xml.bz2``, ``.gz``, ``.xz``) is one unit.
+2. :func:`read_pages` / :func:`iter_page_chunks` (workers): decompress the unit's byte range as
+   a stream and parse it incrementally (``XMLPullParser``), clearing each ``<page>`` once read,
+   so memory stays bounded by one page (one bz2 stream for multistream units) whatever the
+   dump size. A single-stream dump cannot be decompressed in parallel, so it is cut into
+   chunks of ``pages_per_chunk`` raw pages that the pipeline reshuffles: cleaning, the
+   expensive part, still runs on every worker.
+3. :func:`clean_page` (pure): one raw page to one :class:`~corpus_pipeline.records.Article`
+   through wikiextractor's library (``Extractor.clean_text``), with the same choices as its
+   CLI: only the article namespace, no redirects, templates expanded, links and lists
+   dropped.
+
+Bad input is a one-line :class:`~corpus_pipeline.errors.InputFormatError` when it is found on
+the launcher (missing file, not XML, not a MediaWiki export, an index that does not match its
+dump) and a counter when it is found on a worker, where raising would kill the whole job for
+one bad stream: ``extract/dropped:truncated_stream``, ``extract/dropped:corrupt_stream``,
+``extract/dropped:malformed_xml``, ``extract/dropped:malformed_page``.
+"""
+
+from __future__ import annotations
+
+import bz2
+import codecs
+import html
+import logging
+import lzma
+import os
+import queue
+import re
+import threading
+import xml.etree.ElementTree as ET
+import zlib
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Protocol
+
+from wikiextractor.extract import (
+    _DEFAULT_IGNORED_TAG_PATTERNS,
+    Extractor,
+    MagicWords,
+    ignoreTag,
+    redirectRE,
+    resolve_template_page,
+)
+
+from corpus_pipeline.config import ExtractConfig
+from corpus_pipeline.errors import InputFormatError
+from corpus_pipeline.records import Article
+
+Count = Callable[..., None]
+
+log = logging.getLogger(__name__)
+
+SOURCE = "wikipedia"
+
+# Compressed bytes read per call. Small enough that the pages decoded before a corrupt or
+# truncated spot are kept, large enough that the per-call overhead is nothing.
+_READ_BYTES = 1 << 18
+# Decompressed bytes handed to the XML parser per call: bounds memory on highly compressible
+# input (a bz2 stream of repeated text inflates ~100x).
+_INFLATE_BYTES = 1 << 20
+# How much decompressed data the launcher reads looking for the root element.
+_PROBE_BYTES = 16 << 20
+# Raw bytes at the start of a .bz2 file searched for a second stream (the multistream test).
+_MULTISTREAM_PROBE_BYTES = 4 << 20
+# Raw bytes per read while scanning a multistream file for stream headers.
+_SCAN_BYTES = 16 << 20
+# Raw bytes fed to a fresh decompressor to check a candidate stream header.
+_VERIFY_BYTES = 1024  # ~0.04 ms each: the header tables are in the first bytes
+
+COMPRESSIONS = ("none", "bz2", "gz", "xz")
+
+# A bz2 stream starts with "BZh" + block size digit; its first block with the 48-bit magic
+# 0x314159265359 ("1AY&SY", the BCD digits of pi). Streams are byte-aligned, blocks inside a
+# stream are not, so at a byte offset the 10-byte pair marks a stream start (a random match
+# in compressed data has probability 2^-80 per byte; candidates are still verified).
+_BZ2_STREAM_RE = re.compile(rb"BZh[1-9]1AY&SY")
+
+# Namespace numbers of the canonical (English) namespace names, for the rare export versions
+# (before 0.5) whose pages have no <ns> element.
+_CANONICAL_NAMESPACES = {
+    "Media": -2,
+    "Special": -1,
+    "Talk": 1,
+    "User": 2,
+    "User talk": 3,
+    "Wikipedia": 4,
+    "Wikipedia talk": 5,
+    "File": 6,
+    "Image": 6,
+    "File talk": 7,
+    "MediaWiki": 8,
+    "MediaWiki talk": 9,
+    "Template": 10,
+    "Template talk": 11,
+    "Help": 12,
+    "Help talk": 13,
+    "Category": 14,
+    "Category talk": 15,
+    "Portal": 100,
+    "Portal talk": 101,
+    "Draft": 118,
+    "Draft talk": 119,
+    "Module": 828,
+    "Module talk": 829,
+}
+
+TEMPLATE_NS = 10
+MODULE_NS = 828
+
+
+class _Opener(Protocol):
+    def __call__(self, path: str) -> BinaryIO: ...
+
+
+def open_local(path: str) -> BinaryIO:
+    """Default opener: a local file in binary mode (seekable)."""
+    return open(path, "rb")
+
+
+# ----------------------------------------------------------------------------------------------
+# Records
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """A byte range of a dump that one worker reads on its own (a Beam element).
+
+    Attributes:
+        path: The dump file.
+        compression: ``none``, ``bz2``, ``gz`` or ``xz`` (from the file's magic bytes).
+        start: First byte of the range in the (compressed) file.
+        end: End of the range (exclusive); ``None`` reads to the end of the file.
+        wrap: The range holds ``<page>`` elements without their ``<mediawiki>`` root (a bz2
+            stream after the first one of a multistream dump): the reader adds a root.
+        encoding: The dump's character encoding, declared to the parser when ``wrap`` is set.
+        stream: Position of the unit in the dump (0 for a single-stream dump).
+    """
+
+    path: str
+    compression: str = "none"
+    start: int = 0
+    end: int | None = None
+    wrap: bool = False
+    encoding: str = "utf-8"
+    stream: int = 0
+
+    def describe(self) -> str:
+        """``path[start:end]`` for messages."""
+        if self.start == 0 and self.end is None:
+            return self.path
+        return f"{self.path}[{self.start}:{'' if self.end is None else self.end}]"
+
+
+@dataclass
+class RawPage:
+    """One ``<page>`` of a dump, as read (latest revision only).
+
+    Attributes:
+        id: Page id.
+        title: Page title.
+        ns: Namespace number (0 = articles).
+        redirect: The page has a ``<redirect>`` element.
+        text: Wikitext of the latest revision (XML entities decoded).
+        revid: Revision id, if present.
+        timestamp: Revision timestamp (``2014-10-26T04:50:23Z``), if present; pins the
+            ``{{CURRENTYEAR}}``-style magic words so extraction does not depend on the day.
+    """
+
+    id: int
+    title: str
+    ns: int
+    redirect: bool
+    text: str
+    revid: int | None = None
+    timestamp: str = ""
+
+
+@dataclass(frozen=True)
+class TemplateStore:
+    """Template definitions for wikiextractor's template expansion.
+
+    Attributes:
+        templates: Full template title (``Template:Convert``) -> template body.
+        redirects: Full template title -> target title.
+        prefix: The template namespace prefix of the wiki (``Template:``).
+        known_namespaces: Namespace names of the wiki (``Template``, ``Category``, ...).
+    """
+
+    templates: Mapping[str, str] = field(default_factory=dict)
+    redirects: Mapping[str, str] = field(default_factory=dict)
+    prefix: str = "Template:"
+    known_namespaces: frozenset[str] = frozenset({"Template"})
+
+
+# ----------------------------------------------------------------------------------------------
+# Planning (launcher)
+
+
+def plan_units(
+    path: str | os.PathLike[str],
+    cfg: ExtractConfig,
+    index_path: str | os.PathLike[str] | None = None,
+    *,
+    opener: _Opener = open_local,
+) -> list[WorkUnit]:
+    """Cut a dump into work units, checking on the way that it is a readable MediaWiki dump.
+
+    Args:
+        path: The dump: ``.xml``, ``.xml.bz2`` (single- or multistream), ``.xml.gz``,
+            ``.xml.xz``; the compression is read from the magic bytes, not the name.
+        cfg: Extraction config (unused here today; kept for a uniform signature).
+        index_path: Multistream index (``...-multistream-index.txt.bz2``). When ``None``, the
+            index beside a ``...-multistream.xml.bz2`` dump is used if it is there; otherwise
+            a bz2 dump is scanned for stream headers.
+        opener: Opens a path as a seekable binary file (e.g. Beam's ``FileSystems.open`` with
+            ``compression_type=UNCOMPRESSED`` for ``gs://`` paths).
+
+    Returns:
+        The units in file order: one per bz2 stream of a multistream dump (the first holds
+        the ``<siteinfo>`` header), else one for the whole file.
+
+    Raises:
+        InputFormatError: the file is missing, empty, not XML, not a MediaWiki export, its
+            compressed header is corrupt, or the index does not match it.
+    """
+    del cfg
+    p = os.fspath(path)
+    if opener is open_local:
+        p = os.path.abspath(p)  # units travel to workers whose working folder differs
+    size = _file_size(p, opener)
+    with opener(p) as f:
+        magic = f.read(8)
+    compression = _compression_of(p, magic)
+    encoding = _probe_header(p, compression, opener)
+    whole = [WorkUnit(p, compression, 0, None, False, encoding, 0)]
+    if compression != "bz2":
+        return whole
+    if index_path is None:
+        index_path = find_index(p)
+    if index_path is not None:
+        offsets = _index_offsets(os.fspath(index_path), p, size, opener)
+    else:
+        offsets = _scan_stream_offsets(p, size, opener)
+    if len(offsets) <= 1:
+        return whole
+    bounds = [*offsets, size]
+    return [
+        WorkUnit(p, "bz2", bounds[i], bounds[i + 1], bounds[i] != 0, encoding, i)
+        for i in range(len(offsets))
+    ]
+
+
+def needs_chunking(unit: WorkUnit) -> bool:
+    """True when a unit is a whole single-stream file: cut it with :func:`iter_page_chunks`
+    and reshuffle the chunks so cleaning parallelises though decompression cannot."""
+    return unit.end is None
+
+
+def find_index(path: str) -> str | None:
+    """The ``-index.txt.bz2`` file beside a ``...-multistream.xml.bz2`` dump, if present."""
+    name = os.path.basename(path)
+    if "multistream" not in name:
+        return None
+    stem = re.sub(r"\.xml(\.bz2)?$", "", name)
+    cand = os.path.join(os.path.dirname(path), stem + "-index.txt.bz2")
+    return cand if os.path.isfile(cand) else None
+
+
+def _file_size(path: str, opener: _Opener) -> int:
+    if opener is open_local:
+        if not os.path.exists(path):
+            raise InputFormatError(f"{path}: no such file; give the path of a Wikipedia dump")
+        if os.path.isdir(path):
+            raise InputFormatError(f"{path}: is a directory, not a Wikipedia dump file")
+    try:
+        with opener(path) as f:
+            size = f.seek(0, os.SEEK_END)
+    except FileNotFoundError:
+        raise InputFormatError(f"{path}: no such file; give the path of a Wikipedia dump") from None
+    except OSError as e:
+        raise InputFormatError(f"{path}: cannot read ({e.strerror or e})") from None
+    if size == 0:
+        raise InputFormatError(f"{path}: the file is empty; download the dump again")
+    return size
+
+
+def _compression_of(path: str, magic: bytes) -> str:
+    if magic.startswith(b"BZh") and magic[3:4].isdigit():
+        kind = "bz2"
+    elif magic.startswith(b"\x1f\x8b"):
+        kind = "gz"
+    elif magic.startswith(b"\xfd7zXZ\x00"):
+        kind = "xz"
+    else:
+        kind = "none"
+    suffix = {".bz2": "bz2", ".gz": "gz", ".xz": "xz"}.get(os.path.splitext(path)[1].lower())
+    if suffix is not None and suffix != kind:
+        raise InputFormatError(
+            f"{path}: the name says {suffix} but the content is not {suffix}-compressed "
+            f"({'uncompressed' if kind == 'none' else kind}); rename it or download it again"
+        )
+    return kind
+
+
+def _declared_encoding(head: bytes) -> str:
+    """The document encoding from its BOM or XML declaration (expat decodes it; we need the
+    name to declare it again when wrapping a later stream of a multistream dump)."""
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8"
+    if head.startswith(codecs.BOM_UTF16_LE) or head.startswith(b"<\x00?\x00"):
+        return "utf-16-le"
+    if head.startswith(codecs.BOM_UTF16_BE) or head.startswith(b"\x00<\x00?"):
+        return "utf-16-be"
+    m = re.match(rb"""\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""", head)
+    return m.group(1).decode("ascii").lower() if m else "utf-8"
+
+
+def _probe_header(path: str, compression: str, opener: _Opener) -> str:
+    """Read the start of the dump: raise unless it is XML with a ``<mediawiki>`` root.
+
+    A file that ends (truncated) before the root is not an error here: the reader counts it.
+    Returns the document encoding.
+    """
+    parser: Any = ET.XMLPullParser(events=("start",))
+    head = b""
+    seen = 0
+    inflater = _Inflater(compression)
+    with opener(path) as f:
+        try:
+            for data in inflater.inflate(_read_range(f, 0, None)):
+                if len(head) < 512:
+                    head += data[: 512 - len(head)]
+                parser.feed(data)
+                for _event, elem in parser.read_events():
+                    root = _local(elem.tag)
+                    if root != "mediawiki":
+                        raise InputFormatError(
+                            f"{path}: not a MediaWiki XML dump (root element <{root}>, not "
+                            "<mediawiki>); give a pages-articles dump from dumps.wikimedia.org"
+                        )
+                    return _declared_encoding(head)
+                seen += len(data)
+                if seen > _PROBE_BYTES:
+                    break
+        except ET.ParseError as e:
+            raise InputFormatError(
+                f"{path}: not an XML file ({e}); give a Wikipedia dump (.xml, .xml.bz2)"
+            ) from None
+        except _CorruptData as e:
+            raise InputFormatError(
+                f"{path}: corrupt {compression} data at the start of the file ({e}); "
+                "download it again"
+            ) from None
+    if seen > _PROBE_BYTES or inflater.complete:
+        raise InputFormatError(
+            f"{path}: no XML element in "
+            f"{'the first ' + str(_PROBE_BYTES >> 20) + ' MiB' if seen else 'the file'}; "
+            "not a MediaWiki dump"
+        )
+    return _declared_encoding(head)  # truncated before the root: the reader counts it
+
+
+def _index_offsets(index: str, dump: str, size: int, opener: _Opener) -> list[int]:
+    """Distinct stream offsets of a multistream index, checked against the dump.
+
+    The enwiki index has ~23M lines; blocks are matched with one regex call each (a Python
+    loop over lines would take minutes on the launcher).
+    """
+    try:
+        with opener(index) as raw:
+            magic = raw.read(4)
+    except FileNotFoundError:
+        raise InputFormatError(f"{index}: no such file (the multistream index of {dump})") from None
+    found: set[bytes] = set()
+    lineno = 0
+    with opener(index) as raw:
+        stream: Any = bz2.BZ2File(raw) if magic.startswith(b"BZh") else raw
+        try:
+            rest = b""
+            while True:
+                block = stream.read(_SCAN_BYTES)
+                data = rest + block
+                cut = data.rfind(b"\n") + 1 if block else len(data)
+                part, rest = data[:cut], data[cut:]
+                offs = _INDEX_OFFSET_RE.findall(part)
+                n = part.count(b"\n") + (1 if part and not part.endswith(b"\n") else 0)
+                if len(offs) != n:
+                    _check_index_lines(index, part, lineno)
+                found.update(offs)
+                lineno += n
+                if not block:
+                    break
+        except (OSError, EOFError) as e:
+            raise InputFormatError(f"{index}: unreadable index ({e}); download it again") from None
+    offsets = sorted(int(o) for o in found)
+    if not offsets:
+        raise InputFormatError(f"{index}: empty multistream index")
+    if offsets[-1] >= size:
+        raise InputFormatError(
+            f"{index}: offset {offsets[-1]} is past the end of {dump} ({size} bytes); "
+            "the index belongs to another dump"
+        )
+    with opener(dump) as f:
+        for off in (offsets[0], offsets[-1]):
+            f.seek(off)
+            if not _BZ2_STREAM_RE.match(f.read(10)):
+                raise InputFormatError(
+                    f"{index}: offset {off} is not the start of a bz2 stream in {dump}; "
+                    "the index belongs to another dump"
+                )
+    if offsets[0] != 0:
+        offsets.insert(0, 0)  # the <siteinfo> header stream, which the index does not list
+    return offsets
+
+
+_INDEX_OFFSET_RE = re.compile(rb"^(\d+):", re.MULTILINE)
+
+
+def _check_index_lines(index: str, part: bytes, first_lineno: int) -> None:
+    """Raise for the first line of ``part`` that is neither blank nor ``offset:...``."""
+    for i, line in enumerate(part.split(b"\n"), first_lineno + 1):
+        if line.strip() and not _INDEX_OFFSET_RE.match(line):
+            raise InputFormatError(
+                f"{index}: line {i} is not 'offset:page_id:title'; "
+                "give the -multistream-index.txt.bz2 that came with the dump"
+            )
+
+
+def _scan_stream_offsets(path: str, size: int, opener: _Opener) -> list[int]:
+    """Offsets of the bz2 streams of a dump without index ([0] for a single-stream file)."""
+    with opener(path) as f:
+        head = f.read(_MULTISTREAM_PROBE_BYTES)
+        if not any(m.start() > 0 for m in _BZ2_STREAM_RE.finditer(head)):
+            return [0]  # a single-stream bz2 (or streams so large that splitting gains little)
+        offsets = [0]
+        f.seek(0)
+        pos = 0
+        tail = b""
+        while True:
+            chunk = f.read(_SCAN_BYTES)
+            if not chunk:
+                break
+            buf = tail + chunk
+            base = pos - len(tail)
+            for m in _BZ2_STREAM_RE.finditer(buf):
+                off = base + m.start()
+                if off > offsets[-1] and _is_bz2_stream(f, off, size):
+                    offsets.append(off)
+            pos += len(chunk)
+            tail = buf[-9:]  # a header cut by the chunk boundary is found in the next round
+            f.seek(pos)
+        if len(offsets) > 1 and not _starts_at_page(f, offsets[1], size):
+            # Streams cut the XML anywhere (pbzip2 output): read the file as one unit.
+            log.info("%s: bz2 streams are not page-aligned; reading it as one unit", path)
+            return [0]
+    return offsets
+
+
+def _is_bz2_stream(f: BinaryIO, offset: int, size: int) -> bool:
+    """Decompress the start of a candidate stream: a false header match fails quickly."""
+    f.seek(offset)
+    data = f.read(min(_VERIFY_BYTES, size - offset))
+    try:
+        bz2.BZ2Decompressor().decompress(data, 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _starts_at_page(f: BinaryIO, offset: int, size: int) -> bool:
+    """Whether the stream at ``offset`` starts with a ``<page>`` (Wikimedia's layout)."""
+    out = b""
+    inflater = _Inflater("bz2")
+    try:
+        for data in inflater.inflate(_read_range(f, offset, size)):
+            out += data
+            if len(out.lstrip()) >= 12:
+                break
+    except _CorruptData:
+        return False
+    body = out.lstrip()
+    return body.startswith(b"<page") or body.startswith(b"</mediawiki")
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading (workers)
+
+
+class _CorruptData(Exception):
+    """Compressed data that cannot be decoded."""
+
+
+def _read_range(f: BinaryIO, start: int, end: int | None) -> Iterator[bytes]:
+    f.seek(start)
+    left = None if end is None else end - start
+    while left is None or left > 0:
+        data = f.read(_READ_BYTES if left is None else min(_READ_BYTES, left))
+        if not data:
+            return
+        if left is not None:
+            left -= len(data)
+        yield data
+
+
+def _new_decompressor(kind: str) -> Any:
+    if kind == "bz2":
+        return bz2.BZ2Decompressor()
+    if kind == "gz":
+        return zlib.decompressobj(wbits=31)
+    return lzma.LZMADecompressor()
+
+
+class _Inflater:
+    """Streaming decompression of concatenated streams (multistream bz2, multi-member gzip,
+    concatenated xz), with bounded output per step.
+
+    After :meth:`inflate` is exhausted, ``complete`` says whether the input ended at a stream
+    boundary (False: truncated). A decoding error raises :class:`_CorruptData`; the data
+    decoded before it has already been yielded.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.complete = True
+
+    def inflate(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        if self.kind == "none":
+            yield from chunks
+            return
+        kind = self.kind
+        d = _new_decompressor(kind)
+        started = False  # the current decompressor has been given data
+        for chunk in chunks:
+            buf = chunk
+            while True:
+                if buf:
+                    if not started and kind == "xz":
+                        buf = buf.lstrip(b"\0")  # xz stream padding between streams
+                        if not buf:
+                            break
+                    started = True
+                try:
+                    out = d.decompress(buf, _INFLATE_BYTES)
+                except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as e:
+                    raise _CorruptData(str(e)) from None
+                if out:
+                    yield out
+                if d.eof:
+                    rest = d.unused_data
+                    d = _new_decompressor(kind)
+                    started = False
+                    buf = rest
+                    if not buf:
+                        break
+                    continue
+                if kind == "gz":
+                    buf = d.unconsumed_tail
+                    if not buf:
+                        break
+                else:
+                    buf = b""
+                    if d.needs_input:
+                        break
+        if kind == "gz" and started:
+            try:
+                out = d.flush()
+            except zlib.error as e:
+                raise _CorruptData(str(e)) from None
+            if out:
+                yield out
+        self.complete = not started
+
+
+class _Raised:
+    """An exception crossing from the prefetch thread."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_END = object()
+
+
+def _prefetched(chunks: Iterator[bytes], depth: int = 4) -> Iterator[bytes]:
+    """Iterate ``chunks`` in a background thread, at most ``depth`` items ahead.
+
+    Exceptions are re-raised in the consumer; closing the generator stops the thread.
+    """
+    q: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for c in chunks:
+                if not put(c):
+                    return
+            put(_END)
+        except BaseException as e:  # re-raised in the consumer
+            put(_Raised(e))
+
+    thread = threading.Thread(target=work, name="wiki-inflate", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, _Raised):
+                raise item.exc
+            assert isinstance(item, bytes)
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _local(tag: str) -> str:
+    """Local name of a namespaced ElementTree tag (``{ns}page`` -> ``page``)."""
+    return tag[tag.rfind("}") + 1 :]
+
+
+def _wrap_prefix(encoding: str) -> bytes:
+    decl = f'<?xml version="1.0" encoding="{encoding}"?><mediawiki>'
+    data = decl.encode(encoding)
+    if encoding.startswith("utf-16"):
+        bom = codecs.BOM_UTF16_LE if encoding.endswith("le") else codecs.BOM_UTF16_BE
+        data = bom + data
+    return data
+
+
+def read_pages(
+    unit: WorkUnit, cfg: ExtractConfig, *, count: Count, opener: _Opener = open_local
+) -> Iterator[RawPage]:
+    """Stream the raw pages of a work unit, in file order.
+
+    Pages are yielded as they are parsed; for a bz2 stream of a multistream dump they are
+    held until the stream has decoded cleanly (bz2 checks a block's CRC only after emitting
+    it, so a corrupt stream could otherwise leak garbled pages).
+
+    Args:
+        unit: From :func:`plan_units`.
+        cfg: Extraction config (unused by the reader).
+        count: Counter callback; counts ``extract/dropped:truncated_stream``,
+            ``extract/dropped:corrupt_stream``, ``extract/dropped:malformed_xml`` (each once per
+            unit) and ``extract/dropped:malformed_page``.
+        opener: Opens the dump as a seekable binary file.
+
+    Yields:
+        One :class:`RawPage` per complete ``<page>`` element.
+
+    Raises:
+        InputFormatError: the unit is a whole file whose root is not ``<mediawiki>``.
+    """
+    del cfg
+    hold = unit.end is not None
+    held: list[RawPage] = []
+    reader = _PageReader(unit)
+    with opener(unit.path) as f:
+        # A whole file is read by one worker while the others wait for its chunks: decompress
+        # it in a thread (bz2/zlib/lzma release the GIL), overlapped with the XML parsing
+        # and with whatever the consumer does between pages.
+        raw = _read_range(f, unit.start, unit.end)
+        pages = reader.pages(raw, count, prefetch=unit.end is None)
+        try:
+            for page in pages:
+                if hold:
+                    held.append(page)
+                else:
+                    yield page
+        finally:
+            pages.close()  # stops the prefetch thread before the file is closed
+    if reader.problem is not None:
+        count(f"extract/dropped:{reader.problem}")
+        log.warning("%s: %s (%s)", unit.describe(), reader.problem, reader.detail)
+        if reader.problem == "corrupt_stream":
+            return
+    yield from held
+
+
+def iter_page_chunks(
+    unit: WorkUnit, cfg: ExtractConfig, *, count: Count, opener: _Opener = open_local
+) -> Iterator[list[RawPage]]:
+    """:func:`read_pages` cut into lists of ``cfg.pages_per_chunk`` pages (the last shorter)."""
+    size = max(1, cfg.pages_per_chunk)
+    chunk: list[RawPage] = []
+    for page in read_pages(unit, cfg, count=count, opener=opener):
+        chunk.append(page)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class _PageReader:
+    """Incremental parse of a unit's XML; records the first problem met (if any)."""
+
+    def __init__(self, unit: WorkUnit) -> None:
+        self.unit = unit
+        self.problem: str | None = None
+        self.detail = ""
+        self.namespaces = dict(_CANONICAL_NAMESPACES)
+
+    def pages(
+        self, raw: Iterable[bytes], count: Count, prefetch: bool = False
+    ) -> Generator[RawPage, None, None]:
+        unit = self.unit
+        inflater = _Inflater(unit.compression)
+        chunks = inflater.inflate(raw)
+        if prefetch and unit.compression != "none":
+            chunks = _prefetched(chunks)
+        parser: Any = ET.XMLPullParser(events=("start", "end"))
+        if unit.wrap:
+            parser.feed(_wrap_prefix(unit.encoding))
+        root: ET.Element | None = None
+        depth = 0
+        in_page = False
+        try:
+            for data in chunks:
+                parser.feed(data)
+                for event, elem in parser.read_events():
+                    if event == "start":
+                        depth += 1
+                        if depth == 1:
+                            root = elem
+                            name = _local(elem.tag)
+                            if name != "mediawiki":
+                                raise InputFormatError(
+                                    f"{unit.describe()}: not a MediaWiki export "
+                                    f"(root element <{name}>)"
+                                )
+                        elif depth == 2 and _local(elem.tag) == "page":
+                            in_page = True
+                        continue
+                    depth -= 1
+                    if depth != 1:
+                        continue
+                    name = _local(elem.tag)
+                    if name == "page":
+                        in_page = False
+                        page = self._page(elem)
+                        if root is not None:
+                            root.clear()  # drop the parsed page: memory stays one page
+                        if page is None:
+                            count("extract/dropped:malformed_page")
+                        else:
+                            yield page
+                    elif name == "siteinfo":
+                        self._siteinfo(elem)
+        except _CorruptData as e:
+            self._fail("corrupt_stream", str(e))
+            return
+        except ET.ParseError as e:
+            self._fail("malformed_xml", str(e))
+            return
+        if not inflater.complete:
+            self._fail("truncated_stream", "compressed data ends inside a stream")
+        elif in_page or (not unit.wrap and unit.end is None and depth > 0):
+            self._fail("truncated_stream", "XML ends inside the document")
+
+    def _fail(self, problem: str, detail: str) -> None:
+        self.problem = problem
+        self.detail = detail
+
+    def _siteinfo(self, elem: ET.Element) -> None:
+        for sub in elem.iter():
+            if _local(sub.tag) == "namespace" and sub.text:
+                key = sub.get("key")
+                if key is not None and key.lstrip("-").isdigit():
+                    self.namespaces[sub.text] = int(key)
+
+    def _page(self, elem: ET.Element) -> RawPage | None:
+        title = ns = pid = revid = None
+        redirect = False
+        text = ""
+        timestamp = ""
+        for child in elem:
+            name = _local(child.tag)
+            if name == "title":
+                title = child.text or ""
+            elif name == "ns":
+                ns = child.text
+            elif name == "id":
+                pid = child.text
+            elif name == "redirect":
+                redirect = True
+            elif name == "revision":
+                # Full-history dumps list every revision: the last one is the current text.
+                for sub in child:
+                    sname = _local(sub.tag)
+                    if sname == "text":
+                        text = sub.text or ""
+                    elif sname == "id":
+                        revid = sub.text
+                    elif sname == "timestamp":
+                        timestamp = sub.text or ""
+        if title is None or pid is None or not pid.strip().isdigit():
+            return None
+        if ns is not None and ns.strip().lstrip("-").isdigit():
+            ns_num = int(ns)
+        elif ns is None:
+            prefix, colon, _ = title.partition(":")
+            ns_num = self.namespaces.get(prefix, 0) if colon else 0
+        else:
+            return None
+        return RawPage(
+            id=int(pid),
+            title=title,
+            ns=ns_num,
+            redirect=redirect,
+            text=text,
+            revid=int(revid) if revid and revid.strip().isdigit() else None,
+            timestamp=timestamp,
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Cleaning (pure)
+
+# Same as wikiextractor's CLI without --links: its default ignored tags plus <a>.
+_IGNORED_TAG_PATTERNS = [*_DEFAULT_IGNORED_TAG_PATTERNS, ignoreTag("a")]
+
+_NO_TEMPLATES = TemplateStore()
+
+# Magic words that wikiextractor sets from the wall clock on every clean_text() call.
+_CLOCK_WORDS = ("currentyear", "currentmonth", "currentday", "currenthour", "currenttime")
+_TIMESTAMP_RE = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)")
+
+
+class _PinnedMagicWords(MagicWords):
+    """Clock magic words fixed to the revision's timestamp: the same dump gives the same
+    text whatever the day it is extracted on (wikiextractor reads the wall clock)."""
+
+    def __init__(self, timestamp: str) -> None:
+        super().__init__()
+        m = _TIMESTAMP_RE.match(timestamp) or _TIMESTAMP_RE.match("1970-01-01T00:00:00")
+        assert m is not None
+        y, mo, d, h, mi, s = m.groups()
+        pinned = (y, mo, d, h, f"{h}:{mi}:{s}")
+        self.values.update(zip(_CLOCK_WORDS, pinned, strict=True))
+
+    def __setitem__(self, name: str, value: str) -> None:
+        if name not in _CLOCK_WORDS:
+            self.values[name] = value
+
+
+def _xml_escape(text: str) -> str:
+    """Re-escape the text as it stands in the dump: wikiextractor works on the escaped form
+    (its CLI never decodes the XML) and unescapes in its own order, so feeding it decoded
+    text would change how tags inside templates and links are handled."""
+    if "&" in text:
+        text = text.replace("&", "&amp;")
+    return text.replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+# Markup wikiextractor can leave behind (seen on real pages: a template inside a construct
+# its brace matcher skips, a stray <onlyinclude>). One scan finds whether a page needs the
+# scrub below; most pages do not.
+_RESIDUE_RE = re.compile(r"\{\{|\}\}|\[\[|\]\]|\{\||\|\}|<[A-Za-z/!]|&[A-Za-z#][A-Za-z0-9]*;")
+_TEMPLATE_RE = re.compile(r"\{\{[^{}]*\}\}")
+_LINK_RE = re.compile(r"\[\[([^\[\]|]*)(?:\|([^\[\]]*))?\]\]")
+_LINK_DROP_PREFIXES = ("file:", "image:", "category:", "media:")
+_TAG_NAMES = (
+    "a|abbr|b|bdi|big|blockquote|br|categorytree|ce|center|chem|cite|code|dd|del|dfn|div|dl|dt|"
+    "em|font|gallery|graph|h[1-6]|hiero|hr|i|imagemap|includeonly|inputbox|ins|kbd|li|mapframe|"
+    "math|nowiki|noinclude|ol|onlyinclude|p|poem|pre|q|ref|references|rp|rt|ruby|s|samp|score|"
+    "section|small|source|span|strike|strong|sub|sup|syntaxhighlight|table|templatestyles|td|"
+    "th|timeline|tr|tt|u|ul|var|wbr"
+)
+# A tag has no attributes or attributes with "=": "if a <b and c> d" in a formula stays.
+_TAG_RE = re.compile(
+    rf"</?(?:{_TAG_NAMES})(?:\s+[^<>=]+=[^<>]*)?\s*/?>|<!--.*?-->", re.IGNORECASE | re.DOTALL
+)
+_STRAY_RE = re.compile(r"\{\{|\}\}|\[\[|\]\]|\{\||\|\}|<!--|-->")
+_SPACES_RE = re.compile(r"[ \t]{2,}")
+
+
+def _link_text(m: re.Match[str]) -> str:
+    target, label = m.group(1), m.group(2)
+    if target.strip().lower().startswith(_LINK_DROP_PREFIXES):
+        return ""
+    return label if label is not None else target
+
+
+def _scrub(text: str) -> str:
+    """Remove markup left by wikiextractor: templates, links, tables, tags, entities."""
+    for _ in range(8):  # innermost first; nesting deeper than this is left to the stray pass
+        text, n = _TEMPLATE_RE.subn("", text)
+        if not n:
+            break
+    for _ in range(4):
+        text, n = _LINK_RE.subn(_link_text, text)
+        if not n:
+            break
+    if "&" in text:
+        text = html.unescape(text)
+    text = _TAG_RE.sub("", text)
+    text = _STRAY_RE.sub("", text)
+    return _SPACES_RE.sub(" ", text)
+
+
+def _join_paragraphs(paragraphs: list[str]) -> str:
+    text = "\n".join(s for s in (p.strip() for p in paragraphs) if s)
+    if _RESIDUE_RE.search(text) is None:
+        return text
+    scrubbed = _scrub(text)
+    # A line that was only markup is gone; one that became punctuation only is noise.
+    return "\n".join(s for s in (p.strip() for p in scrubbed.split("\n")) if _has_word(s))
+
+
+def _has_word(s: str) -> bool:
+    return any(c.isalnum() for c in s)
+
+
+def _utf8_size_over(text: str, limit: int) -> bool:
+    """len(text.encode()) > limit, without encoding in the common case."""
+    n = len(text)
+    if n > limit:
+        return True
+    if n * 4 <= limit:
+        return False
+    return len(text.encode("utf-8", "surrogatepass")) > limit
+
+
+def is_redirect(page: RawPage) -> bool:
+    """A ``<redirect>`` element, or (older dumps without it) ``#REDIRECT [[...]]`` text."""
+    return page.redirect or (page.text[:1] == "#" and redirectRE.match(page.text) is not None)
+
+
+def clean_page(
+    page: RawPage,
+    cfg: ExtractConfig,
+    *,
+    count: Count,
+    templates: TemplateStore | None = None,
+    keep_sections: bool = False,
+) -> Article | None:
+    """Clean one raw page into an article with wikiextractor's library.
+
+    Matches wikiextractor's CLI page for page (same namespace and redirect rules, same
+    ``Extractor`` options as its defaults without ``--links``), with three differences, all
+    for BERT pretraining text: section headings are dropped (the BERT paper: "we extract only
+    the text passages and ignore lists, tables, and headers"; a heading kept as a line would
+    be a one-word "sentence" in NSP pairs), HTML entities are not re-escaped, and markup that
+    wikiextractor leaves behind is removed.
+
+    Args:
+        page: From :func:`read_pages`.
+        cfg: ``namespaces``, ``max_page_bytes``, ``min_article_chars``, ``expand_templates``.
+        count: Counter callback: ``extract/pages``; then exactly one of
+            ``extract/dropped:namespace``, ``extract/redirects``, ``extract/dropped:too_large``,
+            ``extract/dropped:extract_error``, ``extract/dropped:empty``,
+            ``extract/dropped:short``, ``extract/articles`` (plus ``extract/characters``).
+        templates: Template definitions to expand (:func:`collect_templates`); none by default,
+            so templates expand to nothing (parser functions and magic words still work).
+        keep_sections: Keep section headings as their own lines (wikiextractor's default).
+
+    Returns:
+        ``Article(id="wiki:<page id>", title, "wikipedia", text)`` with paragraphs separated by
+        newlines, or None when the page is dropped (counted).
+    """
+    count("extract/pages")
+    if page.ns not in cfg.namespaces:
+        count("extract/dropped:namespace")
+        return None
+    if is_redirect(page):
+        count("extract/redirects")
+        return None
+    if _utf8_size_over(page.text, cfg.max_page_bytes):
+        count("extract/dropped:too_large")
+        return None
+    store = templates if templates is not None else _NO_TEMPLATES
+    extractor = Extractor(
+        str(page.id),
+        "" if page.revid is None else str(page.revid),
+        "",
+        page.title,
+        [],
+        templates=store.templates,
+        redirects=store.redirects,
+        templatePrefix=store.prefix,
+        knownNamespaces=store.known_namespaces,
+        ignored_tag_patterns=_IGNORED_TAG_PATTERNS,
+        keepSections=keep_sections,
+    )
+    extractor.magicWords = _PinnedMagicWords(page.timestamp)
+    try:
+        paragraphs = extractor.clean_text(
+            _xml_escape(page.text), expand_templates=cfg.expand_templates, html_safe=False
+        )
+    except Exception as e:
+        # wikiextractor is a heuristic parser: one pathological page must not fail the job.
+        log.warning(
+            "wiki:%s %r: wikiextractor failed (%s: %s)", page.id, page.title, type(e).__name__, e
+        )
+        count("extract/dropped:extract_error")
+        return None
+    text = _join_paragraphs(paragraphs)
+    if not text:
+        count("extract/dropped:empty")
+        return None
+    if len(text) < cfg.min_article_chars:
+        count("extract/dropped:short")
+        return None
+    count("extract/articles")
+    count("extract/characters", len(text))
+    return Article(id=f"wiki:{page.id}", title=page.title, source=SOURCE, text=text)
+
+
+def clean_pages(
+    pages: Iterable[RawPage],
+    cfg: ExtractConfig,
+    *,
+    count: Count,
+    templates: TemplateStore | None = None,
+) -> Iterator[Article]:
+    """:func:`clean_page` over a chunk, keeping the articles."""
+    for page in pages:
+        article = clean_page(page, cfg, count=count, templates=templates)
+        if article is not None:
+            yield article
+
+
+def template_definition(page: RawPage, prefix: str = "Template:") -> tuple[str, str, str] | None:
+    """The template (or template redirect) a page defines, as wikiextractor's CLI loads it.
+
+    Returns:
+        ``("template", title, body)``, ``("redirect", title, target)`` or None for pages
+        outside the Template and Module namespaces and empty definitions.
+    """
+    if page.ns not in (TEMPLATE_NS, MODULE_NS):
+        return None
+    result = resolve_template_page(page.title, [_xml_escape(page.text)])
+    if result is None:
+        return None
+    kind, value = result
+    return kind, page.title, value
+
+
+def collect_templates(
+    pages: Iterable[RawPage],
+    prefix: str = "Template:",
+    known_namespaces: Iterable[str] = ("Template",),
+) -> TemplateStore:
+    """A :class:`TemplateStore` from the template pages among ``pages`` (a first pass over
+    the dump, as wikiextractor's CLI does before extracting)."""
+    templates: dict[str, str] = {}
+    redirects: dict[str, str] = {}
+    for page in pages:
+        d = template_definition(page, prefix)
+        if d is None:
+            continue
+        kind, title, value = d
+        (redirects if kind == "redirect" else templates)[title] = value
+    return TemplateStore(templates, redirects, prefix, frozenset(known_namespaces))
