@@ -90,9 +90,7 @@ class MaskConfig:
     def validate(self) -> None:
         """Raise UserError for parameter combinations that cannot produce valid instances."""
         if not 8 <= self.max_seq_length <= 4096:
-            raise UserError(
-                f"--max-seq-length {self.max_seq_length} is out of range: use 8..4096"
-            )
+            raise UserError(f"--max-seq-length {self.max_seq_length} is out of range: use 8..4096")
         if self.max_predictions < 1 or self.max_predictions > self.max_seq_length - 3:
             raise UserError(
                 f"--max-predictions {self.max_predictions} must be in 1..{self.max_seq_length - 3} "

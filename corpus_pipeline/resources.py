@@ -16,7 +16,9 @@ HISTOGRAMS_DIR = DATA_DIR / "histograms"
 UNCASED_VOCAB = VOCAB_DIR / "bert-base-uncased-vocab.txt"
 CASED_VOCAB = VOCAB_DIR / "bert-base-cased-vocab.txt"
 
-SAMPLE_WIKI_DUMP = SAMPLES_DIR / "wiki" / "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+SAMPLE_WIKI_DUMP = (
+    SAMPLES_DIR / "wiki" / "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+)
 SAMPLE_BOOKS_DIR = SAMPLES_DIR / "books"
 SAMPLE_BOOK = SAMPLE_BOOKS_DIR / "sherlock.txt"
 SAMPLE_GOOGLE_TEXT = SAMPLES_DIR / "sample_text.txt"

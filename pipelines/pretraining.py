@@ -21,7 +21,6 @@ import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import apache_beam as beam
 
@@ -61,15 +60,29 @@ class PipelineConfig:
 
 def add_flags(p: argparse.ArgumentParser, *, wiki: bool = True, books: bool = True) -> None:
     if wiki:
-        p.add_argument("--input", action="append", default=[], metavar="DUMP",
-                       help="Wikipedia dump (multistream index found beside it); repeatable")
+        p.add_argument(
+            "--input",
+            action="append",
+            default=[],
+            metavar="DUMP",
+            help="Wikipedia dump (multistream index found beside it); repeatable",
+        )
         p.add_argument("--index", action="append", default=[], metavar="INDEX")
     if books:
-        p.add_argument("--books", action="append", default=[], metavar="DIR",
-                       help="folder of .txt books; repeatable")
+        p.add_argument(
+            "--books",
+            action="append",
+            default=[],
+            metavar="DIR",
+            help="folder of .txt books; repeatable",
+        )
     p.add_argument("--output", required=True, metavar="DIR")
-    p.add_argument("--doc-shards", type=int, default=8,
-                   help="document shards (also the unit of masking work; default 8)")
+    p.add_argument(
+        "--doc-shards",
+        type=int,
+        default=8,
+        help="document shards (also the unit of masking work; default 8)",
+    )
     mask_cmd.add_mask_flags(p)
     p.set_defaults(format="all")
     add_beam_flags(p)
@@ -119,8 +132,9 @@ def prepare(cfg: PipelineConfig, args: argparse.Namespace) -> _Built:
     if cfg.pack is not None:
         outs.append((os.path.join(cfg.output, "packed"), cfg.pack))
     work = os.path.join(cfg.output, ".work")
-    plan = mask_cmd.make_plan(outs, cfg.mask, cfg.formats, cfg.shards, cfg.name, vspec, vinfo,
-                              mvocab, work)
+    plan = mask_cmd.make_plan(
+        outs, cfg.mask, cfg.formats, cfg.shards, cfg.name, vspec, vinfo, mvocab, work
+    )
     return _Built(plan, docs_dir, os.path.join(work, "docs.json"), 0)
 
 
@@ -128,8 +142,16 @@ def build(p: beam.Pipeline, cfg: PipelineConfig, built: _Built, progress: Progre
     """The whole graph: extract -> split -> encode -> mask -> (pack) -> write every format."""
     tasks = plan_tasks(cfg.dumps, cfg.books, cfg.extract)
     built.tasks = len(tasks)
-    docs = p | "Extract" >> ExtractDocuments(tasks, built.docs_dir, cfg.extract, cfg.sentences,
-                                             cfg.doc_shards, cfg.name, "text", progress)
+    docs = p | "Extract" >> ExtractDocuments(
+        tasks,
+        built.docs_dir,
+        cfg.extract,
+        cfg.sentences,
+        cfg.doc_shards,
+        cfg.name,
+        "text",
+        progress,
+    )
     _ = (
         docs
         | "CollectDocShards" >> beam.combiners.ToList()
@@ -138,12 +160,15 @@ def build(p: beam.Pipeline, cfg: PipelineConfig, built: _Built, progress: Progre
     files = (
         docs
         | "NonEmpty" >> beam.Filter(lambda s: s["documents"] > 0)
-        | "DocFiles" >> beam.Map(lambda s, d: (s["shard"], os.path.join(d, s["path"])), built.docs_dir)
+        | "DocFiles"
+        >> beam.Map(lambda s, d: (s["shard"], os.path.join(d, s["path"])), built.docs_dir)
     )
     mask_cmd.add_mask_branch(files, built.plan, progress)
 
 
-def run(cfg: PipelineConfig, args: argparse.Namespace, workers: int, beam_args: Sequence[str]) -> int:
+def run(
+    cfg: PipelineConfig, args: argparse.Namespace, workers: int, beam_args: Sequence[str]
+) -> int:
     timer = Timer()
     built = prepare(cfg, args)
     with progress_bar(None, "run", unit="task") as progress:
@@ -154,7 +179,8 @@ def run(cfg: PipelineConfig, args: argparse.Namespace, workers: int, beam_args: 
     docs_manifest = {
         "kind": "documents",
         "format": "text",
-        "inputs": [os.path.abspath(d) for d, _ in cfg.dumps] + [os.path.abspath(b) for b in cfg.books],
+        "inputs": [os.path.abspath(d) for d, _ in cfg.dumps]
+        + [os.path.abspath(b) for b in cfg.books],
         "shards": doc_shards,
         "documents": sum(s["documents"] for s in doc_shards),
         "config": {"extract": asdict(cfg.extract), "sentences": asdict(cfg.sentences)},
@@ -168,20 +194,35 @@ def run(cfg: PipelineConfig, args: argparse.Namespace, workers: int, beam_args: 
     datasets = {"docs": "docs", "unpacked": "unpacked"}
     if cfg.pack is not None:
         datasets["packed"] = "packed"
-    with atomic_output(os.path.join(cfg.output, "run.json")) as tmp, open(tmp, "w", encoding="utf-8") as f:
+    with (
+        atomic_output(os.path.join(cfg.output, "run.json")) as tmp,
+        open(tmp, "w", encoding="utf-8") as f,
+    ):
         json.dump({"datasets": datasets, "argv": sys.argv[1:]}, f, indent=2, sort_keys=True)
     mask_cmd.check_not_empty(manifests[0], inputs)
-    print(format_summary(f"run: {docs_manifest['documents']:,} documents -> "
-                         f"{manifests[0]['totals']['instances']:,} instances", counts, timer.elapsed))
+    print(
+        format_summary(
+            f"run: {docs_manifest['documents']:,} documents -> "
+            f"{manifests[0]['totals']['instances']:,} instances",
+            counts,
+            timer.elapsed,
+        )
+    )
     for name, m in zip(("unpacked", "packed"), manifests, strict=False):
         print(f"\n{name}: {os.path.join(cfg.output, name)}")
         mask_cmd.print_report(m, os.path.join(cfg.output, name), counters=False)
     return 0
 
 
-def make_parser(prog: str = "pretraining", *, wiki: bool = True, books: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__, epilog=EXAMPLES,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def make_parser(
+    prog: str = "pretraining", *, wiki: bool = True, books: bool = True
+) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_flags(p, wiki=wiki, books=books)
     return p
 

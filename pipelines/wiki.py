@@ -9,7 +9,12 @@ import apache_beam as beam
 from pipelines import pretraining
 
 
-def build(p: beam.Pipeline, cfg: pretraining.PipelineConfig, built: pretraining._Built, progress: pretraining.Progress) -> None:
+def build(
+    p: beam.Pipeline,
+    cfg: pretraining.PipelineConfig,
+    built: pretraining._Built,
+    progress: pretraining.Progress,
+) -> None:
     """The whole graph for dumps only."""
     if cfg.books:
         raise ValueError("pipelines.wiki takes no books: use pipelines.pretraining")

@@ -13,7 +13,6 @@ ranges in chunk-key order. So the same input gives byte-identical shards with an
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -105,7 +104,9 @@ class _ChunkDoFn(beam.DoFn):
         """Spill a chunk's documents, grouped by shard (content hash of the document id)."""
         groups: dict[int, list[Document]] = {}
         for doc in docs:
-            groups.setdefault(stable_hash("extract-shard", doc.id) % self.num_shards, []).append(doc)
+            groups.setdefault(stable_hash("extract-shard", doc.id) % self.num_shards, []).append(
+                doc
+            )
         if not groups:
             return
         path = os.path.join(self.tmp_dir, "chunk-{:05d}-{:07d}-{:05d}.spill".format(*key))
@@ -116,7 +117,9 @@ class SplitIntoChunks(_ChunkDoFn):
     """A single-stream dump: read it sequentially, emit chunks of raw pages (to reshuffle)."""
 
     def process(self, task: ExtractTask) -> Iterator[tuple[ChunkKey, list[Any]]]:
-        for c, pages in enumerate(wikipedia.iter_page_chunks(task.unit, self.ecfg, count=self.count)):
+        for c, pages in enumerate(
+            wikipedia.iter_page_chunks(task.unit, self.ecfg, count=self.count)
+        ):
             yield (task.source_index, task.unit_index, c), pages
 
 
@@ -136,7 +139,9 @@ class ExtractUnit(_ChunkDoFn):
     def process(self, task: ExtractTask) -> Iterator[tuple[int, Any]]:
         key = (task.source_index, task.unit_index, 0)
         if task.kind == "book":
-            article = books.read_book(Path(task.unit), Path(task.unit).name, self.ecfg, count=self.count)
+            article = books.read_book(
+                Path(task.unit), Path(task.unit).name, self.ecfg, count=self.count
+            )
             articles: Iterable[Article | None] = [article]
         else:
             articles = (
@@ -160,15 +165,18 @@ class WriteDocumentShard(beam.DoFn):
     def process(self, element: tuple[int, Iterable[Any]]) -> Iterator[dict[str, Any]]:
         shard, items = element
         ranges = sorted(r for r in items if r is not None)
-        final = os.path.join(
-            self.out_dir, f"{self.name}_{shard:0{self.width}d}{SUFFIX[self.fmt]}"
-        )
+        final = os.path.join(self.out_dir, f"{self.name}_{shard:0{self.width}d}{SUFFIX[self.fmt]}")
         n = 0
         with atomic_output(final) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
             for doc in iter_spills(ranges):
                 write_document(f, doc, self.fmt)
                 n += 1
-        yield {"shard": shard, "path": os.path.basename(final), "documents": n, "sha256": sha256_file(final)}
+        yield {
+            "shard": shard,
+            "path": os.path.basename(final),
+            "documents": n,
+            "sha256": sha256_file(final),
+        }
 
 
 class ExtractDocuments(beam.PTransform):
@@ -199,8 +207,12 @@ class ExtractDocuments(beam.PTransform):
     def expand(self, pbegin: Any) -> Any:
         os.makedirs(self.tmp_dir, exist_ok=True)
         args = (self.ecfg, self.scfg, self.tmp_dir, self.num_shards, self.progress)
-        whole = [t for t in self.tasks if not (t.kind == "wiki" and wikipedia.needs_chunking(t.unit))]
-        sequential = [t for t in self.tasks if t.kind == "wiki" and wikipedia.needs_chunking(t.unit)]
+        whole = [
+            t for t in self.tasks if not (t.kind == "wiki" and wikipedia.needs_chunking(t.unit))
+        ]
+        sequential = [
+            t for t in self.tasks if t.kind == "wiki" and wikipedia.needs_chunking(t.unit)
+        ]
         parts = []
         if whole:
             parts.append(
@@ -219,14 +231,14 @@ class ExtractDocuments(beam.PTransform):
             )
         # Every shard gets a marker so empty shards are still written (never a missing file).
         parts.append(
-            pbegin
-            | "ShardMarkers" >> beam.Create([(s, None) for s in range(self.num_shards)])
+            pbegin | "ShardMarkers" >> beam.Create([(s, None) for s in range(self.num_shards)])
         )
         return (
             parts
             | "Merge" >> beam.Flatten()
             | "GroupByShard" >> beam.GroupByKey()
-            | "WriteShards" >> beam.ParDo(WriteDocumentShard(self.out_dir, self.name, self.fmt, self.num_shards))
+            | "WriteShards"
+            >> beam.ParDo(WriteDocumentShard(self.out_dir, self.name, self.fmt, self.num_shards))
         )
 
 

@@ -28,7 +28,7 @@ from corpus_pipeline.beam.runner import BeamCounts, Progress
 from corpus_pipeline.beam.shards import ShardSpec, WriteShardFromSpills
 from corpus_pipeline.config import MaskConfig
 from corpus_pipeline.formats.documents import read_documents
-from corpus_pipeline.formats.spill import SpillRange, write_spill
+from corpus_pipeline.formats.spill import write_spill
 from corpus_pipeline.hashing import stable_hash
 from corpus_pipeline.records import Document, EncodedDocument
 from corpus_pipeline.stages.masking import MaskStats, MaskVocab, create_instances
@@ -94,13 +94,17 @@ class MaskDocumentFile(beam.DoFn):
             groups: dict[int, list[Any]] = {}
             stats = MaskStats.for_config(self.cfg, self.mvocab)
             batch = []
-            for j, inst in enumerate(create_instances(encoded, self.cfg, self.mvocab, count=self.count)):
+            for j, inst in enumerate(
+                create_instances(encoded, self.cfg, self.mvocab, count=self.count)
+            ):
                 # Copy: arrays of one masking batch share buffers.
                 inst.input_ids = np.array(inst.input_ids)
                 inst.segment_ids = np.array(inst.segment_ids)
                 inst.masked_lm_positions = np.array(inst.masked_lm_positions)
                 inst.masked_lm_ids = np.array(inst.masked_lm_ids)
-                groups.setdefault(stable_hash(self.cfg.seed, *key, j) % self.num_shards, []).append(inst)
+                groups.setdefault(stable_hash(self.cfg.seed, *key, j) % self.num_shards, []).append(
+                    inst
+                )
                 batch.append(inst)
             stats.add_many(batch)
             spill = os.path.join(self.spill_dir, f"bucket-{file_index:05d}-{b:05d}.spill")
@@ -181,7 +185,11 @@ class MaskToShards(beam.PTransform):
             | "EncodeAndMask"
             >> beam.ParDo(
                 MaskDocumentFile(
-                    self.vocab, self.cfg, self.num_shards, self.spill_dir, self.progress,
+                    self.vocab,
+                    self.cfg,
+                    self.num_shards,
+                    self.spill_dir,
+                    self.progress,
                     self.keep_documents,
                 )
             ).with_outputs(STATS_TAG, DOCS_TAG, main="ranges")

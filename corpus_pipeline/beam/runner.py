@@ -89,6 +89,7 @@ def progress_bar(total: int | None, desc: str, unit: str = "unit") -> Iterator[P
     def poll() -> None:
         seen = 0
         while True:
+            final = stop.is_set()  # read once more after the run ends, then stop
             try:
                 with open(path, encoding="ascii") as f:
                     done = sum(int(x) for x in f.read().split())
@@ -97,9 +98,9 @@ def progress_bar(total: int | None, desc: str, unit: str = "unit") -> Iterator[P
             if done > seen:
                 bar.update(done - seen)
                 seen = done
-            if stop.wait(0.5):
-                if done >= seen:
-                    break
+            if final:
+                break
+            stop.wait(0.5)
 
     t = threading.Thread(target=poll, daemon=True)
     t.start()

@@ -194,7 +194,9 @@ def total_length(instances: Iterable[Instance]) -> int:
 class PackShardFromDataset(beam.DoFn):
     """Shard ``i`` of an existing unpacked dataset -> packed shard ``i`` of ``spec``."""
 
-    def __init__(self, spec: ShardSpec, src_dir: str, src_name: str, src_format: str, progress: Progress) -> None:
+    def __init__(
+        self, spec: ShardSpec, src_dir: str, src_name: str, src_format: str, progress: Progress
+    ) -> None:
         self.spec = spec
         self.src_dir = src_dir
         self.src_name = src_name
@@ -208,7 +210,11 @@ class PackShardFromDataset(beam.DoFn):
             self.count("write/shards_already_done")
             yield done
             return
-        instances = list(registry.read_shard(self.src_format, self.src_dir, self.src_name, index, False))
+        instances = list(
+            registry.read_shard(self.src_format, self.src_dir, self.src_name, index, False)
+        )
         self.count("pack/read_instances", len(instances))
-        yield write_shard(self.spec, index, order_instances(instances, self.spec.seed, index), self.count)
+        yield write_shard(
+            self.spec, index, order_instances(instances, self.spec.seed, index), self.count
+        )
         self.progress.tick()

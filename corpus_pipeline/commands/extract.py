@@ -41,25 +41,53 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--input", action="append", default=[], metavar="DUMP",
-                   help="Wikipedia dump (.xml, .xml.bz2, .gz, .xz; multistream too); repeatable")
-    p.add_argument("--index", action="append", default=[], metavar="INDEX",
-                   help="multistream index (...-multistream-index.txt.bz2), one per --input, "
-                        "in order; found automatically when it lies beside the dump")
-    p.add_argument("--books", action="append", default=[], metavar="DIR",
-                   help="folder of .txt books, one book = one document; repeatable")
+    p.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="DUMP",
+        help="Wikipedia dump (.xml, .xml.bz2, .gz, .xz; multistream too); repeatable",
+    )
+    p.add_argument(
+        "--index",
+        action="append",
+        default=[],
+        metavar="INDEX",
+        help="multistream index (...-multistream-index.txt.bz2), one per --input, "
+        "in order; found automatically when it lies beside the dump",
+    )
+    p.add_argument(
+        "--books",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="folder of .txt books, one book = one document; repeatable",
+    )
     p.add_argument("--output", required=True, metavar="DIR", help="output folder")
     p.add_argument("--shards", type=int, default=4, help="number of output shards (default 4)")
     p.add_argument("--name", default=None, help="shard name prefix (default: wiki, books or mixed)")
-    p.add_argument("--format", choices=DOC_FORMATS, default="text",
-                   help="text: one sentence per line, blank line between documents (Google's "
-                        "format); jsonl: id, title, source, sentences (default text)")
-    p.add_argument("--max-sentence-chars", type=int, default=SentenceConfig.max_sentence_chars,
-                   help="cut longer runaway sentences (lists, tables) at whitespace")
-    p.add_argument("--pages-per-chunk", type=int, default=ExtractConfig.pages_per_chunk,
-                   help="pages per parallel work item for single-stream dumps")
-    p.add_argument("--no-templates", action="store_true",
-                   help="do not expand templates defined in the dump")
+    p.add_argument(
+        "--format",
+        choices=DOC_FORMATS,
+        default="text",
+        help="text: one sentence per line, blank line between documents (Google's "
+        "format); jsonl: id, title, source, sentences (default text)",
+    )
+    p.add_argument(
+        "--max-sentence-chars",
+        type=int,
+        default=SentenceConfig.max_sentence_chars,
+        help="cut longer runaway sentences (lists, tables) at whitespace",
+    )
+    p.add_argument(
+        "--pages-per-chunk",
+        type=int,
+        default=ExtractConfig.pages_per_chunk,
+        help="pages per parallel work item for single-stream dumps",
+    )
+    p.add_argument(
+        "--no-templates", action="store_true", help="do not expand templates defined in the dump"
+    )
     add_beam_flags(p)
     return p
 
@@ -74,10 +102,13 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     for path in [*args.input, *args.index]:
         if not os.path.isfile(path):
             raise UserError(f"{path}: no such file")
-    ecfg = ExtractConfig(pages_per_chunk=positive("--pages-per-chunk", args.pages_per_chunk),
-                         expand_templates=not args.no_templates)
-    scfg = SentenceConfig(max_sentence_chars=positive("--max-sentence-chars",
-                                                      args.max_sentence_chars))
+    ecfg = ExtractConfig(
+        pages_per_chunk=positive("--pages-per-chunk", args.pages_per_chunk),
+        expand_templates=not args.no_templates,
+    )
+    scfg = SentenceConfig(
+        max_sentence_chars=positive("--max-sentence-chars", args.max_sentence_chars)
+    )
     indexes = args.index or [find_index(d) for d in args.input]
     name = args.name or ("wiki" if not args.books else "books" if not args.input else "mixed")
     out = os.path.abspath(args.output)
@@ -91,8 +122,10 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
         def build(p: beam.Pipeline) -> None:
             (
                 p
-                | "Extract" >> ExtractDocuments(tasks, out, ecfg, scfg, args.shards, name,
-                                                 args.format, progress)
+                | "Extract"
+                >> ExtractDocuments(
+                    tasks, out, ecfg, scfg, args.shards, name, args.format, progress
+                )
                 | "Collect" >> beam.combiners.ToList()
                 | "Record" >> beam.Map(_write_json, shard_list)
             )
@@ -111,8 +144,13 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
         "config": {"extract": asdict(ecfg), "sentences": asdict(scfg)},
     }
     write_summary(os.path.join(out, "manifest.json"), manifest)
-    print(format_summary(f"extract: {manifest['documents']:,} documents in "
-                         f"{len(shards)} shards -> {out}", counts, timer.elapsed))
+    print(
+        format_summary(
+            f"extract: {manifest['documents']:,} documents in {len(shards)} shards -> {out}",
+            counts,
+            timer.elapsed,
+        )
+    )
     return 0
 
 

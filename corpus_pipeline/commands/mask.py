@@ -44,28 +44,48 @@ EXAMPLES = """examples:
 def add_mask_flags(p: argparse.ArgumentParser) -> None:
     """Masking, vocabulary, output and packing flags (shared with ``run``)."""
     d = MaskConfig()
-    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="phase1 (S=128, P=20), phase2 (S=512, P=80) or 384 (P=56)")
-    p.add_argument("--max-seq-length", type=int, default=None, help=f"S (default {d.max_seq_length})")
-    p.add_argument("--max-predictions", type=int, default=None,
-                   help=f"P, masked positions per instance (default {d.max_predictions})")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="phase1 (S=128, P=20), phase2 (S=512, P=80) or 384 (P=56)",
+    )
+    p.add_argument(
+        "--max-seq-length", type=int, default=None, help=f"S (default {d.max_seq_length})"
+    )
+    p.add_argument(
+        "--max-predictions",
+        type=int,
+        default=None,
+        help=f"P, masked positions per instance (default {d.max_predictions})",
+    )
     p.add_argument("--masked-lm-prob", type=float, default=d.masked_lm_prob)
     p.add_argument("--short-seq-prob", type=float, default=d.short_seq_prob)
     p.add_argument("--dupe-factor", type=int, default=d.dupe_factor)
     p.add_argument("--whole-word-mask", action="store_true")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--bucket-size", type=int, default=d.bucket_size,
-                   help="documents per negative-sampling bucket (memory bound)")
+    p.add_argument(
+        "--bucket-size",
+        type=int,
+        default=d.bucket_size,
+        help="documents per negative-sampling bucket (memory bound)",
+    )
     p.add_argument("--vocab", default=None, help="WordPiece vocab.txt (default: bundled BERT)")
     p.add_argument("--cased", action="store_true", help="cased vocabulary and no lower-casing")
-    p.add_argument("--format", default="hdf5",
-                   help="comma-separated: hdf5, tfrecord, mmap, or all (default hdf5)")
+    p.add_argument(
+        "--format",
+        default="hdf5",
+        help="comma-separated: hdf5, tfrecord, mmap, or all (default hdf5)",
+    )
     p.add_argument("--shards", type=int, default=4, help="number of output shards (default 4)")
     p.add_argument("--name", default="wiki", help="shard name prefix (default wiki)")
     p.add_argument("--pack", action="store_true", help="write packed shards instead of unpacked")
     p.add_argument("--max-per-pack", type=int, default=PackConfig.max_per_pack)
-    p.add_argument("--strategy", default=PackConfig.strategy,
-                   help="packing strategy: lp, nnlshp, spfhp, lpfhp (default lp)")
+    p.add_argument(
+        "--strategy",
+        default=PackConfig.strategy,
+        help="packing strategy: lp, nnlshp, spfhp, lpfhp (default lp)",
+    )
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -76,8 +96,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--input", action="append", required=True, metavar="DOCS",
-                   help="document files or folders (from `extract`); repeatable")
+    p.add_argument(
+        "--input",
+        action="append",
+        required=True,
+        metavar="DOCS",
+        help="document files or folders (from `extract`); repeatable",
+    )
     p.add_argument("--output", required=True, metavar="DIR")
     add_mask_flags(p)
     add_beam_flags(p)
@@ -141,8 +166,20 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     vspec, vinfo, mvocab = vocab_info(args)
     out = os.path.abspath(args.output)
     os.makedirs(out, exist_ok=True)
-    manifest = mask_documents(files, out, cfg, pcfg, formats, args.shards, args.name, vspec, vinfo,
-                              mvocab, args.workers, beam_args)
+    manifest = mask_documents(
+        files,
+        out,
+        cfg,
+        pcfg,
+        formats,
+        args.shards,
+        args.name,
+        vspec,
+        vinfo,
+        mvocab,
+        args.workers,
+        beam_args,
+    )
     print_report(manifest, out)
     return 0
 
@@ -182,19 +219,45 @@ def make_plan(
     for out, pcfg in out_dirs:
         os.makedirs(out, exist_ok=True)
         prepare_output(out, formats)
-        specs.append(ShardSpec(out, name, formats, cfg.max_seq_length, cfg.max_predictions,
-                               vinfo["size"], cfg.seed, pcfg))
+        specs.append(
+            ShardSpec(
+                out,
+                name,
+                formats,
+                cfg.max_seq_length,
+                cfg.max_predictions,
+                vinfo["size"],
+                cfg.seed,
+                pcfg,
+            )
+        )
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
-    return MaskPlan(cfg, specs, num_shards, name, vspec, vinfo, mvocab, work,
-                    megatron="mmap" in formats and specs[0].pack is None)
+    return MaskPlan(
+        cfg,
+        specs,
+        num_shards,
+        name,
+        vspec,
+        vinfo,
+        mvocab,
+        work,
+        megatron="mmap" in formats and specs[0].pack is None,
+    )
 
 
 def add_mask_branch(files: Any, plan: MaskPlan, progress: Progress) -> None:
     """Wire masking + shard writing + collectors after a PCollection of (index, path)."""
-    res = files | "Mask" >> MaskToShards(plan.vspec, plan.cfg, plan.specs, plan.num_shards,
-                                         os.path.join(plan.work, "spill"), progress,
-                                         plan.mvocab.mask_id, plan.megatron)
+    res = files | "Mask" >> MaskToShards(
+        plan.vspec,
+        plan.cfg,
+        plan.specs,
+        plan.num_shards,
+        os.path.join(plan.work, "spill"),
+        progress,
+        plan.mvocab.mask_id,
+        plan.megatron,
+    )
     _ = (
         res["shards"]
         | "CollectShards" >> beam.combiners.ToList()
@@ -205,9 +268,14 @@ def add_mask_branch(files: Any, plan: MaskPlan, progress: Progress) -> None:
         _ = (
             res["docs"]
             | "CollectDocs" >> beam.combiners.ToList()
-            | "WriteMegatron" >> beam.Map(_write_megatron, plan.specs[0].out_dir, plan.name,
-                                          plan.vinfo["size"],
-                                          os.path.join(plan.work, "megatron.json"))
+            | "WriteMegatron"
+            >> beam.Map(
+                _write_megatron,
+                plan.specs[0].out_dir,
+                plan.name,
+                plan.vinfo["size"],
+                os.path.join(plan.work, "megatron.json"),
+            )
         )
 
 
@@ -274,8 +342,17 @@ def mask_documents(
 ) -> dict[str, Any]:
     """Run the mask pipeline into ``out`` and write its manifest; returns the manifest."""
     timer = Timer()
-    plan = make_plan([(out, pcfg)], cfg, formats, num_shards, name, vspec, vinfo, mvocab,
-                     os.path.join(out, ".work"))
+    plan = make_plan(
+        [(out, pcfg)],
+        cfg,
+        formats,
+        num_shards,
+        name,
+        vspec,
+        vinfo,
+        mvocab,
+        os.path.join(out, ".work"),
+    )
     with progress_bar(len(files) + num_shards, "mask", unit="task") as progress:
 
         def build(p: beam.Pipeline) -> None:
@@ -310,7 +387,9 @@ def packing_report(shards: list[dict[str, Any]], max_seq_length: int) -> dict[st
     inst = sum(s["instances"] for s in shards)
     packs = sum(s["records"] for s in shards)
     real = sum(s.get("packing", {}).get("real_tokens", 0) for s in shards)
-    padded = sum((s.get("packing", {}).get("strategy") or {}).get("padded_packs", 0) for s in shards)
+    padded = sum(
+        (s.get("packing", {}).get("strategy") or {}).get("padded_packs", 0) for s in shards
+    )
     return {
         "instances": inst,
         "packs": packs,
@@ -341,7 +420,10 @@ def _write_megatron(ranges: list[Any], out: str, name: str, vocab_size: int, res
             "documents": w.num_documents,
             "sentences": w.num_records,
             "files": [
-                {"path": f"{prefix}.{ext}", "sha256": sha256_file(os.path.join(out, f"{prefix}.{ext}"))}
+                {
+                    "path": f"{prefix}.{ext}",
+                    "sha256": sha256_file(os.path.join(out, f"{prefix}.{ext}")),
+                }
                 for ext in ("bin", "idx")
             ],
         },
@@ -394,9 +476,14 @@ def print_report(manifest: dict[str, Any], out: str, counters: bool = True) -> N
         )
     if manifest.get("megatron"):
         m = manifest["megatron"]
-        lines.append(f"megatron             {m['documents']:,} documents, {m['sentences']:,} sentences "
-                     f"-> {m['prefix']}.bin/.idx")
+        lines.append(
+            f"megatron             {m['documents']:,} documents, {m['sentences']:,} sentences "
+            f"-> {m['prefix']}.bin/.idx"
+        )
     if counters:
-        print(format_summary(f"done in {manifest['timings']['elapsed_seconds']:.1f} s",
-                             manifest["counters"]))
+        print(
+            format_summary(
+                f"done in {manifest['timings']['elapsed_seconds']:.1f} s", manifest["counters"]
+            )
+        )
     print("\n".join(lines))

@@ -43,13 +43,19 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--input", required=True, metavar="DIR", help="an unpacked dataset folder")
     p.add_argument("--output", required=True, metavar="DIR")
-    p.add_argument("--max-per-pack", type=int, default=PackConfig.max_per_pack,
-                   help="K, at most this many instances per pack (default 3)")
-    p.add_argument("--strategy", default=PackConfig.strategy,
-                   help="lp (default), nnlshp, spfhp or lpfhp")
-    p.add_argument("--format", default=None,
-                   help="output formats (default: those of the input)")
-    p.add_argument("--read-format", default=None, help="which input format to read (default: first)")
+    p.add_argument(
+        "--max-per-pack",
+        type=int,
+        default=PackConfig.max_per_pack,
+        help="K, at most this many instances per pack (default 3)",
+    )
+    p.add_argument(
+        "--strategy", default=PackConfig.strategy, help="lp (default), nnlshp, spfhp or lpfhp"
+    )
+    p.add_argument("--format", default=None, help="output formats (default: those of the input)")
+    p.add_argument(
+        "--read-format", default=None, help="which input format to read (default: first)"
+    )
     p.add_argument("--seed", type=int, default=None, help="default: the input's seed")
     add_beam_flags(p)
     return p
@@ -70,15 +76,26 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
         raise UserError(f"--read-format {read_fmt}: {src} has {', '.join(m['formats'])}")
     positive("--workers", args.workers)
     seed = m["seed"] if args.seed is None else args.seed
-    pcfg = PackConfig(max_per_pack=positive("--max-per-pack", args.max_per_pack),
-                      strategy=args.strategy, seed=seed)
+    pcfg = PackConfig(
+        max_per_pack=positive("--max-per-pack", args.max_per_pack),
+        strategy=args.strategy,
+        seed=seed,
+    )
     out = os.path.abspath(args.output)
     if out == src:
         raise UserError("--output must differ from --input")
     os.makedirs(out, exist_ok=True)
     timer = Timer()
-    spec = ShardSpec(out, m["name"], formats, m["max_seq_length"], m["max_predictions"],
-                     m["vocab"]["size"], seed, pcfg)
+    spec = ShardSpec(
+        out,
+        m["name"],
+        formats,
+        m["max_seq_length"],
+        m["max_predictions"],
+        m["vocab"]["size"],
+        seed,
+        pcfg,
+    )
     prepare_output(out, formats)
     work = os.path.join(out, ".work")
     shutil.rmtree(work, ignore_errors=True)
@@ -91,7 +108,8 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
                 p
                 | "Shards" >> beam.Create(indices, reshuffle=False)
                 | "Spread" >> beam.Reshuffle()
-                | "Pack" >> beam.ParDo(PackShardFromDataset(spec, src, m["name"], read_fmt, progress))
+                | "Pack"
+                >> beam.ParDo(PackShardFromDataset(spec, src, m["name"], read_fmt, progress))
                 | "Collect" >> beam.combiners.ToList()
                 | "Save" >> beam.Map(_save_json, os.path.join(work, "shards.json"))
             )
@@ -105,8 +123,10 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     n_in = m["totals"]["instances"]
     n_out = sum(s["instances"] for s in shards)
     if n_in != n_out:
-        raise UserError(f"{src}: read {n_out} instances but the manifest lists {n_in}: "
-                        "run `corpus-pipeline verify` on it")
+        raise UserError(
+            f"{src}: read {n_out} instances but the manifest lists {n_in}: "
+            "run `corpus-pipeline verify` on it"
+        )
     manifest = dict(m)
     manifest.update(
         kind="packed",

@@ -76,7 +76,9 @@ def read_manifest(out_dir: str) -> dict[str, Any]:
         with open(path, encoding="utf-8") as f:
             data: dict[str, Any] = json.load(f)
     except (OSError, ValueError) as e:
-        raise UserError(f"{path}: unreadable manifest ({e}): re-run the command that wrote it") from None
+        raise UserError(
+            f"{path}: unreadable manifest ({e}): re-run the command that wrote it"
+        ) from None
     if not isinstance(data, dict) or "shards" not in data:
         raise UserError(f"{path}: not a corpus-pipeline manifest (no 'shards')")
     return data

@@ -21,7 +21,13 @@ from corpus_pipeline.formats import hdf5, mmap, tfrecord
 from corpus_pipeline.records import Instance, Pack
 
 FORMATS = ("hdf5", "tfrecord", "mmap")
-MMAP_FIELDS = ("input_ids", "segment_ids", "masked_lm_positions", "masked_lm_ids", "next_sentence_labels")
+MMAP_FIELDS = (
+    "input_ids",
+    "segment_ids",
+    "masked_lm_positions",
+    "masked_lm_ids",
+    "next_sentence_labels",
+)
 
 
 def parse_formats(value: str) -> tuple[str, ...]:
@@ -35,7 +41,9 @@ def parse_formats(value: str) -> tuple[str, ...]:
         return FORMATS
     bad = [n for n in names if n not in FORMATS]
     if bad or not names:
-        raise UserError(f"--format {value!r}: choose from {', '.join(FORMATS)} (comma-separated) or all")
+        raise UserError(
+            f"--format {value!r}: choose from {', '.join(FORMATS)} (comma-separated) or all"
+        )
     return tuple(n for n in FORMATS if n in names)
 
 
@@ -131,7 +139,9 @@ def instances_of(records: Iterable[Instance | Pack]) -> Iterator[Instance]:
             yield r
 
 
-def writer_file_hashes(fmt: str, writer: Any, out_dir: str, name: str, index: int, packed: bool) -> list[dict[str, str]]:
+def writer_file_hashes(
+    fmt: str, writer: Any, out_dir: str, name: str, index: int, packed: bool
+) -> list[dict[str, str]]:
     """``[{path, sha256}]`` of a closed writer's files, relative to ``out_dir``."""
     from corpus_pipeline.formats.common import sha256_file
 

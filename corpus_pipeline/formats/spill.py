@@ -11,6 +11,7 @@ Layout: a sequence of blocks, each ``u64le length | pickle(list of records)``; a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import struct
@@ -34,7 +35,9 @@ class SpillRange:
     count: int
 
 
-def write_spill(path: str, key: tuple[Any, ...], groups: Mapping[int, Sequence[Any]]) -> dict[int, SpillRange]:
+def write_spill(
+    path: str, key: tuple[Any, ...], groups: Mapping[int, Sequence[Any]]
+) -> dict[int, SpillRange]:
     """Write ``{shard: records}`` to ``path`` atomically; returns each shard's range."""
     ranges: dict[int, SpillRange] = {}
     with atomic_output(path) as tmp, open(tmp, "wb") as f:
@@ -71,7 +74,5 @@ def iter_spills(ranges: Sequence[SpillRange]) -> Iterator[Any]:
 def remove_spills(paths: Sequence[str]) -> None:
     """Delete spill files (missing ones are fine)."""
     for p in set(paths):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.remove(p)
-        except FileNotFoundError:
-            pass

@@ -24,9 +24,21 @@ def _docs(folder):
 
 def test_wiki_and_book_to_jsonl(tmp_path, capsys):
     out = tmp_path / "docs"
-    rc = run_cli("extract", "--input", resources.SAMPLE_WIKI_DUMP, "--books",
-                 resources.SAMPLE_BOOKS_DIR, "--output", out, "--format", "jsonl",
-                 "--shards", "3", "--workers", "2")
+    rc = run_cli(
+        "extract",
+        "--input",
+        resources.SAMPLE_WIKI_DUMP,
+        "--books",
+        resources.SAMPLE_BOOKS_DIR,
+        "--output",
+        out,
+        "--format",
+        "jsonl",
+        "--shards",
+        "3",
+        "--workers",
+        "2",
+    )
     assert rc == 0
     manifest, docs = _docs(out)
     wiki = [d for d in docs if d.source == "wikipedia"]
@@ -62,8 +74,20 @@ def test_text_format_is_google_input_format(wiki_docs):
 
 def test_same_shards_with_one_and_two_workers(tmp_path, wiki_docs):
     out = tmp_path / "w1"
-    assert run_cli("extract", "--input", resources.SAMPLE_WIKI_DUMP, "--output", out,
-                   "--shards", "2", "--workers", "1") == 0
+    assert (
+        run_cli(
+            "extract",
+            "--input",
+            resources.SAMPLE_WIKI_DUMP,
+            "--output",
+            out,
+            "--shards",
+            "2",
+            "--workers",
+            "1",
+        )
+        == 0
+    )
     one = json.loads((out / "manifest.json").read_text())["shards"]
     two = json.loads((wiki_docs / "manifest.json").read_text())["shards"]
     assert [s["sha256"] for s in one] == [s["sha256"] for s in two]
@@ -71,11 +95,26 @@ def test_same_shards_with_one_and_two_workers(tmp_path, wiki_docs):
 
 def test_multistream_dump_is_split_by_stream_and_gives_the_same_articles(tmp_path, wiki_docs):
     (tmp_path / "ms").mkdir()
-    dump, index = build_multistream(resources.SAMPLE_WIKI_DUMP, tmp_path / "ms", copies=1,
-                                    pages_per_stream=50)
+    dump, index = build_multistream(
+        resources.SAMPLE_WIKI_DUMP, tmp_path / "ms", copies=1, pages_per_stream=50
+    )
     out = tmp_path / "docs"
-    assert run_cli("extract", "--input", dump, "--output", out, "--shards", "2",
-                   "--workers", "2", "--format", "jsonl") == 0
+    assert (
+        run_cli(
+            "extract",
+            "--input",
+            dump,
+            "--output",
+            out,
+            "--shards",
+            "2",
+            "--workers",
+            "2",
+            "--format",
+            "jsonl",
+        )
+        == 0
+    )
     manifest, docs = _docs(out)
     _, single = _docs(wiki_docs)
     assert sorted("\n".join(d.sentences) for d in docs) == sorted(
@@ -104,8 +143,10 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path, capsys):
         assert rc == 2, extra
         assert len(err) == 1 and err[0].startswith("error: "), err
     # A UTF-16 dump is decoded, not rejected.
-    utf16.write_bytes(xml[:200000].rsplit("</page>", 1)[0].encode("utf-16") +
-                      "</page></mediawiki>".encode("utf-16-le"))
+    utf16.write_bytes(
+        xml[:200000].rsplit("</page>", 1)[0].encode("utf-16")
+        + "</page></mediawiki>".encode("utf-16-le")
+    )
     rc = run_cli("extract", "--input", utf16, "--output", tmp_path / "o16", "--workers", "1")
     assert rc == 0
     _, docs = _docs(tmp_path / "o16")

@@ -8,11 +8,11 @@ import h5py
 import numpy as np
 import pytest
 
+from corpus_pipeline import resources
 from corpus_pipeline.formats import registry
 from corpus_pipeline.formats.manifest import read_manifest, without_timestamps
 from corpus_pipeline.formats.mmap import IndexedDatasetReader
 from corpus_pipeline.stages.masking import MaskVocab
-from corpus_pipeline import resources
 from tests.e2e.conftest import run_cli
 
 # shared/specs/MASKING.md: NVIDIA's create_pretraining_data.py on the same excerpt, S=128,
@@ -81,7 +81,9 @@ def test_hdf5_is_what_dle_reads(wiki_masked):
 def test_three_formats_hold_the_same_instances(wiki_masked):
     m = read_manifest(str(wiki_masked))
     assert m["formats"] == ["hdf5", "tfrecord", "mmap"]
-    per_format = {fmt: list(registry.iter_dataset(str(wiki_masked), m, fmt)) for fmt in m["formats"]}
+    per_format = {
+        fmt: list(registry.iter_dataset(str(wiki_masked), m, fmt)) for fmt in m["formats"]
+    }
     assert len(per_format["hdf5"]) == m["totals"]["instances"]
     assert per_format["hdf5"] == per_format["tfrecord"] == per_format["mmap"]
 
@@ -97,9 +99,28 @@ def test_megatron_sentence_dataset(wiki_masked):
 
 def test_byte_identical_with_one_worker_and_again(tmp_path, wiki_docs, wiki_masked):
     out = tmp_path / "again"
-    assert run_cli("mask", "--input", wiki_docs, "--output", out, "--preset", "phase1",
-                   "--dupe-factor", "5", "--seed", "12345", "--format", "all", "--shards", "3",
-                   "--workers", "1") == 0
+    assert (
+        run_cli(
+            "mask",
+            "--input",
+            wiki_docs,
+            "--output",
+            out,
+            "--preset",
+            "phase1",
+            "--dupe-factor",
+            "5",
+            "--seed",
+            "12345",
+            "--format",
+            "all",
+            "--shards",
+            "3",
+            "--workers",
+            "1",
+        )
+        == 0
+    )
     a = without_timestamps(read_manifest(str(wiki_masked)))
     b = without_timestamps(read_manifest(str(out)))
     assert a["shards"] == b["shards"] and a["megatron"] == b["megatron"]
@@ -108,8 +129,26 @@ def test_byte_identical_with_one_worker_and_again(tmp_path, wiki_docs, wiki_mask
 
 def test_other_seed_gives_other_shards(tmp_path, wiki_docs, wiki_masked):
     out = tmp_path / "seed2"
-    assert run_cli("mask", "--input", wiki_docs, "--output", out, "--preset", "phase1",
-                   "--dupe-factor", "5", "--seed", "2", "--shards", "3", "--workers", "2") == 0
+    assert (
+        run_cli(
+            "mask",
+            "--input",
+            wiki_docs,
+            "--output",
+            out,
+            "--preset",
+            "phase1",
+            "--dupe-factor",
+            "5",
+            "--seed",
+            "2",
+            "--shards",
+            "3",
+            "--workers",
+            "2",
+        )
+        == 0
+    )
     a = read_manifest(str(wiki_masked))["shards"][0]["files"]["hdf5"][0]["sha256"]
     b = read_manifest(str(out))["shards"][0]["files"]["hdf5"][0]["sha256"]
     assert a != b

@@ -17,8 +17,12 @@ from tests.e2e.conftest import run_cli
 @pytest.fixture(scope="module")
 def wiki_packed(tmp_path_factory, wiki_masked):
     out = tmp_path_factory.mktemp("wiki_packed")
-    assert run_cli("pack", "--input", wiki_masked, "--output", out, "--max-per-pack", "3",
-                   "--workers", "2") == 0
+    assert (
+        run_cli(
+            "pack", "--input", wiki_masked, "--output", out, "--max-per-pack", "3", "--workers", "2"
+        )
+        == 0
+    )
     return out
 
 
@@ -56,8 +60,13 @@ def test_mlperf_packed_hdf5_schema(wiki_packed):
         assert "input_mask" not in f
         lens = f["packed_input_len"][:]
         ids = f["input_ids"][:]
-        for k in ("input_ids", "masked_lm_positions", "masked_lm_ids", "packed_input_len",
-                  "packed_masked_lm_len"):
+        for k in (
+            "input_ids",
+            "masked_lm_positions",
+            "masked_lm_ids",
+            "packed_input_len",
+            "packed_masked_lm_len",
+        ):
             assert h5py.check_vlen_dtype(f[k].dtype) == np.int16, k
     assert all(len(i) == int(n.sum()) for i, n in zip(ids, lens, strict=True))
 
@@ -72,9 +81,29 @@ def test_pack_is_byte_identical_across_worker_counts(tmp_path, wiki_masked, wiki
 
 def test_mask_with_pack_flag_writes_packed_shards(tmp_path, wiki_docs, wiki_packed):
     out = tmp_path / "direct"
-    assert run_cli("mask", "--input", wiki_docs, "--output", out, "--preset", "phase1",
-                   "--dupe-factor", "5", "--seed", "12345", "--shards", "3", "--pack",
-                   "--format", "tfrecord", "--workers", "2") == 0
+    assert (
+        run_cli(
+            "mask",
+            "--input",
+            wiki_docs,
+            "--output",
+            out,
+            "--preset",
+            "phase1",
+            "--dupe-factor",
+            "5",
+            "--seed",
+            "12345",
+            "--shards",
+            "3",
+            "--pack",
+            "--format",
+            "tfrecord",
+            "--workers",
+            "2",
+        )
+        == 0
+    )
     m = read_manifest(str(out))
     assert m["kind"] == "packed" and m["max_per_pack"] == 3
     assert not list((out / "hdf5").glob("*")) if (out / "hdf5").exists() else True
@@ -93,7 +122,21 @@ def test_pack_refuses_packed_input(tmp_path, wiki_packed, capsys):
 
 def test_max_per_pack_one_is_identity(tmp_path, wiki_masked):
     out = tmp_path / "k1"
-    assert run_cli("pack", "--input", wiki_masked, "--output", out, "--max-per-pack", "1",
-                   "--format", "mmap", "--workers", "2") == 0
+    assert (
+        run_cli(
+            "pack",
+            "--input",
+            wiki_masked,
+            "--output",
+            out,
+            "--max-per-pack",
+            "1",
+            "--format",
+            "mmap",
+            "--workers",
+            "2",
+        )
+        == 0
+    )
     m = read_manifest(str(out))
     assert m["totals"]["records"] == m["totals"]["instances"]

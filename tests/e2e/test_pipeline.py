@@ -22,9 +22,22 @@ from tests.e2e.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = [
-    "run", "--input", str(resources.SAMPLE_WIKI_DUMP), "--books", str(resources.SAMPLE_BOOKS_DIR),
-    "--preset", "phase1", "--dupe-factor", "1", "--format", "all", "--pack", "--doc-shards", "3",
-    "--shards", "3",
+    "run",
+    "--input",
+    str(resources.SAMPLE_WIKI_DUMP),
+    "--books",
+    str(resources.SAMPLE_BOOKS_DIR),
+    "--preset",
+    "phase1",
+    "--dupe-factor",
+    "1",
+    "--format",
+    "all",
+    "--pack",
+    "--doc-shards",
+    "3",
+    "--shards",
+    "3",
 ]
 
 
@@ -84,9 +97,15 @@ def test_same_bytes_on_every_runner(tmp_path, reference, runner):
     else:
         port = _free_port()
         job = subprocess.Popen(
-            [sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
-             "--port", str(port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "apache_beam.runners.portability.local_job_service_main",
+                "--port",
+                str(port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             deadline = time.monotonic() + 60
@@ -95,8 +114,15 @@ def test_same_bytes_on_every_runner(tmp_path, reference, runner):
                     if s.connect_ex(("127.0.0.1", port)) == 0:
                         break
                 time.sleep(0.2)
-            rc = run_cli(*BASE, "--output", out, "--runner", "PortableRunner",
-                         f"--job_endpoint=localhost:{port}", "--environment_type=LOOPBACK")
+            rc = run_cli(
+                *BASE,
+                "--output",
+                out,
+                "--runner",
+                "PortableRunner",
+                f"--job_endpoint=localhost:{port}",
+                "--environment_type=LOOPBACK",
+            )
         finally:
             job.terminate()
             job.wait(timeout=30)
@@ -113,16 +139,22 @@ def test_killed_runs_resume_to_identical_output(tmp_path, reference):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "corpus_pipeline", *BASE, "--output", str(out), "--workers", "2"]
     for delay in (4.0, 9.0, 14.0):
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True, cwd=ROOT)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=ROOT,
+        )
         try:
             proc.wait(timeout=delay)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
         # A partial run never leaves a manifest that claims completeness for this run's shards.
-    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT,
-                          timeout=600)
+    proc = subprocess.run(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     assert fingerprint(out) == expected
     assert [p for p in out.rglob("*") if p.name.startswith(".")] == []
@@ -132,16 +164,25 @@ def test_dataflow_graph_and_staging_without_the_service(tmp_path):
     """Build the graph with DataflowRunner options; stage the package as Dataflow would."""
     from apache_beam.runners.portability.stager import Stager
 
+    from corpus_pipeline.beam.runner import Progress, make_options
     from corpus_pipeline.cli import build_parser
     from corpus_pipeline.commands import mask as mask_cmd
-    from corpus_pipeline.beam.runner import Progress, make_options
     from pipelines import pretraining
 
     argv = [*BASE, "--output", str(tmp_path / "out")]
     args, beam_args = build_parser().parse_known_args(argv)
-    beam_args = ["--runner", "DataflowRunner", "--project", "demo-project",
-                 "--region", "us-central1", "--temp_location", "gs://bucket/tmp",
-                 "--setup_file", str(ROOT / "pyproject.toml")]
+    beam_args = [
+        "--runner",
+        "DataflowRunner",
+        "--project",
+        "demo-project",
+        "--region",
+        "us-central1",
+        "--temp_location",
+        "gs://bucket/tmp",
+        "--setup_file",
+        str(ROOT / "pyproject.toml"),
+    ]
     opts = make_options(2, beam_args)
     assert opts.get_all_options()["runner"] == "DataflowRunner"
     # Our local defaults are not forced onto a remote runner.
@@ -154,8 +195,14 @@ def test_dataflow_graph_and_staging_without_the_service(tmp_path):
     assert {"Extract", "Mask", "CollectDocShards", "SaveDocShards"} <= labels
     proto = p.to_runner_api()
     names = {t.unique_name for t in proto.components.transforms.values()}
-    for step in ("Extract/ExtractUnits", "Mask/EncodeAndMask", "Mask/GroupByShard",
-                 "Mask/WriteShards", "CollectShards", "WriteMegatron"):
+    for step in (
+        "Extract/ExtractUnits",
+        "Mask/EncodeAndMask",
+        "Mask/GroupByShard",
+        "Mask/WriteShards",
+        "CollectShards",
+        "WriteMegatron",
+    ):
         assert any(n.endswith(step) or n == step for n in names), step
     staging = tmp_path / "staging"
     staging.mkdir()
@@ -164,7 +211,11 @@ def test_dataflow_graph_and_staging_without_the_service(tmp_path):
     assert len(sdists) == 1
     with tarfile.open(sdists[0]) as tar:
         members = tar.getnames()
-    for needed in ("corpus_pipeline/stages/masking.py", "pipelines/pretraining.py",
-                   "punkt_tab/english/ortho_context.tab", "bert-base-uncased-vocab.txt"):
+    for needed in (
+        "corpus_pipeline/stages/masking.py",
+        "pipelines/pretraining.py",
+        "punkt_tab/english/ortho_context.tab",
+        "bert-base-uncased-vocab.txt",
+    ):
         assert any(m.endswith(needed) for m in members), needed
     assert mask_cmd  # imported for the flags the parser uses
