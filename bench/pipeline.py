@@ -52,24 +52,67 @@ def main() -> None:
         with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
             out = Path(tmp) / "out"
             r = run_measured(
-                cli("run", "--input", str(dump), "--output", str(out), "--preset", "phase1",
-                    "--dupe-factor", "5", "--format", "all", "--pack", "--shards", shards,
-                    "--doc-shards", shards, "--workers", str(workers)),
+                cli(
+                    "run",
+                    "--input",
+                    str(dump),
+                    "--output",
+                    str(out),
+                    "--preset",
+                    "phase1",
+                    "--dupe-factor",
+                    "5",
+                    "--format",
+                    "all",
+                    "--pack",
+                    "--shards",
+                    shards,
+                    "--doc-shards",
+                    shards,
+                    "--workers",
+                    str(workers),
+                ),
                 env=child_env(),
             )
             m = json.loads((out / "unpacked" / "manifest.json").read_text())
             inst = m["totals"]["instances"]
         results[(copies, workers)] = r
-        rows.append([f"{copies}x", workers, f"{xml_mb:.1f}", inst, f"{r.wall:.1f}", f"{r.cpu:.1f}",
-                     f"{xml_mb / r.wall:.2f}", f"{inst / r.wall:,.0f}", f"{r.tree_rss_mb:.0f}",
-                     f"{r.max_proc_rss_mb:.0f}"])
-    print_table(["input", "workers", "XML MB", "instances", "wall s", "cpu s", "XML MB/s",
-                 "inst/s", "tree peak MB", "max proc MB"], rows)
+        rows.append(
+            [
+                f"{copies}x",
+                workers,
+                f"{xml_mb:.1f}",
+                inst,
+                f"{r.wall:.1f}",
+                f"{r.cpu:.1f}",
+                f"{xml_mb / r.wall:.2f}",
+                f"{inst / r.wall:,.0f}",
+                f"{r.tree_rss_mb:.0f}",
+                f"{r.max_proc_rss_mb:.0f}",
+            ]
+        )
+    print_table(
+        [
+            "input",
+            "workers",
+            "XML MB",
+            "instances",
+            "wall s",
+            "cpu s",
+            "XML MB/s",
+            "inst/s",
+            "tree peak MB",
+            "max proc MB",
+        ],
+        rows,
+    )
     n = args.copies
     speedup = results[(n, 1)].wall / results[(n, 2)].wall
     mem = results[(n, 2)].tree_rss_mb / results[(1, 2)].tree_rss_mb
-    print(f"ratio: 2 workers / 1 worker at {n}x: {speedup:.2f}x faster; "
-          f"peak RSS {n}x / 1x (2 workers, process tree): {mem:.2f} [target <= 1.2]")
+    print(
+        f"ratio: 2 workers / 1 worker at {n}x: {speedup:.2f}x faster; "
+        f"peak RSS {n}x / 1x (2 workers, process tree): {mem:.2f} [target <= 1.2]"
+    )
 
 
 if __name__ == "__main__":

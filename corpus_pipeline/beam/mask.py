@@ -9,7 +9,7 @@ references cross the GroupByKey; one writer per shard reads its ranges back. Mem
 by bucket size (masking) and shard size (writing), whatever the corpus size.
 
 Determinism: a bucket's key is (file index, bucket index); instance ``j`` of a bucket goes to
-shard ``stable_hash(seed, key, j) % N``; masking draws from generators seeded by (seed,
+the ``j``-th shard drawn from ``rng_for(seed, "shard", key)``; masking draws from generators seeded by (seed,
 document id, duplicate); a shard's writer sorts and permutes its instances with a seeded
 generator. Nothing depends on worker count, bundle boundaries or arrival order.
 """
@@ -29,7 +29,7 @@ from corpus_pipeline.beam.shards import ShardSpec, WriteShardFromSpills
 from corpus_pipeline.config import MaskConfig
 from corpus_pipeline.formats.documents import read_documents
 from corpus_pipeline.formats.spill import write_spill
-from corpus_pipeline.hashing import stable_hash
+from corpus_pipeline.hashing import rng_for
 from corpus_pipeline.records import Document, EncodedDocument
 from corpus_pipeline.stages.masking import MaskStats, MaskVocab, create_instances
 from corpus_pipeline.stages.wordpiece import WordPieceEncoder, encode_documents
@@ -91,22 +91,17 @@ class MaskDocumentFile(beam.DoFn):
             key = (file_index, b)
             self.count("mask/buckets")
             encoded = encode_documents(docs, self.encoder, count=self.count)
+            instances = list(create_instances(encoded, self.cfg, self.mvocab, count=self.count))
+            # Instance j of bucket `key` goes to a shard drawn from the bucket's own generator:
+            # independent of workers and order, and one vectorised draw per bucket.
+            targets = rng_for(self.cfg.seed, "shard", *key).integers(
+                self.num_shards, size=len(instances)
+            )
             groups: dict[int, list[Any]] = {}
+            for inst, shard in zip(instances, targets.tolist(), strict=True):
+                groups.setdefault(shard, []).append(inst)
             stats = MaskStats.for_config(self.cfg, self.mvocab)
-            batch = []
-            for j, inst in enumerate(
-                create_instances(encoded, self.cfg, self.mvocab, count=self.count)
-            ):
-                # Copy: arrays of one masking batch share buffers.
-                inst.input_ids = np.array(inst.input_ids)
-                inst.segment_ids = np.array(inst.segment_ids)
-                inst.masked_lm_positions = np.array(inst.masked_lm_positions)
-                inst.masked_lm_ids = np.array(inst.masked_lm_ids)
-                groups.setdefault(stable_hash(self.cfg.seed, *key, j) % self.num_shards, []).append(
-                    inst
-                )
-                batch.append(inst)
-            stats.add_many(batch)
+            stats.add_many(instances)
             spill = os.path.join(self.spill_dir, f"bucket-{file_index:05d}-{b:05d}.spill")
             for shard, r in write_spill(spill, key, groups).items():
                 yield shard, r

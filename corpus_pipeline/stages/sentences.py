@@ -20,13 +20,15 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-
-from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
+from typing import TYPE_CHECKING
 
 from corpus_pipeline.config import SentenceConfig
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.records import Article, Document
 from corpus_pipeline.resources import PUNKT_DIR
+
+if TYPE_CHECKING:  # nltk takes ~2 s to import: only workers that split sentences pay it
+    from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
 
 Count = Callable[..., None]
 
@@ -64,6 +66,8 @@ def load_punkt_parameters(directory: str | Path) -> PunktParameters:
         UserError: A file is missing or malformed.
     """
     directory = Path(directory)
+    from nltk.tokenize.punkt import PunktParameters
+
     params = PunktParameters()
     try:
         params.abbrev_types = set(_read_lines(directory / "abbrev_types.txt"))
@@ -112,6 +116,8 @@ def get_tokenizer(language: str = "english") -> PunktSentenceTokenizer:
                     f"use one of {', '.join(available_languages())}"
                 )
             params = load_punkt_parameters(PUNKT_DIR / language)
+            from nltk.tokenize.punkt import PunktSentenceTokenizer
+
             _tokenizers[language] = PunktSentenceTokenizer(params)
         return _tokenizers[language]
 
