@@ -39,7 +39,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 $(TRAIN_STAMP): $(STAMP)
-	$(BIN)/pip install -q -e '.[dev,train]'
+	$(BIN)/pip install -q -e '.[dev,train,consumers]'
 	touch $(TRAIN_STAMP)
 
 install: $(STAMP)

@@ -30,6 +30,7 @@ __all__ = [
     "pad_rows",
     "lengths_of",
     "check_instance_fits",
+    "named_os_error",
 ]
 
 
@@ -103,6 +104,16 @@ def atomic_output(final_path: str | Path, suffix: str = "") -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def named_os_error(e: OSError, path: str | Path) -> OSError:
+    """``e`` with ``path`` as its file name, when it has none (a failed ``write`` names no file).
+
+    The errno is kept, so the CLI can still tell a full disk (``ENOSPC``) from other errors.
+    """
+    if e.filename is not None or e.errno is None:
+        return e
+    return OSError(e.errno, e.strerror or str(e), str(path))
 
 
 def remove_stale_temps(directory: str | Path) -> list[Path]:

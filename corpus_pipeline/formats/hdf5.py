@@ -38,6 +38,7 @@ how the caller batched its ``write`` calls.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -116,6 +117,91 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
 
 
+class _GuardedFile:
+    """The temp file as libhdf5 sees it (h5py's ``fileobj`` driver): IO errors are kept here.
+
+    libhdf5 does not survive a failed write: once a write or flush has failed (disk full), a
+    later ``close`` of the file -- ours, or the library's own at interpreter exit -- crashes
+    the process with a segmentation fault (h5py 3.16 / HDF5 2.0). So a failed write is never
+    reported to the library: the error is recorded in :attr:`error`, the bytes are kept in
+    memory so that the library reads back what it wrote, and the writer raises the error
+    itself, then closes the file normally and deletes it. What is written after a failure is
+    only the library's cache flush at close, so the memory used is bounded by its caches.
+
+    Same calls as the default ``sec2`` driver (``pread``/``pwrite`` on one descriptor), so the
+    file's bytes are identical.
+    """
+
+    def __init__(self, path: Path, final: Path) -> None:
+        self.final = final
+        self.error: OSError | None = None
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._pos = 0
+        self._size = 0
+        self._kept: list[tuple[int, bytes]] = []
+
+    def seek(self, pos: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
+        self._pos = base + pos
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        pos = self._pos
+        size = self._size - pos if size < 0 else size
+        data = os.pread(self._fd, size, pos) if size > 0 else b""
+        if self.error is not None and size > 0:
+            buf = bytearray(data.ljust(size, b"\0"))
+            for start, blob in self._kept:
+                lo, hi = max(pos, start), min(pos + size, start + len(blob))
+                if lo < hi:
+                    buf[lo - pos : hi - pos] = blob[lo - start : hi - start]
+            data = bytes(buf)
+        self._pos = pos + len(data)
+        return data
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        pos, view = self._pos, memoryview(data).cast("B")
+        if self.error is None:
+            try:
+                done = 0
+                while done < len(view):  # pwrite may write less than asked
+                    done += os.pwrite(self._fd, view[done:], pos + done)
+            except OSError as e:
+                self.error = e
+        if self.error is not None:
+            self._kept.append((pos, bytes(view)))
+        self._pos = pos + len(view)
+        self._size = max(self._size, self._pos)
+        return len(view)
+
+    def truncate(self, size: int | None = None) -> int:
+        size = self._pos if size is None else size
+        if self.error is None:
+            try:
+                os.ftruncate(self._fd, size)
+            except OSError as e:
+                self.error = e
+        self._size = size
+        return size
+
+    def flush(self) -> None:
+        pass  # unbuffered; atomic_output fsyncs the finished file
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def check(self) -> None:
+        """Raise the first IO error met, naming the shard (errno kept: ENOSPC = disk full)."""
+        if self.error is not None:
+            e = self.error
+            raise OSError(e.errno, e.strerror or str(e), str(self.final))
+
+
 class _AtomicH5File:
     """An ``h5py.File`` opened on an :func:`atomic_output` temp path."""
 
@@ -124,13 +210,21 @@ class _AtomicH5File:
         self._stack = contextlib.ExitStack()
         tmp = self._stack.enter_context(atomic_output(self.path, suffix=".hdf5"))
         try:
-            self.file = h5py.File(tmp, "w", libver=_LIBVER, track_order=False)
+            self.raw = _GuardedFile(tmp, self.path)
+            self._stack.callback(self.raw.close)
+            self.file = h5py.File(self.raw, "w", libver=_LIBVER, track_order=False)
         except BaseException as e:
             self._stack.__exit__(type(e), e, e.__traceback__)
             raise
 
+    def check(self) -> None:
+        """Raise the IO error of a failed write (disk full), if any."""
+        self.raw.check()
+
     def commit(self) -> str:
+        self.raw.check()
         self.file.close()
+        self.raw.check()
         self._stack.close()
         return sha256_file(self.path)
 
@@ -327,6 +421,7 @@ class HDF5ShardWriter(_WriterBase):
             ds.resize(end, axis=0)
             ds[start:end] = arr
         self._written = end
+        self._check_open().check()
 
 
 class PackedHDF5ShardWriter(_WriterBase):
@@ -472,6 +567,7 @@ class PackedHDF5ShardWriter(_WriterBase):
             ds.resize((end,))
             ds.write_direct(arr, np.s_[0:n], np.s_[start:end])
         self._written = end
+        self._check_open().check()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from corpus_pipeline.formats.common import FormatError, atomic_output
+from corpus_pipeline.formats.common import FormatError, atomic_output, named_os_error
 from corpus_pipeline.records import EncodedDocument, Instance, Pack
 
 __all__ = [
@@ -120,15 +120,25 @@ def _paths(prefix: str | Path) -> tuple[Path, Path]:
 class _HashingFile:
     """A binary file that hashes what is written to it (the .bin is written sequentially)."""
 
-    def __init__(self, f: IO[bytes]) -> None:
+    def __init__(self, f: IO[bytes], final: Path) -> None:
         self.f = f
+        self.final = final
         self.h = hashlib.sha256()
         self.size = 0
 
     def write(self, data: bytes | memoryview) -> None:
         self.h.update(data)
-        self.f.write(data)
+        try:
+            self.f.write(data)
+        except OSError as e:
+            raise named_os_error(e, self.final) from e
         self.size += len(data)
+
+    def close(self) -> None:
+        try:
+            self.f.close()
+        except OSError as e:  # the last buffer is flushed here
+            raise named_os_error(e, self.final) from e
 
 
 class IndexedDatasetWriter:
@@ -156,7 +166,7 @@ class IndexedDatasetWriter:
         )
         tmp = self._bin_cm.__enter__()
         try:
-            self._bin = _HashingFile(open(tmp, "wb"))  # noqa: SIM115 - closed in close()/abort()
+            self._bin = _HashingFile(open(tmp, "wb"), self.bin_path)  # noqa: SIM115 - closed in close()/abort()
         except BaseException:
             self._bin_cm.__exit__(*sys.exc_info())
             raise
@@ -234,13 +244,16 @@ class IndexedDatasetWriter:
                 f"{self.bin_path}: {self.num_sequences - self._last_doc_end} sequences added "
                 "after the last end_document()"
             )
-        self._bin.f.close()
+        self._bin.close()
         self.sha256[self.bin_path.name] = self._bin.h.hexdigest()
         data = self._index_bytes()
         self._idx_cm = atomic_output(self.idx_path, suffix=".idx")
         tmp = self._idx_cm.__enter__()
-        with open(tmp, "wb") as f:
-            f.write(data)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+        except OSError as e:
+            raise named_os_error(e, self.idx_path) from e
         self.sha256[self.idx_path.name] = hashlib.sha256(data).hexdigest()
 
     def commit(self) -> None:

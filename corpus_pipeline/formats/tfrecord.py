@@ -36,6 +36,7 @@ from corpus_pipeline.formats.common import (
     atomic_output,
     check_instance_fits,
     lengths_of,
+    named_os_error,
     pad_rows,
 )
 from corpus_pipeline.formats.crc32c import masked_crc32c
@@ -297,23 +298,38 @@ class _FramedFileWriter:
             lines.append(f"{offset} {len(frame)}\n")
             offset += len(frame)
         blob = b"".join(frames)
-        self._data.write(blob)
+        try:
+            self._data.write(blob)
+            self._index.write("".join(lines))
+        except OSError as e:
+            raise named_os_error(e, self.path) from e
         self._hash.update(blob)
-        self._index.write("".join(lines))
         self._offset = offset
         self.num_records += len(records)
 
     def _close_handles(self) -> None:
-        for handle in (self._data, self._index):
+        # Closing flushes the buffer, which fails when the disk is full: close both anyway.
+        handles, self._data, self._index = (self._data, self._index), None, None
+        error: BaseException | None = None
+        for handle in handles:
             if handle is not None:
-                handle.close()
-        self._data = None
-        self._index = None
+                try:
+                    handle.close()
+                except BaseException as e:
+                    error = error or e
+        if error is not None:
+            raise error
 
     def close(self) -> None:
         if self._sha256 is not None:
             return
-        self._close_handles()
+        try:
+            self._close_handles()
+        except BaseException as e:
+            self.abort(type(e), e, e.__traceback__)
+            if isinstance(e, OSError):
+                raise named_os_error(e, self.path) from e
+            raise
         self._stack.close()
         self._sha256 = self._hash.hexdigest()
 
@@ -324,7 +340,8 @@ class _FramedFileWriter:
         tb: TracebackType | None,
     ) -> None:
         """Removes the temp files (nothing that looks finished is left)."""
-        self._close_handles()
+        with contextlib.suppress(OSError):  # a full disk fails the flush of the last buffer
+            self._close_handles()
         if exc is None:
             exc = RuntimeError(f"tfrecord writer for {self.path} aborted")
             exc_type = type(exc)
