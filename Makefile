@@ -67,7 +67,7 @@ demo: $(TRAIN_STAMP)
 	    --dupe-factor 5 --workers $(WORKERS)
 	$(CP) verify $(DEMO_OUT)/unpacked
 	$(CP) verify $(DEMO_OUT)/packed
-	$(BIN)/python -m corpus_pipeline.train --data $(DEMO_OUT)/packed --steps 100 --preset tiny
+	$(BIN)/python -m corpus_pipeline.train --data $(DEMO_OUT)/packed --steps 40 --preset tiny --threads 1 --log-every 10
 	@echo
 	@echo "demo output:"
 	@echo "  documents       $(DEMO_OUT)/docs"

@@ -355,6 +355,9 @@ class IndexedDatasetReader:
         item = self.dtype.itemsize
         if n_seq and ((self.lengths < 0).any() or (self.offsets < 0).any()):
             raise FormatError(f"{idx}: negative length or offset: corrupt index")
+        if n_seq and int(self.offsets.max()) > bin_size:
+            # Checked first: a huge offset plus a length wraps around in int64 and looks fine.
+            raise FormatError(f"{idx}: offset past the end of {self.bin_path.name}: corrupt index")
         ends = self.offsets + self.lengths.astype(np.int64) * item
         if n_seq and int(ends.max()) > bin_size:
             raise FormatError(
