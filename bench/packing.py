@@ -138,6 +138,52 @@ def bench_shards(
     )
 
 
+def our_outputs() -> list[Path]:
+    """Manifests of `corpus-pipeline mask` at phase1 and phase2 on the bundled excerpt (cached)."""
+    import subprocess
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import CACHE, child_env, cli, extracted_excerpt
+
+    docs = extracted_excerpt()
+    out = []
+    for preset in ("phase1", "phase2"):
+        d = CACHE / f"ours-{preset}-{docs.name}"
+        if not (d / "manifest.json").exists():
+            subprocess.run(
+                cli(
+                    "mask",
+                    "--input",
+                    str(docs),
+                    "--output",
+                    str(d),
+                    "--preset",
+                    preset,
+                    "--dupe-factor",
+                    "5",
+                    "--format",
+                    "mmap",
+                ),
+                check=True,
+                env=child_env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        m = json.loads((d / "manifest.json").read_text())
+        # MaskStats' histogram is indexed by length (index 0 = length 0); ours here by length-1.
+        link = CACHE / f"ours_{preset}_{m['max_seq_length']}.json"
+        link.write_text(
+            json.dumps(
+                {
+                    "histogram": m["statistics"]["length_histogram"][1:],
+                    "max_sequence_length": m["max_seq_length"],
+                }
+            )
+        )
+        out.append(link)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -155,9 +201,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--shard-samples", type=int, default=8, help="shards packed per size")
     parser.add_argument("--shard-strategy", default="lp")
+    parser.add_argument(
+        "--no-ours",
+        action="store_true",
+        help="skip our own phase1 (128) and phase2 (512) outputs of the bundled excerpt",
+    )
     args = parser.parse_args(argv)
     strategies = [x for x in args.strategies.split(",") if x]
     files = ([] if args.no_defaults else list(DEFAULT_FILES)) + list(args.hist)
+    if not args.no_ours:
+        files += our_outputs()
     try:
         loaded = [(p.name, *load_histogram(p)) for p in files]
         for name, hist, s in loaded:
