@@ -95,6 +95,10 @@ books: $(STAMP)
 	$(CP) run --books $(or $(BOOKS),$(SAMPLES)/books) --output $(or $(filter-out out/wiki-$(SEQ),$(OUT)),out/books-$(SEQ)) \
 	    --name books $(RUN_FLAGS)
 
+# The longer fault runs (more kill/cut iterations, bigger fuzz budgets).
+soak: $(TRAIN_STAMP)
+	$(BIN)/python -m pytest -m soak tests/faults
+
 bench: $(TRAIN_STAMP)
 	@for b in bench/*.py; do case $$b in */_*) continue;; esac; echo "== $$b"; $(BIN)/python $$b || exit 1; done
 

@@ -24,7 +24,12 @@ from dataclasses import asdict, dataclass, field
 
 import apache_beam as beam
 
-from corpus_pipeline.beam.extract import ExtractDocuments, cleanup_chunks, plan_tasks
+from corpus_pipeline.beam.extract import (
+    ExtractDocuments,
+    cleanup_chunks,
+    plan_tasks,
+    skipped_book_files,
+)
 from corpus_pipeline.beam.runner import Progress, Timer, format_summary, progress_bar, run_pipeline
 from corpus_pipeline.commands import mask as mask_cmd
 from corpus_pipeline.commands.common import add_beam_flags, positive
@@ -151,6 +156,7 @@ def build(p: beam.Pipeline, cfg: PipelineConfig, built: _Built, progress: Progre
         cfg.name,
         "text",
         progress,
+        skipped_book_files(cfg.books),
     )
     _ = (
         docs

@@ -53,6 +53,22 @@ class ExtractTask:
     unit: Any
 
 
+class CountSkippedFile(beam.DoFn):
+    """Count files of a books folder that are not read (not .txt): never a silent skip."""
+
+    def __init__(self) -> None:
+        self.count = BeamCounts()
+
+    def process(self, path: str) -> Iterator[None]:
+        self.count("books/skipped:not_txt")
+        return iter(())
+
+
+def skipped_book_files(book_dirs: Iterable[str]) -> list[str]:
+    """Files in the books folders that are not books (not .txt)."""
+    return [str(p) for folder in book_dirs for p in books.scan_books(folder).skipped]
+
+
 def plan_tasks(
     dumps: Iterable[tuple[str, str | None]], book_dirs: Iterable[str], cfg: ExtractConfig
 ) -> list[ExtractTask]:
@@ -192,8 +208,10 @@ class ExtractDocuments(beam.PTransform):
         name: str,
         fmt: str,
         progress: Progress,
+        skipped: list[str] | None = None,
     ) -> None:
         super().__init__()
+        self.skipped = skipped or []
         self.tasks = tasks
         self.out_dir = out_dir
         self.tmp_dir = os.path.join(out_dir, ".chunks")
@@ -228,6 +246,12 @@ class ExtractDocuments(beam.PTransform):
                 | "ReadChunks" >> beam.ParDo(SplitIntoChunks(*args))
                 | "SpreadChunks" >> beam.Reshuffle()
                 | "CleanChunks" >> beam.ParDo(CleanChunk(*args))
+            )
+        if self.skipped:
+            _ = (
+                pbegin
+                | "SkippedFiles" >> beam.Create(self.skipped, reshuffle=False)
+                | "CountSkipped" >> beam.ParDo(CountSkippedFile())
             )
         # Every shard gets a marker so empty shards are still written (never a missing file).
         parts.append(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -26,6 +27,8 @@ from apache_beam.options.pipeline_options import (
     WorkerOptions,
 )
 from tqdm import tqdm
+
+from corpus_pipeline.errors import UserError
 
 NAMESPACE = "corpus_pipeline"
 
@@ -148,8 +151,20 @@ def run_pipeline(
     runner = make_runner(beam_args)
     p = beam.Pipeline(runner=runner, options=opts) if runner else beam.Pipeline(options=opts)
     build(p)
-    result = p.run()
-    result.wait_until_finish()
+    try:
+        result = p.run()
+        result.wait_until_finish()
+    except Exception as e:  # a worker's failure comes back wrapped, with its traceback as text
+        text = str(e)
+        if "No space left on device" in text or "ENOSPC" in text:
+            where = re.search(r"(?:writing|to|file) '?(/[^\s':]+)", text)
+            target = f" while writing {where.group(1)}" if where else ""
+            raise UserError(
+                f"disk full{target}: free space or choose another --output, then re-run "
+                "(finished shards are kept)",
+                exit_code=1,
+            ) from None
+        raise
     return query_counters(result)
 
 

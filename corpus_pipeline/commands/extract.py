@@ -16,6 +16,7 @@ from corpus_pipeline.beam.extract import (
     ExtractDocuments,
     cleanup_chunks,
     plan_tasks,
+    skipped_book_files,
     write_summary,
 )
 from corpus_pipeline.beam.runner import Timer, format_summary, progress_bar, run_pipeline
@@ -124,7 +125,15 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
                 p
                 | "Extract"
                 >> ExtractDocuments(
-                    tasks, out, ecfg, scfg, args.shards, name, args.format, progress
+                    tasks,
+                    out,
+                    ecfg,
+                    scfg,
+                    args.shards,
+                    name,
+                    args.format,
+                    progress,
+                    skipped_book_files(args.books),
                 )
                 | "Collect" >> beam.combiners.ToList()
                 | "Record" >> beam.Map(_write_json, shard_list)

@@ -215,6 +215,11 @@ def make_plan(
     work: str,
 ) -> MaskPlan:
     """Prepare output folders (stale temps removed) and a fresh work folder."""
+    if "hdf5" in formats and any(p is not None for _, p in out_dirs) and vinfo["size"] >= 32768:
+        raise UserError(
+            f"{vinfo['file']}: {vinfo['size']} entries, but packed HDF5 (MLPerf) stores int16 ids "
+            "and needs a vocabulary < 32768: drop hdf5 from --format or use a smaller vocabulary"
+        )
     specs = []
     for out, pcfg in out_dirs:
         os.makedirs(out, exist_ok=True)

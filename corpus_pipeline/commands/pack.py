@@ -75,6 +75,11 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     if read_fmt not in m["formats"]:
         raise UserError(f"--read-format {read_fmt}: {src} has {', '.join(m['formats'])}")
     positive("--workers", args.workers)
+    if "hdf5" in formats and m["vocab"]["size"] >= 32768:
+        raise UserError(
+            f"{src}: vocabulary of {m['vocab']['size']} entries, but packed HDF5 (MLPerf) stores "
+            "int16 ids and needs < 32768: choose --format tfrecord,mmap"
+        )
     seed = m["seed"] if args.seed is None else args.seed
     pcfg = PackConfig(
         max_per_pack=positive("--max-per-pack", args.max_per_pack),

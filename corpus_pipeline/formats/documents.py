@@ -79,13 +79,17 @@ def read_documents(path: str | Path, fmt: str | None = None) -> Iterator[Documen
                     continue
                 try:
                     obj = json.loads(line)
+                    if not isinstance(obj.get("sentences"), list) or not all(
+                        isinstance(x, str) for x in obj["sentences"]
+                    ):
+                        raise TypeError("'sentences' must be a list of strings")
                     yield Document(
                         id=str(obj["id"]),
                         title=str(obj.get("title", "")),
                         source=str(obj.get("source", "")),
                         sentences=[str(s) for s in obj["sentences"]],
                     )
-                except (ValueError, KeyError, TypeError) as e:
+                except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
                     raise InputFormatError(
                         f"{p}:{lineno}: not a document JSON line ({e}): expected "
                         '{"id": ..., "sentences": [...]}'

@@ -53,6 +53,7 @@ from corpus_pipeline.formats.common import (
     atomic_output,
     check_instance_fits,
     lengths_of,
+    named_os_error,
     pad_rows,
     sha256_file,
 )
@@ -198,8 +199,7 @@ class _GuardedFile:
     def check(self) -> None:
         """Raise the first IO error met, naming the shard (errno kept: ENOSPC = disk full)."""
         if self.error is not None:
-            e = self.error
-            raise OSError(e.errno, e.strerror or str(e), str(self.final))
+            raise named_os_error(self.error, self.final)
 
 
 class _AtomicH5File:
@@ -416,10 +416,13 @@ class HDF5ShardWriter(_WriterBase):
             ),
         }
         start, end = self._written, self._written + n
-        for key, arr in arrays.items():
-            ds = self._ds[key]
-            ds.resize(end, axis=0)
-            ds[start:end] = arr
+        try:
+            for key, arr in arrays.items():
+                ds = self._ds[key]
+                ds.resize(end, axis=0)
+                ds[start:end] = arr
+        except OSError as e:
+            raise named_os_error(e, self.path) from e
         self._written = end
         self._check_open().check()
 
@@ -562,10 +565,13 @@ class PackedHDF5ShardWriter(_WriterBase):
                 [i.next_sentence_label for i in insts], dtype=np.int8
             )
         start, end = self._written, self._written + n
-        for key, arr in cols.items():
-            ds = self._ds[key]
-            ds.resize((end,))
-            ds.write_direct(arr, np.s_[0:n], np.s_[start:end])
+        try:
+            for key, arr in cols.items():
+                ds = self._ds[key]
+                ds.resize((end,))
+                ds.write_direct(arr, np.s_[0:n], np.s_[start:end])
+        except OSError as e:
+            raise named_os_error(e, self.path) from e
         self._written = end
         self._check_open().check()
 
@@ -747,6 +753,8 @@ class PackedHDF5Reader(_ReaderBase):
         lens = c["packed_input_len"].astype(np.int64)
         mlens = c["packed_masked_lm_len"].astype(np.int64)
         k = lens.shape[0]
+        if k == 0:
+            raise self._fail(f"pack {row} holds no sequence: corrupt packed shard")
         if (
             mlens.shape[0] != k
             or c["next_sentence_labels"].shape[0] != k

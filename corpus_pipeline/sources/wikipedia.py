@@ -39,7 +39,7 @@ import threading
 import xml.etree.ElementTree as ET
 import zlib
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO, Protocol
 
 from wikiextractor.extract import (
@@ -173,6 +173,8 @@ class RawPage:
         revid: Revision id, if present.
         timestamp: Revision timestamp (``2014-10-26T04:50:23Z``), if present; pins the
             ``{{CURRENTYEAR}}``-style magic words so extraction does not depend on the day.
+        oversized: The text was larger than ``ExtractConfig.max_page_bytes`` and was dropped
+            when read (``text`` is empty); :func:`clean_page` counts it as too large.
     """
 
     id: int
@@ -182,6 +184,7 @@ class RawPage:
     text: str
     revid: int | None = None
     timestamp: str = ""
+    oversized: bool = False
 
 
 @dataclass(frozen=True)
@@ -657,7 +660,8 @@ def read_pages(
 
     Args:
         unit: From :func:`plan_units`.
-        cfg: Extraction config (unused by the reader).
+        cfg: ``max_page_bytes``: a larger page is yielded with its text dropped
+            (``oversized``), so that it costs no memory downstream.
         count: Counter callback; counts ``extract/dropped:truncated_stream``,
             ``extract/dropped:corrupt_stream``, ``extract/dropped:malformed_xml`` (each once per
             unit) and ``extract/dropped:malformed_page``.
@@ -669,7 +673,6 @@ def read_pages(
     Raises:
         InputFormatError: the unit is a whole file whose root is not ``<mediawiki>``.
     """
-    del cfg
     hold = unit.end is not None
     held: list[RawPage] = []
     reader = _PageReader(unit)
@@ -681,6 +684,10 @@ def read_pages(
         pages = reader.pages(raw, count, prefetch=unit.end is None)
         try:
             for page in pages:
+                if _utf8_size_over(page.text, cfg.max_page_bytes):
+                    # Dropped by clean_page anyway; blanked now so that a 50 MB text is not
+                    # held in a chunk, pickled and copied through the shuffle on its way there.
+                    page = replace(page, text="", redirect=is_redirect(page), oversized=True)
                 if hold:
                     held.append(page)
                 else:
@@ -984,7 +991,7 @@ def clean_page(
     if is_redirect(page):
         count("extract/redirects")
         return None
-    if _utf8_size_over(page.text, cfg.max_page_bytes):
+    if page.oversized or _utf8_size_over(page.text, cfg.max_page_bytes):
         count("extract/dropped:too_large")
         return None
     store = templates if templates is not None else _NO_TEMPLATES
