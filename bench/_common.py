@@ -13,16 +13,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from corpus_pipeline.testing.procmem import watch_tree
+
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".bench"  # git-ignored; bench/extract.py keeps its dumps here too
-PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
 
 # Sources of the extract verb's output: the cached documents are rebuilt when one changes.
 _EXTRACT_SOURCES = (
@@ -73,8 +73,8 @@ class ProcRun:
             live descendants), sampled from ``/proc`` every ``interval`` seconds. Pages shared
             between processes (libraries, copy-on-write) count once per process, so this is an
             upper bound on the tree's physical memory.
-        max_proc_rss_mb: The largest peak RSS of any single process of the tree (``ru_maxrss``
-            of ``os.wait4``, which covers waited-for descendants too).
+        max_proc_rss_mb: The largest peak RSS of any single process of the tree (``VmHWM``,
+            sampled; not ``ru_maxrss``, which a child inherits from this process across exec).
         samples: Number of ``/proc`` samples taken.
         stdout: The command's standard output.
     """
@@ -85,38 +85,6 @@ class ProcRun:
     max_proc_rss_mb: float
     samples: int
     stdout: str
-
-
-def _proc_table() -> dict[int, tuple[int, int]]:
-    """``pid -> (ppid, rss pages)`` for every process in ``/proc``."""
-    table = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue  # exited between the listing and the read
-        # Fields after the command name (which may hold spaces and parentheses).
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        table[int(entry.name)] = (int(fields[1]), int(fields[21]))
-    return table
-
-
-def tree_rss_mb(root: int) -> float:
-    """Summed RSS (MB) of ``root`` and all its live descendants."""
-    table = _proc_table()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    total, stack = 0, [root]
-    while stack:
-        pid = stack.pop()
-        if pid in table:
-            total += table[pid][1]
-        stack.extend(children.get(pid, ()))
-    return total * PAGE_MB
 
 
 def run_measured(
@@ -130,23 +98,10 @@ def run_measured(
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, env=env)
-        peak, samples = 0.0, 0
-        stop = threading.Event()
-
-        def poll() -> None:
-            nonlocal peak, samples
-            while not stop.is_set():
-                peak = max(peak, tree_rss_mb(proc.pid))
-                samples += 1
-                stop.wait(interval)
-
-        sampler = threading.Thread(target=poll, daemon=True)
-        sampler.start()
-        # wait4 rather than Popen.wait: its rusage is the child's, descendants included.
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        stop.set()
-        sampler.join()
+        with watch_tree(proc.pid, interval) as peak:
+            # wait4 rather than Popen.wait: its rusage is the child's, descendants included.
+            _, status, usage = os.wait4(proc.pid, 0)
+            wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         stdout = out.read().decode("utf-8", "replace")
@@ -162,9 +117,9 @@ def run_measured(
     return ProcRun(
         wall=wall,
         cpu=usage.ru_utime + usage.ru_stime,
-        tree_rss_mb=peak,
-        max_proc_rss_mb=usage.ru_maxrss / 1024,
-        samples=samples,
+        tree_rss_mb=peak.tree_mib,
+        max_proc_rss_mb=peak.max_proc_mib,
+        samples=peak.samples,
         stdout=stdout,
     )
 

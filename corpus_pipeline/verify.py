@@ -54,7 +54,7 @@ from corpus_pipeline.formats.example_proto import (
     decode_example,
     decode_examples,
 )
-from corpus_pipeline.formats.hdf5 import PACKED_KEYS, UNPACKED_KEYS
+from corpus_pipeline.formats.hdf5 import PACKED_KEYS, UNPACKED_KEYS, check_hdf5_structure
 from corpus_pipeline.formats.manifest import MANIFEST, read_manifest
 from corpus_pipeline.formats.mmap import IndexedDatasetReader, token_dtype
 from corpus_pipeline.formats.tfrecord import (
@@ -296,6 +296,18 @@ def _verify_hdf5(spec: _Spec, path: Path, res: _Result) -> tuple[int, int] | Non
         res.problems.append(
             _line(path, f"not a readable HDF5 file (truncated or corrupt: {_one_line(e)})")
         )
+        return None
+    f.close()
+    try:
+        # What libhdf5 trusts blindly (chunk index, packed rows' heaps): damage there crashes
+        # or hangs h5py instead of raising, so it is checked on the raw bytes first.
+        check_hdf5_structure(path)
+        f = h5py.File(path, "r")
+    except FormatError as e:
+        res.problems.append(_line(path, str(e)))
+        return None
+    except _H5_ERRORS as e:
+        res.problems.append(_line(path, f"corrupt HDF5 structure ({_one_line(e)})"))
         return None
     with f:
         try:

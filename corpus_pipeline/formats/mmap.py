@@ -357,7 +357,10 @@ class IndexedDatasetReader:
             raise FormatError(f"{idx}: negative length or offset: corrupt index")
         if n_seq and int(self.offsets.max()) > bin_size:
             # Checked first: a huge offset plus a length wraps around in int64 and looks fine.
-            raise FormatError(f"{idx}: offset past the end of {self.bin_path.name}: corrupt index")
+            raise FormatError(
+                f"{self.bin_path}: {bin_size} bytes but the index points past its end "
+                f"(offset {int(self.offsets.max())}): truncated .bin or corrupt index"
+            )
         ends = self.offsets + self.lengths.astype(np.int64) * item
         if n_seq and int(ends.max()) > bin_size:
             raise FormatError(

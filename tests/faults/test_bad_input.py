@@ -39,6 +39,7 @@ from corpus_pipeline.testing.multistream import (
     read_index,
     split_dump,
 )
+from corpus_pipeline.testing.procmem import watch_tree
 from tests.e2e.conftest import run_cli
 
 HEADER, PAGES, FOOTER = split_dump(read_dump_bytes(resources.SAMPLE_WIKI_DUMP))
@@ -106,16 +107,6 @@ def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
     assert len(err) == 1 and err[0].startswith("error: "), err
     return err[0]
 
-
-# Runs the CLI, then prints the peak RSS of the process and of its children (ru_maxrss: KiB).
-_PEAK_RSS = """
-import json, resource, sys
-from corpus_pipeline.cli import main
-rc = main(json.loads(sys.argv[1]))
-peak = max(resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-print(json.dumps({"rc": rc, "peak_mib": peak >> 10}))
-sys.exit(rc)
-"""
 
 # ---------------------------------------------------------------------------- Wikipedia dumps
 
@@ -246,6 +237,30 @@ def test_enormous_templates_and_tables_are_handled_in_bounded_time(tmp_path: Pat
         assert not any(m in text for m in ("{{", "}}", "{|", "|}", "||")), text[:200]
 
 
+@pytest.mark.soak
+@pytest.mark.timeout(60)
+@pytest.mark.xfail(
+    strict=True,
+    reason="wikiextractor's regexes backtrack quadratically on unclosed markup (ignored-tag "
+    "openers, bracketed external links, section headings): a 100-200 kB page of it takes "
+    "minutes; sources/wikipedia.py needs a guard before clean_text (see the fault report)",
+)
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Intro.\n" + "<ref " * 40_000,
+        "Intro.\n" + "[http://x " * 20_000,
+        "Intro.\n" + "=" * 20_000 + "x\n",
+    ],
+    ids=["unclosed-ref", "unclosed-external-links", "endless-heading"],
+)
+def test_soak_unclosed_markup_is_cleaned_in_bounded_time(text: str) -> None:
+    """Known limit, kept visible: each of these pages should be cleaned or dropped in well
+    under a minute (each takes one to ten minutes in wikiextractor today)."""
+    page = wikipedia.RawPage(1, "Pathological", 0, False, text)
+    wikipedia.clean_page(page, ExtractConfig(), count=_noop)
+
+
 def test_a_50_mb_page_is_dropped_as_too_large_without_blowing_up_memory(tmp_path: Path) -> None:
     """A 50 MB page between two normal ones: dropped:too_large (the default limit is 8 MB),
     its neighbours kept, and the worker's memory stays bounded: the page's text is dropped as
@@ -259,18 +274,20 @@ def test_a_50_mb_page_is_dropped_as_too_large_without_blowing_up_memory(tmp_path
         f.write(big)
         del big
         f.write(ARTICLES[3] + FOOTER)
-    # In a process of its own, so that its children are this run's Beam workers only.
+    # In a process of its own, watched from here: VmHWM of each process of its tree (not
+    # ru_maxrss, which a child started from this large pytest process inherits).
     out = tmp_path / "out"
     argv = ["extract", "--input", str(path), "--output", str(out), "--workers", "1"]
-    proc = subprocess.run(
-        [sys.executable, "-c", _PEAK_RSS, json.dumps([*argv, "--format", "jsonl"])],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    peak_mib = json.loads(proc.stdout.strip().splitlines()[-1])["peak_mib"]
-    assert peak_mib < 512, f"a process peaked at {peak_mib} MiB"
+    cmd = [sys.executable, "-m", "corpus_pipeline", *argv, "--format", "jsonl"]
+    pipe = subprocess.PIPE
+    with (
+        subprocess.Popen(cmd, stdout=pipe, stderr=pipe, text=True) as proc,
+        watch_tree(proc.pid) as peak,
+    ):
+        _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert peak.samples > 5 and len(peak.per_pid) >= 2  # the CLI and at least one Beam worker
+    assert peak.max_proc_mib < 512, f"a process peaked at {peak.max_proc_mib:.0f} MiB"
     manifest = json.loads((out / "manifest.json").read_text())
     docs = {d.id: d.sentences for s in manifest["shards"] for d in read_documents(out / s["path"])}
     counters = manifest["counters"]

@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import shutil
 import struct
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,7 +39,7 @@ from corpus_pipeline.formats.documents import read_documents
 from corpus_pipeline.formats.mmap import IndexedDatasetReader
 from corpus_pipeline.formats.tfrecord import frame_record, iter_records
 from corpus_pipeline.records import Document, Instance, Pack
-from corpus_pipeline.testing.datasets import make_instances
+from corpus_pipeline.testing.datasets import build_dataset, make_instances
 
 FUZZ = settings(
     max_examples=80,
@@ -263,7 +265,7 @@ def test_mmap_offset_whose_end_wraps_around_int64_is_refused(
     n_seq = _HEADER.unpack_from(b)[3]
     struct.pack_into("<q", b, _HEADER.size + 4 * n_seq + 8 * (n_seq - 1), 2**63 - 1)
     idx.write_bytes(bytes(b))
-    with pytest.raises(InputFormatError, match="offset past the end"):
+    with pytest.raises(InputFormatError, match="points past its end"):
         list(registry.read_shard("mmap", str(folder), "x", 0, False))
 
 
@@ -279,6 +281,91 @@ def test_packed_hdf5_row_without_sequences_is_refused(
             f[key][3] = np.zeros(0, dtype=f[key].dtype.metadata["vlen"])
     with pytest.raises(InputFormatError, match="pack 3 holds no sequence"):
         list(registry.read_shard("hdf5", str(folder), "x", 0, True))
+
+
+def zero_a_heap_block(path: Path) -> None:
+    """Zero 242 bytes inside the first global heap collection: the damage (found by
+    ``test_damaged_shard_files``) that made libhdf5 loop forever reading the rows."""
+    blob = bytearray(path.read_bytes())
+    at = blob.index(b"GCOL") + 1319
+    blob[at : at + 242] = bytes(242)
+    path.write_bytes(bytes(blob))
+
+
+_READ_PACKED = """
+import sys
+from corpus_pipeline.errors import InputFormatError
+from corpus_pipeline.formats.hdf5 import read_packed_hdf5
+try:
+    list(read_packed_hdf5(sys.argv[1]))
+except InputFormatError as e:
+    print("InputFormatError:", e)
+"""
+
+
+def test_packed_hdf5_with_a_zeroed_heap_block_fails_instead_of_hanging(
+    valid: Path, scratch: Callable[..., Path]
+) -> None:
+    """The reader raises FormatError at once; libhdf5 alone spins forever on this file. Run in
+    a child process with a timeout, because a hang in libhdf5 cannot be interrupted."""
+    folder = scratch(valid / "p", "hdf5")
+    path = folder / registry.shard_files("hdf5", "x", 0, True)[0]
+    zero_a_heap_block(path)
+    proc = subprocess.run(
+        [sys.executable, "-c", _READ_PACKED, str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith(f"InputFormatError: {path}: global heap at byte"), proc.stdout
+
+
+_READ_UNPACKED = _READ_PACKED.replace("read_packed_hdf5", "read_hdf5")
+
+
+def zero_a_chunk_entry(path: Path) -> None:
+    """Zero the chunk-index entry of ``input_mask``'s first chunk (address 0, size 0)."""
+    with h5py.File(path, "r") as f:
+        chunk_at = f["input_mask"].id.get_chunk_info(0).byte_offset
+    blob = bytearray(path.read_bytes())
+    # v1 B-tree entry of a 2-D chunk: size u32, filter mask u32, 3 offsets u64, then address.
+    entry = blob.index(struct.pack("<Q", chunk_at)) - 32
+    blob[entry : entry + 40] = bytes(40)
+    path.write_bytes(bytes(blob))
+
+
+def test_unpacked_hdf5_with_a_zeroed_chunk_entry_fails_instead_of_crashing(
+    valid: Path, scratch: Callable[..., Path]
+) -> None:
+    """Regression (found by the soak run): a chunk-index entry zeroed (address 0, size 0)
+    made libhdf5's fletcher32 filter read out of bounds and kill the process. The reader now
+    checks the index first. In a child process, since the failure mode is a crash."""
+    folder = scratch(valid / "u", "hdf5")
+    path = folder / registry.shard_files("hdf5", "x", 0, False)[0]
+    zero_a_chunk_entry(path)
+    proc = subprocess.run(
+        [sys.executable, "-c", _READ_UNPACKED, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
+    assert proc.stdout.startswith(f"InputFormatError: {path}: chunk 0 of dataset 'input_mask'")
+
+
+@pytest.mark.parametrize("packed", [True, False], ids=["heap-hangs", "chunk-crashes"])
+def test_verify_reports_damaged_hdf5_metadata(tmp_path: Path, packed: bool) -> None:
+    """``corpus-pipeline verify`` on a dataset whose HDF5 metadata is damaged: exits 1 with
+    a line about the damage, neither hanging nor crashing."""
+    out = tmp_path / "data"
+    build_dataset(out, formats=("hdf5",), packed=packed)
+    shard = sorted((out / "hdf5").glob("*.hdf5"))[0]
+    (zero_a_heap_block if packed else zero_a_chunk_entry)(shard)
+    cli = Path(sys.executable).with_name("corpus-pipeline")
+    proc = subprocess.run(
+        [str(cli), "verify", str(out), "--workers", "1"], capture_output=True, text=True, timeout=20
+    )
+    said = proc.stdout + proc.stderr
+    assert proc.returncode == 1, f"exit {proc.returncode}"
+    assert ("global heap" if packed else "chunk 0") in said, said[-2000:]
 
 
 @FUZZ
