@@ -53,13 +53,38 @@ def make_options(workers: int, beam_args: Sequence[str] = ()) -> PipelineOptions
     return opts
 
 
+_BEAM_WORKER = "-m apache_beam.runners.worker.sdk_worker_main"
+_OUR_WORKER = "-m corpus_pipeline.beam.worker"
+
+
+def _quiet_workers(proto: Any) -> None:
+    """Point the pipeline's subprocess environments at :mod:`corpus_pipeline.beam.worker`."""
+    from apache_beam.portability import python_urns
+
+    for env in proto.components.environments.values():
+        if env.urn != python_urns.SUBPROCESS_SDK:
+            continue
+        command = env.payload.decode("utf-8")
+        if command.endswith(_BEAM_WORKER):
+            env.payload = (command[: -len(_BEAM_WORKER)] + _OUR_WORKER).encode("utf-8")
+
+
 def make_runner(beam_args: Sequence[str] = ()) -> Any:
-    """The runner: FnApiRunner unless ``--runner`` names another."""
+    """The runner: FnApiRunner unless ``--runner`` names another.
+
+    Its ``multi_processing`` workers run Beam's SDK harness through
+    :mod:`corpus_pipeline.beam.worker`, which keeps their INFO logging off the terminal.
+    """
     if _has_flag(beam_args, "--runner"):
         return None  # PipelineOptions carries the runner name
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-    return FnApiRunner()
+    class LocalRunner(FnApiRunner):  # type: ignore[misc]
+        def run_via_runner_api(self, pipeline_proto: Any, options: Any) -> Any:
+            _quiet_workers(pipeline_proto)
+            return super().run_via_runner_api(pipeline_proto, options)
+
+    return LocalRunner()
 
 
 class Progress:

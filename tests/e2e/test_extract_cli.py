@@ -5,6 +5,8 @@ from __future__ import annotations
 import bz2
 import json
 import re
+import subprocess
+import sys
 
 from corpus_pipeline import resources
 from corpus_pipeline.formats.documents import read_documents
@@ -162,3 +164,17 @@ def test_truncated_bz2_keeps_what_came_before(tmp_path):
     manifest, docs = _docs(out)
     assert 10 < len(docs) < 105
     assert manifest["counters"]["extract/dropped:truncated_stream"] == 1
+
+
+def test_worker_processes_keep_the_terminal_quiet(tmp_path):
+    """A local run's stderr holds no Beam worker logging: each worker used to print ~20 INFO
+    lines (channels, harness start and exit) and two warnings. The work still happens in
+    worker processes (2 here), and their summary reaches stdout."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "corpus_pipeline", "extract", "--books"]
+    cmd += [str(resources.SAMPLE_BOOKS_DIR), "--output", str(out), "--workers", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr == ""
+    assert proc.stdout.startswith("extract: 1 documents")
+    assert (out / "manifest.json").exists()
