@@ -27,6 +27,10 @@ PRESET_384 := 384
 PRESET_512 := phase2
 PRESET = $(or $(PRESET_$(SEQ)),$(error SEQ must be 128, 384 or 512))
 
+comma := ,
+# The format the report is read from: hdf5 when all are written, else the first one given.
+REPORT_FORMAT = $(if $(filter all,$(FORMATS)),hdf5,$(firstword $(filter hdf5 tfrecord mmap,$(subst $(comma), ,$(FORMATS)))))
+
 RUN_FLAGS = --preset $(PRESET) --format $(FORMATS) --workers $(WORKERS) \
 	$(if $(filter 1,$(PACK)),--pack) $(if $(RUNNER),--runner $(RUNNER)) $(BEAM_ARGS)
 
@@ -67,12 +71,14 @@ demo: $(TRAIN_STAMP)
 	    --dupe-factor 5 --workers $(WORKERS)
 	$(CP) verify $(DEMO_OUT)/unpacked
 	$(CP) verify $(DEMO_OUT)/packed
+	$(CP) inspect $(DEMO_OUT)/unpacked --format hdf5 --show 1
 	$(BIN)/python -m corpus_pipeline.train --data $(DEMO_OUT)/packed --steps 40 --preset tiny --threads 1 --log-every 10
 	@echo
 	@echo "demo output:"
 	@echo "  documents       $(DEMO_OUT)/docs"
 	@echo "  unpacked shards $(DEMO_OUT)/unpacked/{hdf5,tfrecord,mmap}"
 	@echo "  packed shards   $(DEMO_OUT)/packed/{hdf5,tfrecord,mmap}"
+	@echo "  report          $(DEMO_OUT)/unpacked/report.png"
 
 # The latest (or DATE=YYYYMMDD) dump, verified, then the whole pipeline.
 wiki: $(STAMP)
@@ -89,6 +95,7 @@ else
 endif
 	$(CP) verify $(OUT)/unpacked
 	$(if $(filter 1,$(PACK)),$(CP) verify $(OUT)/packed)
+	$(if $(REPORT_FORMAT),$(CP) inspect $(OUT)/unpacked --format $(REPORT_FORMAT) --show 1)
 
 # A folder of books alone (default: the bundled one).
 books: $(STAMP)
