@@ -5,7 +5,9 @@ existing dataset (``pack``). The writer orders them deterministically (a seeded 
 of the shard's instances, which are first put in key order), optionally packs them, and writes
 each format to temp names renamed on success. A completion marker
 ``.markers/<name>_<i>.json`` holding the shard's summary is written last: a rerun finds it,
-checks the files are still there, and does not redo the shard.
+checks the files are still there, and does not redo the shard. The marker also keeps the
+counters the shard's work incremented, and a rerun that keeps the shard counts them again, so
+a resumed run's manifest has the same counters as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from corpus_pipeline.hashing import rng_for
 from corpus_pipeline.records import Instance, Pack
 
 WRITE_BATCH = 1024
+# Shards a rerun kept from a killed run: printed in the run's summary, never in a manifest
+# (a resumed run's manifest equals an uninterrupted run's).
+RESUMED = "write/shards_already_done"
 
 
 @dataclass(frozen=True)
@@ -44,18 +49,46 @@ class ShardSpec:
     pack: PackConfig | None = None
 
 
+def manifest_counters(counts: dict[str, int]) -> dict[str, int]:
+    """The counters a manifest records: those of the data, not how often the run was resumed."""
+    return {k: v for k, v in counts.items() if k != RESUMED}
+
+
 def marker_path(spec: ShardSpec, index: int) -> str:
     return os.path.join(spec.out_dir, ".markers", f"{registry.shard_stem(spec.name, index)}.json")
 
 
-def finished_shard(spec: ShardSpec, index: int) -> dict[str, Any] | None:
-    """The summary of a shard finished by an earlier run, if its files are all still there."""
+class ShardCounts:
+    """A ``count`` callback that also keeps what one shard counted (saved in its marker)."""
+
+    def __init__(self, count: Callable[..., None]) -> None:
+        self.count = count
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, name: str, n: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + int(n)
+        self.count(name, n)
+
+
+def finished_shard(
+    spec: ShardSpec, index: int, count: Callable[..., None] | None = None
+) -> dict[str, Any] | None:
+    """The summary of a shard finished by an earlier run, if its files are all still there.
+
+    With ``count``, the counters the shard's work incremented are counted again (and
+    ``RESUMED`` once), as if the shard had been written by this run.
+    """
     path = marker_path(spec, index)
     try:
         with open(path, encoding="utf-8") as f:
             summary: dict[str, Any] = json.load(f)
     except (OSError, ValueError):
         return None
+    if not isinstance(summary, dict):
+        return None
+    counters = summary.pop("counters", None)
+    if not isinstance(counters, dict):
+        return None  # a marker from before counters were kept: redo the shard
     files = summary.get("files", {})
     if sorted(files) != sorted(spec.formats if summary.get("instances") else []):
         return None
@@ -63,6 +96,10 @@ def finished_shard(spec: ShardSpec, index: int) -> dict[str, Any] | None:
         for e in entries:
             if not os.path.isfile(os.path.join(spec.out_dir, e["path"])):
                 return None
+    if count is not None:
+        for name, n in sorted(counters.items()):
+            count(name, n)
+        count(RESUMED)
     return summary
 
 
@@ -79,7 +116,11 @@ def order_instances(instances: list[Instance], seed: int, index: int) -> list[In
 def write_shard(
     spec: ShardSpec, index: int, instances: list[Instance], count: Callable[..., None]
 ) -> dict[str, Any]:
-    """Write one shard in every format of ``spec``; returns its manifest entry."""
+    """Write one shard in every format of ``spec``; returns its manifest entry.
+
+    ``count`` may be a :class:`ShardCounts` that already holds this shard's earlier counts.
+    """
+    count = count if isinstance(count, ShardCounts) else ShardCounts(count)
     records: Sequence[Instance | Pack] = instances
     packing: dict[str, Any] | None = None
     timings: dict[str, float] = {}
@@ -141,7 +182,7 @@ def write_shard(
         summary["timings"] = timings
     os.makedirs(os.path.dirname(marker_path(spec, index)), exist_ok=True)
     with atomic_output(marker_path(spec, index)) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        json.dump(summary, f, sort_keys=True)
+        json.dump({**summary, "counters": count.counts}, f, sort_keys=True)
     return summary
 
 
@@ -163,9 +204,8 @@ class WriteShardFromSpills(beam.DoFn):
         index, items = element
         todo = []
         for spec in self.specs:
-            done = finished_shard(spec, index)
+            done = finished_shard(spec, index, self.count)
             if done is not None:
-                self.count("write/shards_already_done")
                 yield spec.out_dir, done
             else:
                 todo.append(spec)
@@ -205,16 +245,17 @@ class PackShardFromDataset(beam.DoFn):
         self.count = BeamCounts()
 
     def process(self, index: int) -> Iterator[dict[str, Any]]:
-        done = finished_shard(self.spec, index)
+        done = finished_shard(self.spec, index, self.count)
         if done is not None:
-            self.count("write/shards_already_done")
             yield done
+            self.progress.tick()
             return
+        count = ShardCounts(self.count)
         instances = list(
             registry.read_shard(self.src_format, self.src_dir, self.src_name, index, False)
         )
-        self.count("pack/read_instances", len(instances))
+        count("pack/read_instances", len(instances))
         yield write_shard(
-            self.spec, index, order_instances(instances, self.spec.seed, index), self.count
+            self.spec, index, order_instances(instances, self.spec.seed, index), count
         )
         self.progress.tick()

@@ -22,7 +22,7 @@ from corpus_pipeline.beam.runner import (
     progress_bar,
     run_pipeline,
 )
-from corpus_pipeline.beam.shards import ShardSpec, prepare_output
+from corpus_pipeline.beam.shards import ShardSpec, manifest_counters, prepare_output
 from corpus_pipeline.commands.common import add_beam_flags, positive
 from corpus_pipeline.config import PRESETS, MaskConfig, PackConfig
 from corpus_pipeline.errors import UserError
@@ -320,7 +320,7 @@ def finish_datasets(
                 "documents": counts.get("encode/passed", 0),
             },
             "statistics": stats,
-            "counters": counts,
+            "counters": manifest_counters(counts),
             "timings": {"elapsed_seconds": round(elapsed, 2), **timings},
         }
         if pcfg:

@@ -19,7 +19,12 @@ from typing import Any
 import apache_beam as beam
 
 from corpus_pipeline.beam.runner import Timer, progress_bar, run_pipeline
-from corpus_pipeline.beam.shards import PackShardFromDataset, ShardSpec, prepare_output
+from corpus_pipeline.beam.shards import (
+    PackShardFromDataset,
+    ShardSpec,
+    manifest_counters,
+    prepare_output,
+)
 from corpus_pipeline.commands.common import add_beam_flags, positive
 from corpus_pipeline.commands.mask import _save_json, packing_report, print_report, split_timings
 from corpus_pipeline.config import PackConfig
@@ -142,7 +147,7 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
         megatron=None,
         config={**m.get("config", {}), "pack": asdict(pcfg)},
         totals={**m["totals"], "records": sum(s["records"] for s in shards)},
-        counters=counts,
+        counters=manifest_counters(counts),
         packing=packing_report(shards, m["max_seq_length"]),
         source=os.path.basename(src),
         timings={"elapsed_seconds": round(timer.elapsed, 2), **timings},

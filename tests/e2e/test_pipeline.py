@@ -1,10 +1,9 @@
-"""The whole pipeline in one Beam graph: four runners, kill -9 and resume, Dataflow packaging."""
+"""The whole pipeline in one Beam graph: four runners, Dataflow packaging (kill -9 and resume:
+``tests/faults/test_kill.py``)."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -131,33 +130,6 @@ def test_same_bytes_on_every_runner(tmp_path, reference, runner):
         return
     assert run_cli(*BASE, "--output", out, *extra) == 0
     assert fingerprint(out) == expected
-
-
-def test_killed_runs_resume_to_identical_output(tmp_path, reference):
-    """kill -9 the whole process tree at several points, rerun, compare with an uninterrupted run."""
-    _, expected = reference
-    out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "corpus_pipeline", *BASE, "--output", str(out), "--workers", "2"]
-    for delay in (4.0, 9.0, 14.0):
-        proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd=ROOT,
-        )
-        try:
-            proc.wait(timeout=delay)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        # A partial run never leaves a manifest that claims completeness for this run's shards.
-    proc = subprocess.run(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
-    assert fingerprint(out) == expected
-    assert [p for p in out.rglob("*") if p.name.startswith(".")] == []
 
 
 def test_dataflow_graph_and_staging_without_the_service(tmp_path):
