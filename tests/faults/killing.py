@@ -8,11 +8,12 @@ killed run had written is logged in the message too).
 
 Where the kills land: an uninterrupted reference run is timed first, and the shard files' mtimes
 tell when it was writing shards. Kills alternate between a delay drawn over the whole reference
-run and one drawn over its shard-writing window, scaled to the machine's current speed, so some
-kills hit Beam start-up and masking, and some hit a shard half written (a stale temp name left
-behind) or some shards finished (markers left behind).
+run and one drawn over its shard-writing window (the last kill is one of those), scaled to the
+machine's current speed, so some kills hit Beam start-up and masking, and some hit a shard half
+written (a stale temp name left behind) or some shards finished (markers left behind).
 
-What is checked after the final run: every file under the output folder has the sha256 of the
+What is checked after the final run: the files of shards whose completion marker a killed run
+left were kept, not written again; every file under the output folder has the sha256 of the
 reference's file at the same path (manifests compared as JSON without ``created``/``timings``,
 the two fields that differ between identical runs), no dot-file, ``*.tmp*`` or spill file is left
 anywhere below it, and ``corpus-pipeline verify`` passes on each dataset.
@@ -169,9 +170,10 @@ def kill_loop(
 ) -> list[Kill]:
     """Kill ``make_cmd(out)`` ``kills`` times in a row; returns what each kill did.
 
-    Even kills aim anywhere in the run, odd ones at the shard-writing window. Both are drawn
-    from ``rng`` over the reference run's times, scaled to the machine's current speed (the
-    machine is shared, runs can take twice as long as the reference): a run that finished
+    Kills alternate between anywhere in the run and the shard-writing window, the last one
+    aimed at the window (so the final run usually starts from some finished shards). Delays are
+    drawn from ``rng`` over the reference run's times, scaled to the machine's current speed
+    (the machine is shared, runs can take twice as long as the reference): a run that finished
     before its kill shrinks the scale, a writing-window kill that came before any shard file
     grows it.
     """
@@ -180,7 +182,7 @@ def kill_loop(
     lo, hi = ref.write_window
     for i in range(kills):
         u = rng.random()
-        if i % 2 == 0:
+        if (kills - i) % 2 == 0:
             aim, delay = "anywhere", 0.5 + u * (ref.seconds * scale - 0.5)
         else:
             aim, delay = "writing", (lo + u * (hi - lo)) * scale
@@ -207,6 +209,20 @@ def strays(out: Path) -> list[str]:
         if not _visible(p, out) or ".tmp" in p.name or p.suffix == ".spill":
             found.append(str(rel) + ("/" if p.is_dir() else ""))
     return found
+
+
+def kept_files(out: Path) -> dict[str, tuple[int, int]]:
+    """(inode, mtime) of every file a completion marker below ``out`` vouches for: a rerun
+    must keep these shards, not write them again."""
+    kept = {}
+    for marker in out.rglob(".markers/*.json"):
+        dataset = marker.parent.parent
+        summary = json.loads(marker.read_text(encoding="utf-8"))
+        for entries in summary["files"].values():
+            for e in entries:
+                st = (dataset / e["path"]).stat()
+                kept[str((dataset / e["path"]).relative_to(out))] = (st.st_ino, st.st_mtime_ns)
+    return kept
 
 
 def tmpdir_leftovers(tmp: Path) -> list[str]:
@@ -276,6 +292,7 @@ def kill_then_finish(
     the log of kills (also part of every assertion message, and printed: ``pytest -s``).
     """
     log = kill_loop(make_cmd, ref, out, tmp, random.Random(seed), kills)
+    kept = kept_files(out)
     final_tmp = tmp / "final"
     run_to_end(make_cmd(out), final_tmp)
 
@@ -284,11 +301,17 @@ def kill_then_finish(
         f"{ref.seconds:.1f} s, shard writing {ref.write_window[0]:.1f}-{ref.write_window[1]:.1f} s;"
         " kills:\n" + "\n".join(f"  {k}" for k in log)
     )
-    print(story)
+    print(story, f"\n  the final run kept {len(kept)} files of finished shards")
     expected, got = digest(ref.out), digest(out)
     assert got == expected, (
         f"output differs from the uninterrupted run:\n{_diff(expected, got)}\n{story}"
     )
+    rewritten = sorted(
+        rel
+        for rel, st in kept.items()
+        if ((p := out / rel).stat().st_ino, p.stat().st_mtime_ns) != st
+    )
+    assert rewritten == [], f"finished shards written again by the final run: {rewritten}\n{story}"
     assert strays(out) == [], f"stray files after the final run: {strays(out)}\n{story}"
     assert tmpdir_leftovers(final_tmp) == [], (
         f"the final run left files in its TMPDIR: {tmpdir_leftovers(final_tmp)}\n{story}"
