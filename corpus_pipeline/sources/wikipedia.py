@@ -22,7 +22,9 @@ Bad input is a one-line :class:`~corpus_pipeline.errors.InputFormatError` when i
 the launcher (missing file, not XML, not a MediaWiki export, an index that does not match its
 dump) and a counter when it is found on a worker, where raising would kill the whole job for
 one bad stream: ``extract/dropped:truncated_stream``, ``extract/dropped:corrupt_stream``,
-``extract/dropped:malformed_xml``, ``extract/dropped:malformed_page``.
+``extract/dropped:malformed_xml``, ``extract/dropped:malformed_page``. A page of unclosed
+markup that would make wikiextractor's regexes quadratic has it escaped first, and is counted
+(``extract/escaped:unclosed_markup``).
 """
 
 from __future__ import annotations
@@ -44,11 +46,15 @@ from typing import Any, BinaryIO, Protocol
 
 from wikiextractor.extract import (
     _DEFAULT_IGNORED_TAG_PATTERNS,
+    EXT_LINK_URL_CLASS,
     Extractor,
     MagicWords,
+    clean,
+    compact,
     ignoreTag,
-    redirectRE,
+    redirectKeywords,
     resolve_template_page,
+    wgUrlProtocols,
 )
 
 from corpus_pipeline.config import ExtractConfig
@@ -893,9 +899,10 @@ _TAG_NAMES = (
     "th|timeline|tr|tt|u|ul|var|wbr"
 )
 # A tag has no attributes or attributes with "=": "if a <b and c> d" in a formula stays.
-_TAG_RE = re.compile(
-    rf"</?(?:{_TAG_NAMES})(?:\s+[^<>=]+=[^<>]*)?\s*/?>|<!--.*?-->", re.IGNORECASE | re.DOTALL
+_TAG_ONLY_RE = re.compile(
+    rf"</?(?:{_TAG_NAMES})(?:\s+[^<>=]+=[^<>]*)?\s*/?>", re.IGNORECASE | re.DOTALL
 )
+_TAG_RE = re.compile(rf"{_TAG_ONLY_RE.pattern}|<!--.*?-->", re.IGNORECASE | re.DOTALL)
 _STRAY_RE = re.compile(r"\{\{|\}\}|\[\[|\]\]|\{\||\|\}|<!--|-->")
 _SPACES_RE = re.compile(r"[ \t]{2,}")
 
@@ -919,9 +926,21 @@ def _scrub(text: str) -> str:
             break
     if "&" in text:
         text = html.unescape(text)
-    text = _TAG_RE.sub("", text)
+    text = _strip_tags(text)
     text = _STRAY_RE.sub("", text)
     return _SPACES_RE.sub(" ", text)
+
+
+def _strip_tags(text: str) -> str:
+    """``_TAG_RE.sub("", text)`` in linear time: a ``<!--`` after the last ``-->`` can never
+    match, yet each one would scan to the end of the text (quadratic on a page of unclosed
+    comments). No match crosses the end of the last ``-->`` (a tag stops at its first ``>``),
+    so the text after it only needs the tag half of the pattern: the result is identical."""
+    last = text.rfind("-->")
+    cut = last + 3 if last >= 0 else 0
+    if text.find("<!--", cut) < 0:
+        return _TAG_RE.sub("", text)
+    return _TAG_RE.sub("", text[:cut]) + _TAG_ONLY_RE.sub("", text[cut:])
 
 
 def _join_paragraphs(paragraphs: list[str]) -> str:
@@ -947,9 +966,267 @@ def _utf8_size_over(text: str, limit: int) -> bool:
     return len(text.encode("utf-8", "surrogatepass")) > limit
 
 
+# ----------------------------------------------------------------------------------------------
+# Guard against unclosed markup
+#
+# wikiextractor matches markup with regexes that scan forward from every opener to its closer.
+# Where the closer never comes, each opener scans to the end of the text (or of the line) and
+# fails: quadratic work, cubic for some. A vandalised page of 100-200 kB of such junk held a
+# worker for one to ten minutes. The openers, the regex that scans from them, and what fixes it:
+#
+# - ``<`` + a tag name with no ``>`` before the next ``<`` (``<ref <ref ...``), where a quoted
+#   attribute counts as running to its closing quote as wikiextractor's patterns read it: the
+#   ignored, self-closing, line-break and block tag patterns and ``dropNested`` of the discarded
+#   elements (``<\s*ref\b(?:...)*>``, ``<span\b.*?>``) all scan on to a later ``>``. The ``<``
+#   is escaped (``&lt;``): text, the way a browser shows it.
+# - ``<math>`` / ``<code>`` with no closing tag after them: the placeholder patterns
+#   (``<\s*math(...)>.*?</math>``) scan to the end. They run after wikiextractor's second
+#   unescape, so the ``<`` is escaped twice; :func:`_scrub` decodes what is left.
+# - ``<syntaxhighlight `` with no ``</syntaxhighlight>`` after it: wikiextractor's
+#   ``syntaxhighlight`` regex retries every later ``>`` (cubic). The ``<`` is escaped.
+# - ``<!--`` with no ``-->`` after it: the ``comment`` regex scans to the end. Dropped, as the
+#   scrub drops a stray ``<!--`` from the output today.
+# - ``[`` + URL with no reachable ``]`` (``[http://x [http://x ...``): ``ExtLinkBracketedRegex``
+#   scans the rest of the line for every opener, once per shorter URL prefix. The ``[`` becomes
+#   ``&#91;``, which wikiextractor turns back into ``[`` after its link passes.
+# - Headings: ``section`` (``(==+)\s*(.*?)\s*\1``, matched by ``compact`` on every line) is
+#   cubic in a long leading ``=`` run and in long whitespace runs (``&nbsp;``, U+3000 are not
+#   collapsed). See :func:`_guard_heading_lines`.
+#
+# Every opener above is one that can never match (or, for ``<``, one no well-formed tag has),
+# and the edit changes what the page shows only where wikiextractor would have run a pattern
+# across it. Still, each family is edited only when its estimated regex work on the page is
+# over _GUARD_BUDGET (character steps; ~200 ns each in wikiextractor's patterns): a normal page
+# is never edited, so its text stays byte-identical to wikiextractor's CLI, and a page that is
+# edited is counted (``extract/escaped:unclosed_markup``).
+_GUARD_BUDGET = 2_000_000
+
+_TAG_OPENER_RE = re.compile(r"<\s*[A-Za-z]")
+# A tag opener that is not plainly closed before the next "<" (quoted values included): one
+# C-speed pass; only these few get the exact reading of _tag_runs_on().
+_SUSPECT_TAG_RE = re.compile(r"""<\s*[A-Za-z](?!(?:"[^"<]*"|'[^'<]*'|[^<>"'])*>)""")
+_TAG_STOP_RE = re.compile(r"[>\"']")
+_PLACEHOLDER_OPEN_RE = re.compile(r"<\s*(?:math|code)", re.IGNORECASE)
+_PLACEHOLDER_RE = re.compile(r"<\s*(/\s*)?(math|code)", re.IGNORECASE)
+_PLACEHOLDER_ENTITY_RE = re.compile(r"&lt;\s*(/\s*)?(math|code)", re.IGNORECASE)
+_PLACEHOLDER_CLOSE_END_RE = re.compile(r"\s*(?:>|&gt;)")
+_SYNTAXHIGHLIGHT_OPEN = "<syntaxhighlight "
+_SYNTAXHIGHLIGHT_CLOSE = "</syntaxhighlight>"
+_EXT_OPEN_RE = re.compile(
+    r"\[(?=[A-Za-z/])(?:" + "|".join(map(re.escape, wgUrlProtocols)) + ")", re.IGNORECASE
+)
+_URL_RUN_RE = re.compile(EXT_LINK_URL_CLASS + "*")
+_SPACE_RUN_RE = re.compile(r"\s*")
+# What ends the label of a bracketed external link: its "]", or a character the label cannot
+# hold (controls, newline included).
+_EXT_LABEL_STOP_RE = re.compile(r"[\]\x00-\x08\x0a-\x1f]")
+
+_Edits = dict[int, tuple[int, str]]  # position -> (length replaced, replacement)
+
+
+def _guard_markup(text: str) -> str:
+    """The page's wikitext with the openers that would make wikiextractor quadratic
+    neutralised (see above), or ``text`` itself when its estimated work is normal."""
+    edits: _Edits = {}
+    if "<" in text or "&lt;" in text:
+        _guard_angle_openers(text, edits)
+    if "[" in text:
+        _guard_external_links(text, edits)
+    if not edits:
+        return text
+    out = []
+    cur = 0
+    for pos in sorted(edits):
+        length, replacement = edits[pos]
+        out.append(text[cur:pos])
+        out.append(replacement)
+        cur = pos + length
+    out.append(text[cur:])
+    return "".join(out)
+
+
+def _tag_runs_on(text: str, p: int, nxt: int, last_quote: dict[str, int]) -> bool:
+    """Does the tag opened at ``p`` run past ``nxt`` (the next ``<``) without a ``>``?
+
+    Reads it as wikiextractor's tag patterns do: a quote jumps to the next same quote, if
+    there is one, whatever lies between."""
+    q = p + 1
+    while True:
+        m = _TAG_STOP_RE.search(text, q, nxt)
+        if m is None:
+            return True
+        ch = m.group()
+        if ch == ">":
+            return False
+        close = text.find(ch, m.end(), nxt)
+        if close >= 0:
+            q = close + 1
+        elif last_quote[ch] > nxt:
+            return True  # the quoted value runs over the next "<"
+        else:
+            q = m.end()  # no closing quote anywhere: a plain character
+
+
+def _guard_angle_openers(text: str, edits: _Edits) -> None:
+    n = len(text)
+    last_quote = {'"': text.rfind('"'), "'": text.rfind("'")}
+    dead_tags = []
+    for m in _SUSPECT_TAG_RE.finditer(text):
+        p = m.start()
+        nxt = text.find("<", p + 1)
+        if _tag_runs_on(text, p, n if nxt < 0 else nxt, last_quote):
+            dead_tags.append(p)
+    # Work: each dead opener is scanned on to about the next well-formed tag (or the end).
+    work = 0
+    following = n
+    for i in range(len(dead_tags) - 1, -1, -1):
+        p = dead_tags[i]
+        after = _TAG_OPENER_RE.search(text, p + 1)
+        if after is None:
+            following = n
+        elif i + 1 == len(dead_tags) or after.start() != dead_tags[i + 1]:
+            following = after.start()
+        work += following - p
+    if work > _GUARD_BUDGET:
+        for p in dead_tags:
+            # <math and <code are matched again after wikiextractor's second unescape.
+            edits[p] = (1, "&amp;lt;" if _PLACEHOLDER_OPEN_RE.match(text, p) else "&lt;")
+
+    last_comment_end = text.rfind("-->")
+    cut = last_comment_end + 1 if last_comment_end >= 0 else 0  # "<!--" needs "-->" at +4
+    dead_comments = []
+    p = text.find("<!--", cut)
+    while p >= 0:
+        dead_comments.append(p)
+        p = text.find("<!--", p + 4)
+    if sum(n - p for p in dead_comments) > _GUARD_BUDGET:
+        for p in dead_comments:
+            edits[p] = (4, "")
+
+    last_close: dict[str, int] = {}
+    openers: list[tuple[int, str, int]] = []
+    regexes = (_PLACEHOLDER_RE, _PLACEHOLDER_ENTITY_RE) if "&lt;" in text else (_PLACEHOLDER_RE,)
+    for regex in regexes:
+        for m in regex.finditer(text):
+            tag = m.group(2).lower()
+            if m.group(1) is None:
+                openers.append((m.start(), tag, 1 if text[m.start()] == "<" else 4))
+            elif _PLACEHOLDER_CLOSE_END_RE.match(text, m.end()):
+                last_close[tag] = max(last_close.get(tag, -1), m.start())
+    dead = [(p, length) for p, tag, length in openers if last_close.get(tag, -1) < p]
+    if sum(n - p for p, _ in dead) > _GUARD_BUDGET:
+        for p, length in dead:
+            edits[p] = (length, "&amp;lt;")
+
+    if _SYNTAXHIGHLIGHT_OPEN in text:
+        last = text.rfind(_SYNTAXHIGHLIGHT_CLOSE)
+        first_dead = text.find(_SYNTAXHIGHLIGHT_OPEN, max(last, 0))
+        if first_dead >= 0:
+            # Each dead opener rescans the rest once per ">" after it.
+            dead_sh = []
+            p = first_dead
+            while p >= 0:
+                dead_sh.append(p)
+                p = text.find(_SYNTAXHIGHLIGHT_OPEN, p + 1)
+            gts = text.count(">", first_dead)
+            work, prev = 0, first_dead
+            for p in dead_sh:
+                gts -= text.count(">", prev, p)
+                prev = p
+                work += (n - p) * (gts + 1)
+            if work > _GUARD_BUDGET:
+                for p in dead_sh:
+                    edits.setdefault(p, (1, "&lt;"))
+
+
+def _guard_external_links(text: str, edits: _Edits) -> None:
+    n = len(text)
+    dead: list[int] = []
+    work = 0
+    searched_from, stop = -1, -1  # the label stop found from searched_from (cached: c grows)
+    for m in _EXT_OPEN_RE.finditer(text):
+        p = m.start()
+        url_end = _URL_RUN_RE.match(text, p + 1).end()  # type: ignore[union-attr]
+        c = _SPACE_RUN_RE.match(text, url_end).end()  # type: ignore[union-attr]
+        if not searched_from <= c <= stop:
+            found = _EXT_LABEL_STOP_RE.search(text, c)
+            searched_from, stop = c, (found.start() if found else n)
+        if stop < n and text[stop] == "]":
+            continue
+        dead.append(p)
+        work += (url_end - p) * (stop - p)
+    if work > _GUARD_BUDGET:
+        for p in dead:
+            edits[p] = (1, "&#91;")
+
+
+# Lines that compact() tests with wikiextractor's ``section`` regex.
+_HEADING_LINE_RE = re.compile(r"^==[^\n]*", re.MULTILINE)
+_LONG_EQUALS_RE = re.compile(r"={9,}")
+_BLANK_RUN_RE = re.compile(r"[^\S\n]+")
+_LONG_BLANK_RE = re.compile(r"([^\S\n])[^\S\n]+")
+
+
+def _guard_heading_lines(text: str) -> str:
+    """Cheap stand-ins for heading lines that would make ``section`` cubic.
+
+    ``(==+)\\s*(.*?)\\s*\\1`` costs about L * n * (w + 1)^2 + L^3 / 48 on a line of n characters
+    with a leading run of L ``=`` and whitespace runs of up to w. A line over the budget gets
+    its ``=`` runs cut to 8 and its whitespace runs to one character: a heading stays a heading
+    and a paragraph a paragraph (only runs of two or more ``=`` decide that), and the cost
+    drops to ~32 n. Headings are not in the output (``keep_sections``: only their title)."""
+    if "==" not in text:
+        return text
+    out = []
+    cur = 0
+    for m in _HEADING_LINE_RE.finditer(text):
+        line = m.group()
+        lead = len(line) - len(line.lstrip("="))
+        blank = max((len(b) for b in _BLANK_RUN_RE.findall(line)), default=0)
+        if lead * len(line) * (blank + 1) ** 2 + lead**3 // 48 <= _GUARD_BUDGET:
+            continue
+        line = _LONG_BLANK_RE.sub(r"\1", _LONG_EQUALS_RE.sub("=" * 8, line))
+        out.append(text[cur : m.start()])
+        out.append(line)
+        cur = m.end()
+    if not out:
+        return text
+    out.append(text[cur:])
+    return "".join(out)
+
+
+# The head of wikiextractor's redirectRE, built the same way (the keywords are regex text).
+_REDIRECT_HEAD_RE = re.compile(r"#(?:" + "|".join(redirectKeywords) + r")\b", re.IGNORECASE)
+
+
+def _redirect_text(text: str) -> bool:
+    """``redirectRE.match(text) is not None`` in linear time.
+
+    The regex, ``#REDIRECT\\b.*?\\[\\[([^\\]]*)]]``, retries every ``[[`` of the first line and
+    scans from each to the first ``]`` of the text: quadratic on a first line of ``[[`` without
+    ``]]``. It matches if, for some ``[[`` on the first line, that first ``]`` is a ``]]``."""
+    m = _REDIRECT_HEAD_RE.match(text)
+    if m is None:
+        return False
+    line_end = text.find("\n", m.end())
+    if line_end < 0:
+        line_end = len(text)
+    close = -1
+    i = text.find("[[", m.end(), line_end)
+    while i >= 0:
+        if close < i + 2:
+            close = text.find("]", i + 2)
+            if close < 0:
+                return False
+        if text.startswith("]]", close):
+            return True
+        i = text.find("[[", i + 1, line_end)
+    return False
+
+
 def is_redirect(page: RawPage) -> bool:
     """A ``<redirect>`` element, or (older dumps without it) ``#REDIRECT [[...]]`` text."""
-    return page.redirect or (page.text[:1] == "#" and redirectRE.match(page.text) is not None)
+    return page.redirect or (page.text[:1] == "#" and _redirect_text(page.text))
 
 
 def clean_page(
@@ -975,7 +1252,9 @@ def clean_page(
         count: Counter callback: ``extract/pages``; then exactly one of
             ``extract/dropped:namespace``, ``extract/redirects``, ``extract/dropped:too_large``,
             ``extract/dropped:extract_error``, ``extract/dropped:empty``,
-            ``extract/dropped:short``, ``extract/articles`` (plus ``extract/characters``).
+            ``extract/dropped:short``, ``extract/articles`` (plus ``extract/characters``);
+            and ``extract/escaped:unclosed_markup`` for a page whose unclosed markup was
+            escaped so that wikiextractor's regexes stay linear on it (:func:`_guard_markup`).
         templates: Template definitions to expand (:func:`collect_templates`); none by default,
             so templates expand to nothing (parser functions and magic words still work).
         keep_sections: Keep section headings as their own lines (wikiextractor's default).
@@ -1009,10 +1288,20 @@ def clean_page(
         keepSections=keep_sections,
     )
     extractor.magicWords = _PinnedMagicWords(page.timestamp)
+    wikitext = _guard_markup(page.text)
+    guarded = wikitext is not page.text
     try:
-        paragraphs = extractor.clean_text(
-            _xml_escape(page.text), expand_templates=cfg.expand_templates, html_safe=False
+        # Extractor.clean_text() with the heading guard between its two steps (the magic
+        # words it sets from the wall clock are pinned above).
+        extractor.magicWords["namespace"] = page.title[: max(0, page.title.find(":"))]
+        extractor.magicWords["pagename"] = page.title
+        extractor.magicWords["fullpagename"] = page.title
+        cleaned = clean(
+            extractor, _xml_escape(wikitext), expand_templates=cfg.expand_templates, html_safe=False
         )
+        compactable = _guard_heading_lines(cleaned)
+        guarded = guarded or compactable is not cleaned
+        paragraphs = compact(compactable, mark_headers=False, extractor=extractor)
     except Exception as e:
         # wikiextractor is a heuristic parser: one pathological page must not fail the job.
         log.warning(
@@ -1020,6 +1309,8 @@ def clean_page(
         )
         count("extract/dropped:extract_error")
         return None
+    if guarded:
+        count("extract/escaped:unclosed_markup")
     text = _join_paragraphs(paragraphs)
     if not text:
         count("extract/dropped:empty")
