@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from corpus_pipeline import __version__
+from corpus_pipeline import __version__, fsio
 from corpus_pipeline.errors import UserError
 
 # Verbs in the order `--help` lists them.
@@ -63,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stray = [a for a in beam_args if not a.startswith("-")]
     if stray and stray == beam_args:
         parser.error(f"unexpected argument {stray[0]!r}")
+    # Filesystem flags (--s3_endpoint_url, --project, ...) apply to s3:// / gs:// paths.
+    fsio.configure(beam_args)
     return run_guarded(lambda: args._module.run(args, beam_args))
 
 

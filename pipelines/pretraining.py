@@ -17,16 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import apache_beam as beam
 
+from corpus_pipeline import fsio
 from corpus_pipeline.beam.extract import (
     ExtractDocuments,
     cleanup_chunks,
+    find_dump_index,
     plan_tasks,
     skipped_book_files,
 )
@@ -101,14 +102,12 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         raise UserError("nothing to process: give --input DUMP and/or --books DIR")
     if indexes and len(indexes) != len(dumps):
         raise UserError("give one --index per --input (or none)")
-    from corpus_pipeline.sources.wikipedia import find_index
-
     for path in [*dumps, *indexes]:
-        if not os.path.isfile(path):
+        if not fsio.isfile(path):
             raise UserError(f"{path}: no such file")
-    pairs = tuple(zip(dumps, indexes or [find_index(d) for d in dumps], strict=True))
+    pairs = tuple(zip(dumps, indexes or [find_dump_index(d) for d in dumps], strict=True))
     return PipelineConfig(
-        output=os.path.abspath(args.output),
+        output=fsio.abspath(args.output),
         dumps=pairs,
         books=tuple(book_dirs),
         mask=mask_cmd.mask_config(args),
@@ -131,8 +130,12 @@ class _Built:
 def prepare(cfg: PipelineConfig, args: argparse.Namespace) -> _Built:
     vspec, vinfo, mvocab = mask_cmd.vocab_info(args)
     docs_dir = os.path.join(cfg.output, "docs")
-    os.makedirs(docs_dir, exist_ok=True)
-    remove_stale_temps(docs_dir)
+    if fsio.is_remote(docs_dir):
+        fsio.check_writable(cfg.output)
+        fsio.remove_stale_temps(docs_dir)
+    else:
+        os.makedirs(docs_dir, exist_ok=True)
+        remove_stale_temps(docs_dir)
     outs: list[tuple[str, PackConfig | None]] = [(os.path.join(cfg.output, "unpacked"), None)]
     if cfg.pack is not None:
         outs.append((os.path.join(cfg.output, "packed"), cfg.pack))
@@ -179,14 +182,13 @@ def run(
     built = prepare(cfg, args)
     with progress_bar(None, "run", unit="task") as progress:
         counts = run_pipeline(lambda p: build(p, cfg, built, progress), workers, beam_args)
-    with open(built.docs_json, encoding="utf-8") as f:
+    with fsio.open_text(built.docs_json) as f:
         doc_shards = sorted(json.load(f), key=lambda s: s["shard"])
     cleanup_chunks(built.docs_dir)
     docs_manifest = {
         "kind": "documents",
         "format": "text",
-        "inputs": [os.path.abspath(d) for d, _ in cfg.dumps]
-        + [os.path.abspath(b) for b in cfg.books],
+        "inputs": [fsio.abspath(d) for d, _ in cfg.dumps] + [fsio.abspath(b) for b in cfg.books],
         "shards": doc_shards,
         "documents": sum(s["documents"] for s in doc_shards),
         "config": {"extract": asdict(cfg.extract), "sentences": asdict(cfg.sentences)},
@@ -196,15 +198,21 @@ def run(
     mf.write_manifest(built.docs_dir, docs_manifest)
     inputs = [os.path.join(built.docs_dir, s["path"]) for s in doc_shards]
     manifests = mask_cmd.finish_datasets(built.plan, counts, inputs, timer.elapsed)
-    shutil.rmtree(built.plan.work, ignore_errors=True)
+    fsio.rmtree(built.plan.work)
     datasets = {"docs": "docs", "unpacked": "unpacked"}
     if cfg.pack is not None:
         datasets["packed"] = "packed"
-    with (
-        atomic_output(os.path.join(cfg.output, "run.json")) as tmp,
-        open(tmp, "w", encoding="utf-8") as f,
-    ):
-        json.dump({"datasets": datasets, "argv": sys.argv[1:]}, f, indent=2, sort_keys=True)
+    run_info = {"datasets": datasets, "argv": sys.argv[1:]}
+    if fsio.is_remote(cfg.output):
+        fsio.write_text(
+            fsio.join(cfg.output, "run.json"), json.dumps(run_info, indent=2, sort_keys=True)
+        )
+    else:
+        with (
+            atomic_output(os.path.join(cfg.output, "run.json")) as tmp,
+            open(tmp, "w", encoding="utf-8") as f,
+        ):
+            json.dump(run_info, f, indent=2, sort_keys=True)
     mask_cmd.check_not_empty(manifests[0], inputs)
     print(
         format_summary(
@@ -239,6 +247,7 @@ def main(argv: Sequence[str] | None = None, *, wiki: bool = True, books: bool = 
 
     parser = make_parser(wiki=wiki, books=books)
     args, beam_args = parser.parse_known_args(argv)
+    fsio.configure(beam_args)
     return run_guarded(lambda: run(config_from_args(args), args, args.workers, beam_args))
 
 

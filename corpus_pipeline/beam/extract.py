@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +23,10 @@ from typing import Any
 
 import apache_beam as beam
 
+from corpus_pipeline import fsio
 from corpus_pipeline.beam.runner import BeamCounts, Progress
 from corpus_pipeline.config import ExtractConfig, SentenceConfig
+from corpus_pipeline.errors import UserError
 from corpus_pipeline.formats.common import atomic_output, sha256_file
 from corpus_pipeline.formats.documents import SUFFIX, write_document
 from corpus_pipeline.formats.spill import SpillRange, iter_spills, write_spill
@@ -66,7 +68,40 @@ class CountSkippedFile(beam.DoFn):
 
 def skipped_book_files(book_dirs: Iterable[str]) -> list[str]:
     """Files in the books folders that are not books (not .txt)."""
-    return [str(p) for folder in book_dirs for p in books.scan_books(folder).skipped]
+    return [p for folder in book_dirs for p in scan_book_paths(folder)[1]]
+
+
+def scan_book_paths(folder: str) -> tuple[list[str], list[str]]:
+    """``books.scan_books`` for local and remote folders: (book paths, other files)."""
+    if not fsio.is_remote(folder):
+        listing = books.scan_books(folder)
+        return [str(p) for p in listing.books], [str(p) for p in listing.skipped]
+    found = [p for p, _ in fsio.list_files(folder)]
+    if not found and fsio.isfile(folder):
+        found = [folder]  # a single book file
+    txt = [p for p in found if p.lower().endswith(books.BOOK_SUFFIX)]
+    other = [p for p in found if not p.lower().endswith(books.BOOK_SUFFIX)]
+    if not txt:
+        what = f"only {len(other)} non-.txt file(s)" if other else "no files"
+        raise UserError(f"{folder}: no .txt books in this folder ({what}); add UTF-8 .txt files")
+    return txt, other
+
+
+def dump_opener(path: str) -> Any:
+    """How a dump is opened: the local default, or Beam's FileSystems (no decompression)."""
+    return fsio.open_read if fsio.is_remote(path) else wikipedia.open_local
+
+
+def find_dump_index(path: str) -> str | None:
+    """``wikipedia.find_index`` for local and remote dumps."""
+    if not fsio.is_remote(path):
+        return wikipedia.find_index(path)
+    name = fsio.basename(path)
+    if "multistream" not in name:
+        return None
+    stem = re.sub(r"\.xml(\.bz2)?$", "", name)
+    cand = fsio.join(path.rsplit("/", 1)[0], stem + "-index.txt.bz2")
+    return cand if fsio.isfile(cand) else None
 
 
 def plan_tasks(
@@ -76,12 +111,13 @@ def plan_tasks(
     tasks: list[ExtractTask] = []
     src = 0
     for dump, index in dumps:
-        for i, unit in enumerate(wikipedia.plan_units(dump, cfg, index_path=index)):
+        units = wikipedia.plan_units(dump, cfg, index_path=index, opener=dump_opener(dump))
+        for i, unit in enumerate(units):
             tasks.append(ExtractTask(src, i, "wiki", unit))
         src += 1
     for folder in book_dirs:
-        for i, path in enumerate(books.list_books(folder)):
-            tasks.append(ExtractTask(src, i, "book", str(path)))
+        for i, path in enumerate(scan_book_paths(folder)[0]):
+            tasks.append(ExtractTask(src, i, "book", path))
         src += 1
     return tasks
 
@@ -134,7 +170,9 @@ class SplitIntoChunks(_ChunkDoFn):
 
     def process(self, task: ExtractTask) -> Iterator[tuple[ChunkKey, list[Any]]]:
         for c, pages in enumerate(
-            wikipedia.iter_page_chunks(task.unit, self.ecfg, count=self.count)
+            wikipedia.iter_page_chunks(
+                task.unit, self.ecfg, count=self.count, opener=dump_opener(task.unit.path)
+            )
         ):
             yield (task.source_index, task.unit_index, c), pages
 
@@ -154,15 +192,26 @@ class ExtractUnit(_ChunkDoFn):
 
     def process(self, task: ExtractTask) -> Iterator[tuple[int, Any]]:
         key = (task.source_index, task.unit_index, 0)
-        if task.kind == "book":
+        if task.kind == "book" and fsio.is_remote(task.unit):
+            articles: Iterable[Article | None] = [
+                books.read_book(
+                    fsio.read_bytes(task.unit),
+                    fsio.basename(task.unit),
+                    self.ecfg,
+                    count=self.count,
+                )
+            ]
+        elif task.kind == "book":
             article = books.read_book(
                 Path(task.unit), Path(task.unit).name, self.ecfg, count=self.count
             )
-            articles: Iterable[Article | None] = [article]
+            articles = [article]
         else:
             articles = (
                 wikipedia.clean_page(p, self.ecfg, count=self.count)
-                for chunk in wikipedia.iter_page_chunks(task.unit, self.ecfg, count=self.count)
+                for chunk in wikipedia.iter_page_chunks(
+                    task.unit, self.ecfg, count=self.count, opener=dump_opener(task.unit.path)
+                )
                 for p in chunk
             )
         yield from self.spill(key, _documents(articles, self.scfg, self.count))
@@ -183,15 +232,21 @@ class WriteDocumentShard(beam.DoFn):
         ranges = sorted(r for r in items if r is not None)
         final = os.path.join(self.out_dir, f"{self.name}_{shard:0{self.width}d}{SUFFIX[self.fmt]}")
         n = 0
-        with atomic_output(final) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            for doc in iter_spills(ranges):
-                write_document(f, doc, self.fmt)
-                n += 1
+        with fsio.local_dir_for(self.out_dir) as d:
+            # A remote output: built in a local temp folder, then published under its name.
+            local = os.path.join(d, os.path.basename(final))
+            with atomic_output(local) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
+                for doc in iter_spills(ranges):
+                    write_document(f, doc, self.fmt)
+                    n += 1
+            digest = sha256_file(local)
+            if d != self.out_dir:
+                fsio.publish(d, [os.path.basename(final)], self.out_dir)
         yield {
             "shard": shard,
             "path": os.path.basename(final),
             "documents": n,
-            "sha256": sha256_file(final),
+            "sha256": digest,
         }
 
 
@@ -223,7 +278,8 @@ class ExtractDocuments(beam.PTransform):
         self.progress = progress
 
     def expand(self, pbegin: Any) -> Any:
-        os.makedirs(self.tmp_dir, exist_ok=True)
+        if not fsio.is_remote(self.tmp_dir):
+            os.makedirs(self.tmp_dir, exist_ok=True)
         args = (self.ecfg, self.scfg, self.tmp_dir, self.num_shards, self.progress)
         whole = [
             t for t in self.tasks if not (t.kind == "wiki" and wikipedia.needs_chunking(t.unit))
@@ -268,11 +324,14 @@ class ExtractDocuments(beam.PTransform):
 
 def cleanup_chunks(out_dir: str) -> None:
     """Remove the chunk spill folder after a run."""
-    shutil.rmtree(os.path.join(out_dir, ".chunks"), ignore_errors=True)
+    fsio.rmtree(os.path.join(out_dir, ".chunks"))
 
 
 def write_summary(path: str, summary: dict[str, Any]) -> None:
     """Write the documents manifest atomically."""
+    if fsio.is_remote(path):
+        fsio.write_text(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        return
     with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2, sort_keys=True)
         f.write("\n")

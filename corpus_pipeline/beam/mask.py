@@ -24,6 +24,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 
+from corpus_pipeline import fsio
 from corpus_pipeline.beam.runner import BeamCounts, Progress
 from corpus_pipeline.beam.shards import ShardSpec, WriteShardFromSpills
 from corpus_pipeline.config import MaskConfig
@@ -82,7 +83,8 @@ class MaskDocumentFile(beam.DoFn):
         self.count = BeamCounts()
 
     def setup(self) -> None:
-        self.encoder = WordPieceEncoder(self.vocab.path, cased=self.vocab.cased)
+        # A remote vocabulary is downloaded once per worker process.
+        self.encoder = WordPieceEncoder(fsio.local_copy(self.vocab.path), cased=self.vocab.cased)
         self.mvocab = MaskVocab.from_tokens(self.encoder.tokens, source=self.vocab.path)
 
     def process(self, element: tuple[int, str]) -> Iterator[Any]:
@@ -173,7 +175,8 @@ class MaskToShards(beam.PTransform):
         self.keep_documents = keep_documents
 
     def expand(self, files: Any) -> dict[str, Any]:
-        os.makedirs(self.spill_dir, exist_ok=True)
+        if not fsio.is_remote(self.spill_dir):
+            os.makedirs(self.spill_dir, exist_ok=True)
         masked = (
             files
             | "SpreadFiles" >> beam.Reshuffle()

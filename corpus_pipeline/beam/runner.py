@@ -69,7 +69,7 @@ def _quiet_workers(proto: Any) -> None:
             env.payload = (command[: -len(_BEAM_WORKER)] + _OUR_WORKER).encode("utf-8")
 
 
-def make_runner(beam_args: Sequence[str] = ()) -> Any:
+def make_runner(beam_args: Sequence[str] = (), options: PipelineOptions | None = None) -> Any:
     """The runner: FnApiRunner unless ``--runner`` names another.
 
     Its ``multi_processing`` workers run Beam's SDK harness through
@@ -84,7 +84,34 @@ def make_runner(beam_args: Sequence[str] = ()) -> Any:
             _quiet_workers(pipeline_proto)
             return super().run_via_runner_api(pipeline_proto, options)
 
-    return LocalRunner()
+    # Without the options in the provision info, FnApiRunner's worker processes start with
+    # empty pipeline options, and their Beam FileSystems miss flags such as --s3_endpoint_url
+    # (real runners hand the options to their workers the same way).
+    return LocalRunner(provision_info=_provision_info(options))
+
+
+def _provision_info(options: PipelineOptions | None) -> Any:
+    if options is None:
+        return None
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.job import utils as job_utils
+    from apache_beam.runners.portability.fn_api_runner.fn_runner import ExtendedProvisionInfo
+
+    given = options.get_all_options(drop_default=True, retain_unknown_options=True)
+    # Encoded as Beam's portable runner encodes them: ints as strings (BEAM-5509: a Struct
+    # holds numbers as doubles, and a worker's flag parser refuses "2.0" for an int flag).
+    struct = job_utils.dict_to_struct(
+        {
+            f"beam:option:{k}:v1": str(v) if type(v) is int else v
+            for k, v in given.items()
+            if isinstance(v, (str, int, float, bool, list))
+        }
+    )
+    return ExtendedProvisionInfo(
+        beam_provision_api_pb2.ProvisionInfo(
+            retrieval_token="unused-retrieval-token", pipeline_options=struct
+        )
+    )
 
 
 class Progress:
@@ -173,7 +200,7 @@ def run_pipeline(
 ) -> dict[str, int]:
     """Build and run a pipeline, wait for it, and return our counters by name."""
     opts = make_options(workers, beam_args)
-    runner = make_runner(beam_args)
+    runner = make_runner(beam_args, opts)
     p = beam.Pipeline(runner=runner, options=opts) if runner else beam.Pipeline(options=opts)
     build(p)
     try:

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
 
+from corpus_pipeline import fsio
 from corpus_pipeline.beam.runner import BeamCounts, Progress
 from corpus_pipeline.config import PackConfig
 from corpus_pipeline.formats import registry
@@ -80,7 +82,7 @@ def finished_shard(
     """
     path = marker_path(spec, index)
     try:
-        with open(path, encoding="utf-8") as f:
+        with fsio.open_text(path) as f:
             summary: dict[str, Any] = json.load(f)
     except (OSError, ValueError):
         return None
@@ -94,7 +96,7 @@ def finished_shard(
         return None
     for entries in files.values():
         for e in entries:
-            if not os.path.isfile(os.path.join(spec.out_dir, e["path"])):
+            if not fsio.isfile(os.path.join(spec.out_dir, e["path"])):
                 return None
     if count is not None:
         for name, n in sorted(counters.items()):
@@ -121,6 +123,8 @@ def write_shard(
     ``count`` may be a :class:`ShardCounts` that already holds this shard's earlier counts.
     """
     count = count if isinstance(count, ShardCounts) else ShardCounts(count)
+    if fsio.is_remote(spec.out_dir):
+        return _write_remote_shard(spec, index, instances, count)
     records: Sequence[Instance | Pack] = instances
     packing: dict[str, Any] | None = None
     timings: dict[str, float] = {}
@@ -219,6 +223,10 @@ class WriteShardFromSpills(beam.DoFn):
 
 def prepare_output(out_dir: str, formats: Sequence[str]) -> None:
     """Create the format folders and remove temp files a killed run left behind."""
+    if fsio.is_remote(out_dir):
+        fsio.check_writable(out_dir)  # no folders on object stores; fail early if not writable
+        fsio.remove_stale_temps(out_dir)
+        return
     for fmt in formats:
         d = os.path.join(out_dir, fmt)
         os.makedirs(d, exist_ok=True)
@@ -229,6 +237,31 @@ def prepare_output(out_dir: str, formats: Sequence[str]) -> None:
 
 def total_length(instances: Iterable[Instance]) -> int:
     return int(np.sum([len(i) for i in instances], dtype=np.int64))
+
+
+def _write_remote_shard(
+    spec: ShardSpec, index: int, instances: list[Instance], count: Callable[..., None]
+) -> dict[str, Any]:
+    """:func:`write_shard` into a remote dataset folder: build the shard in a local temp
+    folder (h5py needs a seekable local file), publish its files, then its marker, last."""
+    with tempfile.TemporaryDirectory(prefix="corpus-pipeline-shard-") as d:
+        local = replace(spec, out_dir=d)
+        summary = write_shard(local, index, instances, count)
+        rels = [e["path"] for entries in summary["files"].values() for e in entries]
+        fsio.publish(d, rels, spec.out_dir)
+        fsio.publish(d, [os.path.relpath(marker_path(local, index), d)], spec.out_dir)
+    return summary
+
+
+def read_source_shard(fmt: str, src_dir: str, name: str, index: int) -> list[Instance]:
+    """Shard ``index`` of an unpacked dataset; a remote one is first copied to a temp folder."""
+    if not fsio.is_remote(src_dir):
+        return list(registry.read_shard(fmt, src_dir, name, index, False))
+    with tempfile.TemporaryDirectory(prefix="corpus-pipeline-src-") as d:
+        for rel in registry.shard_files(fmt, name, index, False):
+            os.makedirs(os.path.dirname(os.path.join(d, rel)), exist_ok=True)
+            fsio.download(fsio.join(src_dir, rel), os.path.join(d, rel))
+        return list(registry.read_shard(fmt, d, name, index, False))
 
 
 class PackShardFromDataset(beam.DoFn):
@@ -251,9 +284,7 @@ class PackShardFromDataset(beam.DoFn):
             self.progress.tick()
             return
         count = ShardCounts(self.count)
-        instances = list(
-            registry.read_shard(self.src_format, self.src_dir, self.src_name, index, False)
-        )
+        instances = read_source_shard(self.src_format, self.src_dir, self.src_name, index)
         count("pack/read_instances", len(instances))
         yield write_shard(
             self.spec, index, order_instances(instances, self.spec.seed, index), count

@@ -12,9 +12,11 @@ from typing import Any
 
 import apache_beam as beam
 
+from corpus_pipeline import fsio
 from corpus_pipeline.beam.extract import (
     ExtractDocuments,
     cleanup_chunks,
+    find_dump_index,
     plan_tasks,
     skipped_book_files,
     write_summary,
@@ -24,7 +26,6 @@ from corpus_pipeline.commands.common import add_beam_flags, positive
 from corpus_pipeline.config import ExtractConfig, SentenceConfig
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.formats.documents import DOC_FORMATS
-from corpus_pipeline.sources.wikipedia import find_index
 
 EXAMPLES = """examples:
   corpus-pipeline extract --input enwiki-latest-pages-articles.xml.bz2 --output out/docs
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     if args.index and len(args.index) != len(args.input):
         raise UserError("give one --index per --input (or none: indexes beside dumps are found)")
     for path in [*args.input, *args.index]:
-        if not os.path.isfile(path):
+        if not fsio.isfile(path):
             raise UserError(f"{path}: no such file")
     ecfg = ExtractConfig(
         pages_per_chunk=positive("--pages-per-chunk", args.pages_per_chunk),
@@ -110,10 +111,10 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     scfg = SentenceConfig(
         max_sentence_chars=positive("--max-sentence-chars", args.max_sentence_chars)
     )
-    indexes = args.index or [find_index(d) for d in args.input]
+    indexes = args.index or [find_dump_index(d) for d in args.input]
     name = args.name or ("wiki" if not args.books else "books" if not args.input else "mixed")
-    out = os.path.abspath(args.output)
-    os.makedirs(out, exist_ok=True)
+    out = fsio.abspath(args.output)
+    fsio.make_output_dir(out)
 
     timer = Timer()
     tasks = plan_tasks(list(zip(args.input, indexes, strict=True)), args.books, ecfg)
@@ -140,19 +141,19 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
             )
 
         counts = run_pipeline(build, args.workers, beam_args)
-    with open(shard_list, encoding="utf-8") as f:
+    with fsio.open_text(shard_list) as f:
         shards = sorted(json.load(f), key=lambda s: s["shard"])
     cleanup_chunks(out)
     manifest = {
         "kind": "documents",
         "format": args.format,
-        "inputs": [os.path.abspath(x) for x in [*args.input, *args.books]],
+        "inputs": [fsio.abspath(x) for x in [*args.input, *args.books]],
         "shards": shards,
         "documents": sum(s["documents"] for s in shards),
         "counters": counts,
         "config": {"extract": asdict(ecfg), "sentences": asdict(scfg)},
     }
-    write_summary(os.path.join(out, "manifest.json"), manifest)
+    write_summary(fsio.join(out, "manifest.json"), manifest)
     print(
         format_summary(
             f"extract: {manifest['documents']:,} documents in {len(shards)} shards -> {out}",
@@ -164,4 +165,7 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
 
 
 def _write_json(obj: Any, path: str) -> None:
+    if fsio.is_remote(path):
+        fsio.write_text(path, json.dumps(obj))
+        return
     Path(path).write_text(json.dumps(obj), encoding="utf-8")

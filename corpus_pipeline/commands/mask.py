@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from corpus_pipeline import resources
+from corpus_pipeline import fsio, resources
 from corpus_pipeline.beam.mask import MaskToShards, VocabSpec
 from corpus_pipeline.beam.runner import (
     Progress,
@@ -29,7 +28,7 @@ from corpus_pipeline.errors import UserError
 from corpus_pipeline.formats import manifest as mf
 from corpus_pipeline.formats import registry
 from corpus_pipeline.formats.common import atomic_output, sha256_file
-from corpus_pipeline.formats.documents import list_document_files
+from corpus_pipeline.formats.documents import list_document_paths
 from corpus_pipeline.formats.spill import iter_spills
 from corpus_pipeline.stages.masking import MaskVocab
 from corpus_pipeline.stages.wordpiece import load_vocab_checked
@@ -144,12 +143,13 @@ def pack_config(args: argparse.Namespace) -> PackConfig | None:
 
 
 def vocab_info(args: argparse.Namespace) -> tuple[VocabSpec, dict[str, Any], MaskVocab]:
-    path = os.path.abspath(args.vocab) if args.vocab else str(resources.default_vocab(args.cased))
-    tokens = load_vocab_checked(path)
+    path = fsio.abspath(args.vocab) if args.vocab else str(resources.default_vocab(args.cased))
+    local = fsio.local_copy(path)  # a remote vocabulary is read from a downloaded copy
+    tokens = load_vocab_checked(local)
     mvocab = MaskVocab.from_tokens(tokens, source=path)
     info = {
-        "file": os.path.basename(path),
-        "sha256": sha256_file(path),
+        "file": fsio.basename(path),
+        "sha256": sha256_file(local),
         "size": len(tokens),
         "cased": bool(args.cased),
     }
@@ -162,10 +162,10 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     formats = registry.parse_formats(args.format)
     positive("--shards", args.shards)
     positive("--workers", args.workers)
-    files = [str(f) for f in list_document_files(args.input)]
+    files = list_document_paths(args.input)
     vspec, vinfo, mvocab = vocab_info(args)
-    out = os.path.abspath(args.output)
-    os.makedirs(out, exist_ok=True)
+    out = fsio.abspath(args.output)
+    fsio.make_output_dir(out)
     manifest = mask_documents(
         files,
         out,
@@ -222,7 +222,7 @@ def make_plan(
         )
     specs = []
     for out, pcfg in out_dirs:
-        os.makedirs(out, exist_ok=True)
+        fsio.make_output_dir(out)
         prepare_output(out, formats)
         specs.append(
             ShardSpec(
@@ -236,8 +236,9 @@ def make_plan(
                 pcfg,
             )
         )
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
+    fsio.rmtree(work)
+    if not fsio.is_remote(work):  # remote: workers write spill files under OUT/.work
+        os.makedirs(work)
     return MaskPlan(
         cfg,
         specs,
@@ -295,7 +296,7 @@ def finish_datasets(
         counts.get("mask/short_target", 0) / instances if instances else None
     )
     megatron = _load_json(os.path.join(plan.work, "megatron.json")) if plan.megatron else None
-    shutil.rmtree(plan.work, ignore_errors=True)
+    fsio.rmtree(plan.work)
     manifests = []
     for spec in plan.specs:
         shards = sorted((e for d, e in entries if d == spec.out_dir), key=lambda e: e["index"])
@@ -326,7 +327,7 @@ def finish_datasets(
         if pcfg:
             manifest["packing"] = packing_report(shards, plan.cfg.max_seq_length)
         mf.write_manifest(spec.out_dir, manifest)
-        shutil.rmtree(os.path.join(spec.out_dir, ".markers"), ignore_errors=True)
+        fsio.rmtree(os.path.join(spec.out_dir, ".markers"))
         manifests.append(manifest)
     return manifests
 
@@ -406,6 +407,11 @@ def packing_report(shards: list[dict[str, Any]], max_seq_length: int) -> dict[st
 
 
 def _write_megatron(ranges: list[Any], out: str, name: str, vocab_size: int, result: str) -> None:
+    if fsio.is_remote(out):
+        with fsio.local_dir_for(out) as d:
+            _write_megatron(ranges, d, name, vocab_size, result)
+            fsio.publish(d, [f"mmap/{name}_text_sentence.{ext}" for ext in ("bin", "idx")], out)
+        return
     from corpus_pipeline.formats.mmap import MegatronSentenceWriter
 
     os.makedirs(os.path.join(out, "mmap"), exist_ok=True)
@@ -437,6 +443,9 @@ def _write_megatron(ranges: list[Any], out: str, name: str, vocab_size: int, res
 
 
 def _save_json(obj: Any, path: str) -> None:
+    if fsio.is_remote(path):
+        fsio.write_text(path, json.dumps(obj, default=_jsonable))
+        return
     with atomic_output(path) as tmp:
         Path(tmp).write_text(json.dumps(obj, default=_jsonable), encoding="utf-8")
 
@@ -450,7 +459,7 @@ def _jsonable(o: Any) -> Any:
 
 
 def _load_json(path: str) -> Any:
-    with open(path, encoding="utf-8") as f:
+    with fsio.open_text(path) as f:
         return json.load(f)
 
 

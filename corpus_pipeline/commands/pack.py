@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
 import apache_beam as beam
 
+from corpus_pipeline import fsio
 from corpus_pipeline.beam.runner import Timer, progress_bar, run_pipeline
 from corpus_pipeline.beam.shards import (
     PackShardFromDataset,
@@ -69,7 +69,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     from corpus_pipeline.stages.packing import STRATEGIES
 
-    src = os.path.abspath(args.input)
+    src = fsio.abspath(args.input)
     m = mf.read_manifest(src)
     if m.get("kind") == "packed":
         raise UserError(f"{src}: already packed; pack an unpacked dataset (from `mask`)")
@@ -91,10 +91,10 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
         strategy=args.strategy,
         seed=seed,
     )
-    out = os.path.abspath(args.output)
+    out = fsio.abspath(args.output)
     if out == src:
         raise UserError("--output must differ from --input")
-    os.makedirs(out, exist_ok=True)
+    fsio.make_output_dir(out)
     timer = Timer()
     spec = ShardSpec(
         out,
@@ -108,8 +108,9 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     )
     prepare_output(out, formats)
     work = os.path.join(out, ".work")
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
+    fsio.rmtree(work)
+    if not fsio.is_remote(work):
+        os.makedirs(work)
     indices = [s["index"] for s in m["shards"] if s["instances"]]
     with progress_bar(len(indices), "pack", unit="shard") as progress:
 
@@ -125,11 +126,11 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
             )
 
         counts = run_pipeline(build, args.workers, beam_args)
-    with open(os.path.join(work, "shards.json"), encoding="utf-8") as f:
+    with fsio.open_text(os.path.join(work, "shards.json")) as f:
         shards = sorted(json.load(f), key=lambda s: s["index"])
     timings = split_timings(shards)
-    shutil.rmtree(work, ignore_errors=True)
-    shutil.rmtree(os.path.join(out, ".markers"), ignore_errors=True)
+    fsio.rmtree(work)
+    fsio.rmtree(os.path.join(out, ".markers"))
     n_in = m["totals"]["instances"]
     n_out = sum(s["instances"] for s in shards)
     if n_in != n_out:

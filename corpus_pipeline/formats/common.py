@@ -26,6 +26,7 @@ __all__ = [
     "atomic_output",
     "fsync_dir",
     "remove_stale_temps",
+    "is_temp_name",
     "sha256_file",
     "pad_rows",
     "lengths_of",
@@ -114,6 +115,11 @@ def named_os_error(e: OSError, path: str | Path) -> OSError:
     if e.filename is not None or e.errno is None:
         return e
     return OSError(e.errno, e.strerror or str(e), str(path))
+
+
+def is_temp_name(name: str) -> bool:
+    """True for the ``.<name>.tmp-<random>*`` names :func:`atomic_output` writes to."""
+    return _TEMP_NAME.fullmatch(name) is not None
 
 
 def remove_stale_temps(directory: str | Path) -> list[Path]:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
+from corpus_pipeline import fsio
 from corpus_pipeline.errors import InputFormatError, UserError
 from corpus_pipeline.formats.common import atomic_output
 from corpus_pipeline.records import Document
@@ -68,11 +69,13 @@ def read_documents(path: str | Path, fmt: str | None = None) -> Iterator[Documen
         UserError: The file is missing.
         InputFormatError: A JSON line is malformed.
     """
-    p = Path(path)
+    remote = fsio.is_remote(path)
+    p = str(path) if remote else Path(path)
+    name = fsio.basename(str(path)) if remote else Path(path).name
     fmt = fmt or detect_format(p)
-    if not p.is_file():
+    if not (fsio.isfile(str(p)) if remote else Path(p).is_file()):
         raise UserError(f"{p}: no such file: pass a documents file or folder from `extract`")
-    with open(p, encoding="utf-8", errors="replace") as f:
+    with fsio.open_text(str(p)) if remote else open(p, encoding="utf-8", errors="replace") as f:
         if fmt == "jsonl":
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
@@ -102,11 +105,11 @@ def read_documents(path: str | Path, fmt: str | None = None) -> Iterator[Documen
             if s:
                 sentences.append(s)
             elif sentences:
-                yield Document(id=f"{p.name}:{index}", title="", source="text", sentences=sentences)
+                yield Document(id=f"{name}:{index}", title="", source="text", sentences=sentences)
                 index += 1
                 sentences = []
         if sentences:
-            yield Document(id=f"{p.name}:{index}", title="", source="text", sentences=sentences)
+            yield Document(id=f"{name}:{index}", title="", source="text", sentences=sentences)
 
 
 def list_document_files(inputs: Iterable[str | Path]) -> list[Path]:
@@ -132,3 +135,32 @@ def list_document_files(inputs: Iterable[str | Path]) -> list[Path]:
         else:
             raise UserError(f"{p}: no such file or folder")
     return files
+
+
+def list_document_paths(inputs: Iterable[str | Path]) -> list[str]:
+    """:func:`list_document_files` for local and remote (``s3://``, ``gs://``) inputs, as strings.
+
+    Raises:
+        UserError: A path is missing, or no document file is found.
+    """
+    paths: list[str] = []
+    for item in inputs:
+        s = str(item)
+        if not fsio.is_remote(s):
+            paths.extend(str(p) for p in list_document_files([s]))
+            continue
+        below = fsio.list_files(s)
+        found = [
+            p
+            for p, _ in below
+            if p.endswith((".txt", ".jsonl")) and not fsio.basename(p).startswith(".")
+        ]
+        if found:
+            paths.extend(found)
+        elif below:
+            raise UserError(f"{s}: no .txt or .jsonl document files in this folder")
+        elif fsio.isfile(s):
+            paths.append(s)
+        else:
+            raise UserError(f"{s}: no such file or folder")
+    return paths

@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 from typing import Any
 
+from corpus_pipeline import fsio
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.formats.common import atomic_output
 
@@ -46,7 +46,7 @@ VERSION = 1
 
 def manifest_path(out_dir: str) -> str:
     """Where the manifest of a dataset folder lives."""
-    return os.path.join(out_dir, MANIFEST)
+    return fsio.join(out_dir, MANIFEST)
 
 
 def write_manifest(out_dir: str, manifest: dict[str, Any]) -> str:
@@ -55,6 +55,9 @@ def write_manifest(out_dir: str, manifest: dict[str, Any]) -> str:
     data.setdefault("version", VERSION)
     data["created"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     path = manifest_path(out_dir)
+    if fsio.is_remote(path):
+        fsio.write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+        return path
     with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, sort_keys=True)
         f.write("\n")
@@ -68,13 +71,17 @@ def read_manifest(out_dir: str) -> dict[str, Any]:
         UserError: No manifest, or it is not valid JSON.
     """
     path = manifest_path(out_dir)
-    if not os.path.isfile(path):
+    if not fsio.isfile(path):
         raise UserError(
             f"{path}: no manifest: pass a folder written by `corpus-pipeline mask`, `pack` or `run`"
         )
     try:
-        with open(path, encoding="utf-8") as f:
-            data: dict[str, Any] = json.load(f)
+        data: dict[str, Any]
+        if fsio.is_remote(path):
+            data = json.loads(fsio.read_text(path))
+        else:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
     except (OSError, ValueError) as e:
         raise UserError(
             f"{path}: unreadable manifest ({e}): re-run the command that wrote it"

@@ -9,7 +9,8 @@ Layout: a sequence of blocks, each ``u64le length | pickle(payload)``; a SpillRa
 (path, offset, length, count). Lists of :class:`Instance` are stored column-wise (a few flat
 arrays per block instead of four small arrays per instance: pickling many small numpy arrays
 dominated the run time); other records are pickled as they are. Spill files are private,
-temporary and deleted after the run.
+temporary and deleted after the run. When the output is remote (``s3://``, ``gs://``), spill
+files live under it too (workers share no disk): each is built locally and uploaded whole.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import contextlib
 import os
 import pickle
 import struct
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from corpus_pipeline import fsio
 from corpus_pipeline.formats.common import atomic_output
 from corpus_pipeline.records import Instance
 
@@ -45,6 +48,13 @@ def write_spill(
     path: str, key: tuple[Any, ...], groups: Mapping[int, Sequence[Any]]
 ) -> dict[int, SpillRange]:
     """Write ``{shard: records}`` to ``path`` atomically; returns each shard's range."""
+    if fsio.is_remote(path):
+        with tempfile.TemporaryDirectory(prefix="corpus-pipeline-spill-") as d:
+            local = os.path.join(d, "spill")
+            built = write_spill(local, key, groups)
+            if built:  # nothing refers to a spill file without records
+                fsio.upload(local, path)
+        return {shard: replace(r, path=path) for shard, r in built.items()}
     ranges: dict[int, SpillRange] = {}
     with atomic_output(path) as tmp, open(tmp, "wb") as f:
         for shard in sorted(groups):
@@ -61,7 +71,7 @@ def write_spill(
 
 def read_spill(r: SpillRange) -> list[Any]:
     """The records of one range."""
-    with open(r.path, "rb") as f:
+    with fsio.open_read(r.path) as f:
         f.seek(r.offset)
         (n,) = _LEN.unpack(f.read(_LEN.size))
         blob = f.read(n)

@@ -1,0 +1,344 @@
+"""Paths with a scheme (``s3://``, ``gs://``, ...) through Beam's ``FileSystems``; local paths as before.
+
+Every verb that runs a Beam pipeline (``extract``, ``mask``, ``pack``, ``run``) accepts
+``scheme://`` inputs and outputs. A path is *remote* when it starts with ``<scheme>://``; it
+is then read, listed, written and deleted through
+:class:`apache_beam.io.filesystems.FileSystems`, so any filesystem Beam registers works
+(``s3://`` with ``apache-beam[aws]``, ``gs://`` with ``apache-beam[gcp]``, ``azfs://``,
+``hdfs://``). Local paths keep the plain ``open``/``os`` code path: nothing here is imported
+or called for them beyond :func:`is_remote`.
+
+Writes to a remote folder follow one rule: the file is built on the worker's local disk (h5py
+needs a seekable local file anyway), then published so that no partial file ever carries a
+final name. On object stores (``s3``, ``gs``, ``azfs``) an object becomes visible only once
+its upload has completed, so it is uploaded straight to its name ("rename" would be a copy of
+every byte); elsewhere it is uploaded under a temp name beside it (``.<name>.tmp-<random>``,
+the name :func:`corpus_pipeline.formats.common.is_temp_name` knows) and renamed. Completion
+markers and manifests are published after the files they describe, so resuming works as on a
+local disk. Every file is written by exactly one writer (deterministic shards), so a retried
+bundle rewrites the same bytes.
+
+Connection options (``--s3_endpoint_url``, ``--s3_region_name``, ``--project`` ...) are
+Beam's own flags: the CLI hands its pass-through flags to :func:`configure`, and local
+worker processes receive them with the pipeline options (see ``beam/runner.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import posixpath
+import re
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from typing import IO, Any
+
+from corpus_pipeline.errors import UserError
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+_CHUNK = 8 << 20  # upload/download copy size: few requests, bounded memory
+# Pass-through Beam flags given to `configure` (None: never configured in this process; a
+# Beam worker process is configured by its harness, from the pipeline options).
+_beam_args: list[str] | None = None
+_applied = False
+_local_copies: dict[str, str] = {}
+
+
+def is_remote(path: str | os.PathLike[str]) -> bool:
+    """True for ``scheme://...`` paths (read and written through Beam's FileSystems)."""
+    return _SCHEME.match(os.fspath(path)) is not None
+
+
+def configure(beam_args: Sequence[str]) -> None:
+    """Remember the pass-through Beam flags; applied to FileSystems on the first remote call."""
+    global _beam_args, _applied
+    _beam_args = list(beam_args)
+    _applied = False
+
+
+def _filesystems() -> Any:
+    global _applied
+    from apache_beam.io.filesystems import FileSystems
+
+    if _beam_args is not None and not _applied:
+        from apache_beam.options.pipeline_options import PipelineOptions
+
+        FileSystems.set_options(PipelineOptions(_beam_args))
+        _applied = True
+    return FileSystems
+
+
+def _scheme(path: str) -> str:
+    m = _SCHEME.match(path)
+    return m.group(1) if m else ""
+
+
+_EXTRA = {"s3": "aws", "gs": "gcp", "azfs": "azure", "hdfs": "hadoop"}
+
+
+@contextlib.contextmanager
+def _access(path: str, what: str) -> Iterator[None]:
+    """Turn a filesystem failure on the launcher into one UserError line naming the path."""
+    try:
+        yield
+    except UserError:
+        raise
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file; check the path") from None
+    except ValueError as e:
+        if "Unable to get filesystem" not in str(e):
+            raise
+        scheme = _scheme(path)
+        extra = _EXTRA.get(scheme)
+        hint = (
+            f"pip install 'corpus-pipeline[{extra}]' (apache-beam[{extra}])"
+            if extra
+            else "use a scheme Beam has a filesystem for (s3://, gs://, azfs://, hdfs://)"
+        )
+        raise UserError(f"{path}: no filesystem for {scheme}:// in this install: {hint}") from None
+    except Exception as e:  # boto/GCS client errors have no common base class
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        raise UserError(
+            f"{path}: cannot {what} ({reason}): check the bucket, the credentials and the "
+            "filesystem flags (e.g. --s3_endpoint_url, --s3_region_name)"
+        ) from None
+
+
+def abspath(path: str) -> str:
+    """``os.path.abspath`` for local paths; remote paths unchanged."""
+    return path if is_remote(path) else os.path.abspath(path)
+
+
+def basename(path: str) -> str:
+    return posixpath.basename(path.rstrip("/")) if is_remote(path) else os.path.basename(path)
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path parts (``/`` for remote paths, whatever the local OS)."""
+    if is_remote(base):
+        return posixpath.join(base, *parts)
+    return os.path.join(base, *parts)
+
+
+def open_read(path: str) -> IO[bytes]:
+    """A seekable binary file; compressed files are *not* decompressed (``.bz2`` stays bz2)."""
+    if not is_remote(path):
+        return open(path, "rb")
+    from apache_beam.io.filesystem import CompressionTypes
+
+    f: IO[bytes] = _filesystems().open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    return f
+
+
+def open_text(path: str) -> IO[str]:
+    """A UTF-8 text file (undecodable bytes replaced), universal newlines, like ``open``."""
+    if not is_remote(path):
+        return open(path, encoding="utf-8", errors="replace")
+    return io.TextIOWrapper(open_read(path), encoding="utf-8", errors="replace")
+
+
+def exists(path: str) -> bool:
+    """A local file or folder, or a remote object, exists."""
+    if not is_remote(path):
+        return os.path.exists(path)
+    with _access(path, "check"):
+        return bool(_filesystems().exists(path))
+
+
+def isfile(path: str) -> bool:
+    """A local regular file, or a remote object."""
+    return exists(path) if is_remote(path) else os.path.isfile(path)
+
+
+def list_files(folder: str) -> list[tuple[str, int]]:
+    """Every remote object under ``folder`` (recursive): ``[(path, size)]`` sorted by path."""
+    prefix = folder.rstrip("/") + "/"
+    with _access(folder, "list"):
+        (result,) = _filesystems().match([prefix + "**"])
+    return sorted((m.path, int(m.size_in_bytes)) for m in result.metadata_list)
+
+
+def read_bytes(path: str) -> bytes:
+    with open_read(path) as f:
+        return f.read()
+
+
+def read_text(path: str) -> str:
+    return read_bytes(path).decode("utf-8")
+
+
+def upload(local: str, remote: str) -> None:
+    """Copy a finished local file to a remote path (visible once complete on object stores)."""
+    from apache_beam.io.filesystem import CompressionTypes
+
+    fs = _filesystems()
+    if _scheme(remote) == "s3" and os.path.getsize(local) == 0:
+        _put_empty_s3(remote)
+        return
+    with (
+        open(local, "rb") as src,
+        fs.create(
+            remote,
+            mime_type="application/octet-stream",
+            compression_type=CompressionTypes.UNCOMPRESSED,
+        ) as dst,
+    ):
+        shutil.copyfileobj(src, dst, _CHUNK)
+
+
+def _put_empty_s3(remote: str) -> None:
+    """An empty S3 object. Beam's S3 uploader (2.77) completes a multipart upload without any
+    part when no byte was written, which S3 rejects (MalformedXML); an empty document shard is
+    a legitimate output, so it is put directly with the filesystem's own boto3 client."""
+    from apache_beam.io.aws import s3io
+
+    fs = _filesystems().get_filesystem(remote)
+    bucket, key = s3io.parse_s3_path(remote)
+    s3io.S3IO(options=fs._options).client.client.put_object(Bucket=bucket, Key=key, Body=b"")
+
+
+def download(remote: str, local: str) -> None:
+    with open_read(remote) as src, open(local, "wb") as dst:
+        shutil.copyfileobj(src, dst, _CHUNK)
+
+
+def _temp_name(final: str) -> str:
+    head, tail = posixpath.split(final)
+    return posixpath.join(head, f".{tail}.tmp-{secrets.token_hex(6)}")
+
+
+# Object stores: an object becomes visible only when its upload has completed, and "rename"
+# is a server-side copy of every byte (S3's single copy stops at 5 GB), so files are uploaded
+# straight to their final names there; other filesystems (hdfs://) get a temp name + rename.
+_ATOMIC_CREATE = ("s3", "gs", "azfs")
+
+
+def publish(local_dir: str, rels: Sequence[str], remote_dir: str) -> None:
+    """Upload ``local_dir/rel`` to ``remote_dir/rel`` for each rel, each file appearing only
+    once complete (see ``_ATOMIC_CREATE``); a failure leaves no partial file under a final
+    name (only temp names, which the next run removes)."""
+    if not rels:
+        return
+    finals = [posixpath.join(remote_dir, rel) for rel in rels]
+    if _scheme(remote_dir) in _ATOMIC_CREATE:
+        for rel, final in zip(rels, finals, strict=True):
+            upload(os.path.join(local_dir, rel), final)
+        return
+    temps = [_temp_name(f) for f in finals]
+    for rel, tmp in zip(rels, temps, strict=True):
+        upload(os.path.join(local_dir, rel), tmp)
+    _filesystems().rename(temps, finals)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Write a whole file: atomically beside a local path, or published to a remote one."""
+    if not is_remote(path):
+        from corpus_pipeline.formats.common import atomic_output
+
+        with atomic_output(path) as tmp:
+            tmp.write_bytes(data)
+        return
+    with tempfile.TemporaryDirectory(prefix="corpus-pipeline-") as d:
+        name = posixpath.basename(path)
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
+        publish(d, [name], posixpath.dirname(path))
+
+
+def write_text(path: str, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def delete(paths: Sequence[str]) -> None:
+    """Delete remote objects or local files; missing ones are fine."""
+    local = [p for p in paths if not is_remote(p)]
+    for p in local:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(p)
+    remote = [p for p in paths if is_remote(p)]
+    if remote:
+        from apache_beam.io.filesystem import BeamIOError
+
+        with contextlib.suppress(BeamIOError):
+            _filesystems().delete(remote)
+
+
+def rmtree(folder: str) -> None:
+    """Delete a folder and everything under it (a remote prefix: every object below it)."""
+    if not is_remote(folder):
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    delete([p for p, _ in list_files(folder)])
+
+
+def remove_stale_temps(folder: str) -> list[str]:
+    """Delete the ``.<name>.tmp-<random>`` objects a killed writer left anywhere under ``folder``."""
+    from corpus_pipeline.formats.common import is_temp_name
+
+    stale = [p for p, _ in list_files(folder) if is_temp_name(posixpath.basename(p))]
+    delete(stale)
+    return stale
+
+
+def check_writable(folder: str) -> None:
+    """Fail early, on the launcher and in one line, when a remote output cannot be written."""
+    probe = posixpath.join(folder, f".write-probe-{secrets.token_hex(6)}")
+    with tempfile.NamedTemporaryFile(prefix="corpus-pipeline-probe-") as f:
+        f.write(b"probe\n")
+        f.flush()
+        # Beam's S3 uploader logs its own traceback at ERROR before raising: ours is the line.
+        logging.disable(logging.ERROR)
+        try:
+            with _access(folder, "write"):
+                upload(f.name, probe)
+        finally:
+            logging.disable(logging.NOTSET)
+    delete([probe])
+
+
+def make_output_dir(folder: str) -> None:
+    """Create a local output folder; check a remote one can be written (no folders there)."""
+    if is_remote(folder):
+        check_writable(folder)
+    else:
+        os.makedirs(folder, exist_ok=True)
+
+
+def sha256(path: str) -> str:
+    """Hex SHA-256 of a local or remote file."""
+    h = hashlib.sha256()
+    with open_read(path) as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def local_copy(path: str) -> str:
+    """A local path with the file's content: the path itself, or a downloaded copy (cached
+    per process, for files every worker needs, such as the vocabulary)."""
+    if not is_remote(path):
+        return path
+    cached = _local_copies.get(path)
+    if cached is not None and os.path.isfile(cached):
+        return cached
+    d = tempfile.mkdtemp(prefix="corpus-pipeline-copy-")
+    local = os.path.join(d, posixpath.basename(path) or "file")
+    download(path, local)
+    _local_copies[path] = local
+    return local
+
+
+@contextlib.contextmanager
+def local_dir_for(folder: str) -> Iterator[str]:
+    """The folder itself when local; else a fresh local temp folder (removed afterwards) in
+    which to build files that are then published to ``folder``."""
+    if not is_remote(folder):
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="corpus-pipeline-out-") as d:
+        yield d
