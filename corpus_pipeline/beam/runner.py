@@ -9,8 +9,10 @@ user asks for it explicitly. Any Beam flag (``--runner``, ``--project``, ...) pa
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
+import signal
 import sys
 import tempfile
 import threading
@@ -66,7 +68,10 @@ def _quiet_workers(proto: Any) -> None:
             continue
         command = env.payload.decode("utf-8")
         if command.endswith(_BEAM_WORKER):
-            env.payload = (command[: -len(_BEAM_WORKER)] + _OUR_WORKER).encode("utf-8")
+            # exec: the worker replaces the shell Beam starts it with, so a killed worker
+            # is not also reported by the shell ("Killed") on the terminal.
+            python = command[: -len(_BEAM_WORKER)]
+            env.payload = f"exec {python}{_OUR_WORKER}".encode()
 
 
 def make_runner(beam_args: Sequence[str] = (), options: PipelineOptions | None = None) -> Any:
@@ -193,6 +198,136 @@ class BeamCounts:
         c.inc(n)
 
 
+# What FnApiRunner raises when a worker process vanishes (SIGKILL, the OOM killer): the data
+# channel closes under the bundle, or the worker's subprocess reports its exit code.
+_WORKER_DIED = ("Channel closed prematurely", "Worker subprocess exited with return code")
+
+
+class _WorkerWatch:
+    """Turns a local worker process's death into an interruption of the launcher.
+
+    FnApiRunner starts each worker from a thread that raises when the process exits with an
+    error, but nothing listens: a worker that dies before it connects (an import error, the
+    OOM killer at start-up) leaves the launcher waiting for it forever. While a pipeline runs,
+    the first such death is recorded, the other workers are stopped and the launcher gets a
+    SIGINT, which :func:`run_pipeline` turns into one error line.
+    """
+
+    def __init__(self) -> None:
+        self.running = False
+        self.failure: str | None = None
+        self._lock = threading.Lock()
+
+    def install(self) -> None:
+        from apache_beam.runners.portability import local_job_service
+
+        worker_cls = local_job_service.SubprocessSdkWorker
+        original = worker_cls.run
+        if getattr(original, "_watched", False):
+            return
+        watch = self
+
+        def run(worker: Any) -> None:
+            try:
+                original(worker)
+            except RuntimeError as e:  # "Worker subprocess exited with return code N"
+                watch.died(str(e))
+
+        run._watched = True  # type: ignore[attr-defined]
+        worker_cls.run = run  # type: ignore[method-assign]
+
+    def died(self, why: str) -> None:
+        with self._lock:
+            if not self.running or self.failure is not None:
+                return
+            self.failure = why
+        for pid in _descendants(os.getpid()):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        if threading.current_thread() is not threading.main_thread():
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+_WATCH = _WorkerWatch()
+
+
+def _descendants(root: int) -> list[int]:
+    """Every live process below ``root`` (Linux ``/proc``; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            ppid = int(stat[stat.rfind(b")") + 2 :].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, stack = [], list(children.get(root, ()))
+    while stack:
+        pid = stack.pop()
+        out.append(pid)
+        stack.extend(children.get(pid, ()))
+    return out
+
+
+class _HeldLogs(logging.Handler):
+    """Holds the launcher's Beam and gRPC log records, and uncaught exceptions of its
+    threads, while a pipeline runs.
+
+    When a worker dies, Beam and gRPC report the broken channels from several threads (with
+    tracebacks) before the failure reaches :func:`run_pipeline`; they say nothing the one
+    error line does not. They are dropped then, and replayed for any other outcome.
+    """
+
+    NAMES = ("apache_beam", "grpc")
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self._saved: list[tuple[logging.Logger, bool]] = []
+        self._thread_errors: list[Any] = []
+        self._excepthook = threading.excepthook
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def __enter__(self) -> _HeldLogs:
+        for name in self.NAMES:
+            log = logging.getLogger(name)
+            self._saved.append((log, log.propagate))
+            log.addHandler(self)
+            log.propagate = False
+        self._excepthook = threading.excepthook
+        threading.excepthook = self._thread_errors.append
+        return self
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        for log, propagate in self._saved:
+            log.removeHandler(self)
+            log.propagate = propagate
+        threading.excepthook = self._excepthook
+        records, self.records = self.records, []
+        errors, self._thread_errors = self._thread_errors, []
+        died = _WATCH.failure is not None or any(m in str(exc) for m in _WORKER_DIED)
+        if not died:
+            for record in records:
+                logging.getLogger(record.name).handle(record)
+            for args in errors:
+                self._excepthook(args)
+
+
+def _worker_died_error() -> UserError:
+    return UserError(
+        "a Beam worker process died mid-run (killed by a signal, or by the system "
+        "when out of memory: try fewer --workers or more --shards); run the "
+        "same command again to resume (finished shards are kept)",
+        exit_code=1,
+    )
+
+
 def run_pipeline(
     build: Callable[[beam.Pipeline], Any],
     workers: int,
@@ -203,9 +338,17 @@ def run_pipeline(
     runner = make_runner(beam_args, opts)
     p = beam.Pipeline(runner=runner, options=opts) if runner else beam.Pipeline(options=opts)
     build(p)
+    if runner is not None:
+        _WATCH.install()
+    _WATCH.running, _WATCH.failure = True, None
     try:
-        result = p.run()
-        result.wait_until_finish()
+        with _HeldLogs():
+            result = p.run()
+            result.wait_until_finish()
+    except KeyboardInterrupt:
+        if _WATCH.failure is not None:
+            raise _worker_died_error() from None
+        raise
     except Exception as e:  # a worker's failure comes back wrapped, with its traceback as text
         text = str(e)
         if "No space left on device" in text or "ENOSPC" in text:
@@ -216,7 +359,11 @@ def run_pipeline(
                 "(finished shards are kept)",
                 exit_code=1,
             ) from None
+        if _WATCH.failure is not None or any(m in text for m in _WORKER_DIED):
+            raise _worker_died_error() from None
         raise
+    finally:
+        _WATCH.running = False
     return query_counters(result)
 
 
