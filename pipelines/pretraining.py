@@ -114,7 +114,14 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         pack=mask_cmd.pack_config(args),
         formats=registry.parse_formats(args.format),
         doc_shards=positive("--doc-shards", args.doc_shards),
-        shards=positive("--shards", args.shards),
+        shards=positive(
+            "--shards",
+            args.shards
+            if args.shards is not None
+            else mask_cmd.default_shards(
+                mask_cmd.input_text_bytes([*dumps, *book_dirs]), mask_cmd.mask_config(args)
+            ),
+        ),
         name=args.name,
     )
 

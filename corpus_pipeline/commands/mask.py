@@ -76,7 +76,14 @@ def add_mask_flags(p: argparse.ArgumentParser) -> None:
         default="hdf5",
         help="comma-separated: hdf5, tfrecord, mmap, or all (default hdf5)",
     )
-    p.add_argument("--shards", type=int, default=4, help="number of output shards (default 4)")
+    p.add_argument(
+        "--shards",
+        type=int,
+        default=None,
+        help="number of output shards (default: 4, more for large inputs, so that a shard "
+        f"holds about {SHARD_TARGET_INSTANCES:,} instances at most: its writer holds it in "
+        "memory)",
+    )
     p.add_argument("--name", default="wiki", help="shard name prefix (default wiki)")
     p.add_argument("--pack", action="store_true", help="write packed shards instead of unpacked")
     p.add_argument("--max-per-pack", type=int, default=PackConfig.max_per_pack)
@@ -156,13 +163,47 @@ def vocab_info(args: argparse.Namespace) -> tuple[VocabSpec, dict[str, Any], Mas
     return VocabSpec(path, bool(args.cased)), info, mvocab
 
 
+#: Instances per shard that the default shard count aims at. A shard's writer holds the whole
+#: shard (to shuffle it): 5.0M phase1 instances in 4 shards peaked at 3.0 GB in one worker
+#: (bench/scale.py, 1 GB of XML), so ~250k keeps a writer near 600 MB. Bytes per instance
+#: scale with S and instances per token with 1/S, so the target holds for every preset.
+SHARD_TARGET_INSTANCES = 250_000
+#: Characters of document text per WordPiece token (bundled excerpt: 2.58M chars, 539k tokens).
+_CHARS_PER_TOKEN = 4.8
+#: Document text per byte of a dump, by suffix (bundled excerpt: 5.8 MB XML, 1.6 MB bz2, 2.6 MB
+#: of text); anything else (books, documents) counts byte for byte.
+_TEXT_PER_BYTE = {".bz2": 1.6, ".xz": 1.6, ".gz": 1.3, ".xml": 0.44}
+
+
+def input_text_bytes(paths: Sequence[str]) -> int:
+    """Rough size of the document text in ``paths`` (files or folders; remote ones count 0)."""
+    total = 0.0
+    for path in paths:
+        if fsio.is_remote(path):
+            continue
+        files = [Path(path)] if os.path.isfile(path) else Path(path).rglob("*")
+        for f in files:
+            if f.is_file():
+                total += f.stat().st_size * _TEXT_PER_BYTE.get(f.suffix, 1.0)
+    return int(total)
+
+
+def default_shards(text_bytes: int, cfg: MaskConfig) -> int:
+    """4, or enough shards for ~:data:`SHARD_TARGET_INSTANCES` each (same input, same count)."""
+    tokens = text_bytes / _CHARS_PER_TOKEN
+    instances = cfg.dupe_factor * tokens / max(1, cfg.max_seq_length - 3)
+    return max(4, -(-int(instances) // SHARD_TARGET_INSTANCES))
+
+
 def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     cfg = mask_config(args)
     pcfg = pack_config(args)
     formats = registry.parse_formats(args.format)
-    positive("--shards", args.shards)
     positive("--workers", args.workers)
     files = list_document_paths(args.input)
+    if args.shards is None:
+        args.shards = default_shards(input_text_bytes(files), cfg)
+    positive("--shards", args.shards)
     vspec, vinfo, mvocab = vocab_info(args)
     out = fsio.abspath(args.output)
     fsio.make_output_dir(out)
