@@ -241,7 +241,7 @@ class _WorkerWatch:
             if not self.running or self.failure is not None:
                 return
             self.failure = why
-        for pid in _descendants(os.getpid()):
+        for pid in descendants_of(os.getpid()):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         if threading.current_thread() is not threading.main_thread():
@@ -251,7 +251,7 @@ class _WorkerWatch:
 _WATCH = _WorkerWatch()
 
 
-def _descendants(root: int) -> list[int]:
+def descendants_of(root: int) -> list[int]:
     """Every live process below ``root`` (Linux ``/proc``; empty elsewhere)."""
     children: dict[int, list[int]] = {}
     with contextlib.suppress(OSError):

@@ -10,11 +10,12 @@ children. ``VmHWM`` in ``/proc/PID/status`` belongs to the process's own address
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+
+from corpus_pipeline.beam.runner import descendants_of
 
 
 def _status_kib(pid: int, key: bytes) -> int:
@@ -30,24 +31,7 @@ def _status_kib(pid: int, key: bytes) -> int:
 
 def descendants(root: int) -> list[int]:
     """``root`` and every live process below it."""
-    parent: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # The field after the command name (which may hold spaces and parentheses) is the ppid.
-        ppid = int(stat[stat.rfind(b")") + 2 :].split()[1])
-        parent.setdefault(ppid, []).append(int(entry.name))
-    out, stack = [], [root]
-    while stack:
-        pid = stack.pop()
-        out.append(pid)
-        stack.extend(parent.get(pid, ()))
-    return out
+    return [root, *descendants_of(root)]
 
 
 @dataclass
