@@ -76,6 +76,8 @@ class MaskConfig:
         whole_word_mask: Mask whole words (80/10/10 decided once per word).
         seed: Base seed for every random draw.
         bucket_size: Documents per negative-sampling bucket.
+        bucket_chars: Characters per bucket at most (long documents, books): bounds the
+            memory of masking one bucket.
     """
 
     max_seq_length: int = 128
@@ -86,6 +88,7 @@ class MaskConfig:
     whole_word_mask: bool = False
     seed: int = 12345
     bucket_size: int = 4096
+    bucket_chars: int = 32_000_000
 
     def validate(self) -> None:
         """Raise UserError for parameter combinations that cannot produce valid instances."""

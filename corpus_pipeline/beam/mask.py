@@ -1,23 +1,25 @@
 """PTransforms of ``mask``: documents -> WordPiece -> static masking -> shards.
 
-One element per document file. A DoFn reads the file's documents in buckets of
-``bucket_size`` (the tail bucket is merged into the previous one when it is smaller than
-half a bucket, so no bucket is tiny), encodes them with the word-cached WordPiece encoder,
-masks them (negatives from another document of the same bucket) and spills the bucket's
-instances, grouped by destination shard, to one spill file. Only ``(shard, SpillRange)``
-references cross the GroupByKey; one writer per shard reads its ranges back. Memory is bounded
-by bucket size (masking) and shard size (writing), whatever the corpus size.
+One element per document file. A DoFn reads the file's documents in buckets of at most
+``bucket_size`` documents and ``bucket_chars`` characters (the tail bucket is merged into the
+previous one when it is smaller than half a bucket, so no bucket is tiny), encodes them with
+the word-cached WordPiece encoder, masks them (negatives from another document of the same
+bucket) and spills the instances, ``SPILL_CHUNK`` at a time and grouped by destination shard,
+to spill files. Only ``(shard, SpillRange)`` references cross the GroupByKey; one writer per
+shard reads its ranges back. Memory is bounded by bucket size (the encoded documents), chunk
+size (the instances) and shard size (writing), whatever the corpus size.
 
-Determinism: a bucket's key is (file index, bucket index); instance ``j`` of a bucket goes to
-the ``j``-th shard drawn from ``rng_for(seed, "shard", key)``; masking draws from generators seeded by (seed,
+Determinism: a chunk's key is (file index, bucket index, chunk index); instance ``j`` of a
+chunk goes to the ``j``-th shard drawn from ``rng_for(seed, "shard", key)``; masking draws from generators seeded by (seed,
 document id, duplicate); a shard's writer sorts and permutes its instances with a seeded
 generator. Nothing depends on worker count, bundle boundaries or arrival order.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +39,8 @@ from corpus_pipeline.stages.wordpiece import WordPieceEncoder, encode_documents
 
 STATS_TAG = "stats"
 DOCS_TAG = "docs"
+# Instances per spill write: bounds what masking holds, whatever the documents' length.
+SPILL_CHUNK = 32768
 
 
 @dataclass(frozen=True)
@@ -47,19 +51,41 @@ class VocabSpec:
     cased: bool
 
 
-def iter_buckets(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:
-    """Consecutive buckets of ``size`` documents; a tail < size/2 joins the last bucket."""
+def iter_buckets(
+    docs: Iterable[Document], size: int, max_chars: int | None = None
+) -> Iterator[list[Document]]:
+    """Consecutive buckets of ``size`` documents or ``max_chars`` characters, whichever first.
+
+    A bucket closes at the document that reaches either limit, and never with fewer than two
+    documents (negatives come from another document). The documents after the last full
+    bucket join it when they are fewer than half a bucket in both respects (or just one), so
+    no bucket is tiny. Boundaries depend only on the documents.
+    """
+    limit = max_chars if max_chars is not None else 1 << 62
+    pending: list[Document] | None = None
     held: list[Document] = []
+    chars = 0
     for d in docs:
         held.append(d)
-        if len(held) >= size + size // 2:
-            yield held[:size]
-            held = held[size:]
-    if len(held) > size:
-        yield held[:size]
-        held = held[size:]
+        chars += sum(len(s) for s in d.sentences)
+        if len(held) >= 2 and (len(held) >= size or chars >= limit):
+            if pending is not None:
+                yield pending
+            pending, held, chars = held, [], 0
+    small = len(held) < 2 or (len(held) < size / 2 and chars < limit / 2)
+    if pending is not None and held and small:
+        pending, held = pending + held, []
+    if pending is not None:
+        yield pending
     if held:
         yield held
+
+
+def iter_chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """``items`` in lists of ``size`` (the last may be shorter)."""
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
 
 
 class MaskDocumentFile(beam.DoFn):
@@ -89,28 +115,37 @@ class MaskDocumentFile(beam.DoFn):
 
     def process(self, element: tuple[int, str]) -> Iterator[Any]:
         file_index, path = element
-        for b, docs in enumerate(iter_buckets(read_documents(path), self.cfg.bucket_size)):
-            key = (file_index, b)
+        cfg = self.cfg
+        for b, docs in enumerate(
+            iter_buckets(read_documents(path), cfg.bucket_size, cfg.bucket_chars)
+        ):
             self.count("mask/buckets")
             encoded = encode_documents(docs, self.encoder, count=self.count)
-            instances = list(create_instances(encoded, self.cfg, self.mvocab, count=self.count))
-            # Instance j of bucket `key` goes to a shard drawn from the bucket's own generator:
-            # independent of workers and order, and one vectorised draw per bucket.
-            targets = rng_for(self.cfg.seed, "shard", *key).integers(
-                self.num_shards, size=len(instances)
-            )
-            groups: dict[int, list[Any]] = {}
-            for inst, shard in zip(instances, targets.tolist(), strict=True):
-                groups.setdefault(shard, []).append(inst)
-            stats = MaskStats.for_config(self.cfg, self.mvocab)
-            stats.add_many(instances)
-            spill = os.path.join(self.spill_dir, f"bucket-{file_index:05d}-{b:05d}.spill")
-            for shard, r in write_spill(spill, key, groups).items():
-                yield shard, r
+            del docs
+            stats = MaskStats.for_config(cfg, self.mvocab)
+            instances = create_instances(encoded, cfg, self.mvocab, count=self.count)
+            # A bucket's instances are spilled SPILL_CHUNK at a time, so a bucket of long
+            # documents never holds all its instances. Instance j of chunk `key` goes to a shard
+            # drawn from the chunk's own generator: independent of workers and order.
+            for c, chunk in enumerate(iter_chunks(instances, SPILL_CHUNK)):
+                key = (file_index, b, c)
+                targets = rng_for(cfg.seed, "shard", *key).integers(
+                    self.num_shards, size=len(chunk)
+                )
+                groups: dict[int, list[Any]] = {}
+                for inst, shard in zip(chunk, targets.tolist(), strict=True):
+                    groups.setdefault(shard, []).append(inst)
+                stats.add_many(chunk)
+                spill = os.path.join(
+                    self.spill_dir, f"bucket-{file_index:05d}-{b:05d}-{c:04d}.spill"
+                )
+                for shard, r in write_spill(spill, key, groups).items():
+                    yield shard, r
+                del chunk, groups
             yield beam.pvalue.TaggedOutput(STATS_TAG, stats)
             if self.keep_documents and encoded:
                 doc_spill = os.path.join(self.spill_dir, f"docs-{file_index:05d}-{b:05d}.spill")
-                for _, r in write_spill(doc_spill, key, {0: _strip(encoded)}).items():
+                for _, r in write_spill(doc_spill, (file_index, b), {0: _strip(encoded)}).items():
                     yield beam.pvalue.TaggedOutput(DOCS_TAG, r)
         self.progress.tick()
 
@@ -174,7 +209,8 @@ class MaskToShards(beam.PTransform):
         self.mask_id = mask_id
         self.keep_documents = keep_documents
 
-    def expand(self, files: Any) -> dict[str, Any]:
+    # Annotated Any: Beam (2.78+) warns on stderr about any output hint that is not a PCollection.
+    def expand(self, files: Any) -> Any:
         if not fsio.is_remote(self.spill_dir):
             os.makedirs(self.spill_dir, exist_ok=True)
         masked = (

@@ -69,6 +69,12 @@ def add_mask_flags(p: argparse.ArgumentParser) -> None:
         default=d.bucket_size,
         help="documents per negative-sampling bucket (memory bound)",
     )
+    p.add_argument(
+        "--bucket-chars",
+        type=int,
+        default=d.bucket_chars,
+        help=f"characters per bucket at most, for long documents (default {d.bucket_chars:,})",
+    )
     p.add_argument("--vocab", default=None, help="WordPiece vocab.txt (default: bundled BERT)")
     p.add_argument("--cased", action="store_true", help="cased vocabulary and no lower-casing")
     p.add_argument(
@@ -130,6 +136,7 @@ def mask_config(args: argparse.Namespace) -> MaskConfig:
         whole_word_mask=args.whole_word_mask,
         seed=args.seed,
         bucket_size=positive("--bucket-size", args.bucket_size),
+        bucket_chars=positive("--bucket-chars", args.bucket_chars),
     )
     cfg.validate()
     return cfg
