@@ -175,8 +175,11 @@ def vocab_info(args: argparse.Namespace) -> tuple[VocabSpec, dict[str, Any], Mas
 #: (bench/scale.py, 1 GB of XML), so ~250k keeps a writer near 600 MB. Bytes per instance
 #: scale with S and instances per token with 1/S, so the target holds for every preset.
 SHARD_TARGET_INSTANCES = 250_000
-#: Characters of document text per WordPiece token (bundled excerpt: 2.58M chars, 539k tokens).
-_CHARS_PER_TOKEN = 4.8
+#: Characters of document text per instance token: 4.8 per WordPiece token, but instances
+#: hold ~1.25x the documents' tokens per duplicate (random next segments come from other
+#: documents, and the unused segments go back). Measured: bundled excerpt 2.58M chars ->
+#: 27.7k phase1 instances at dupe 5 (3.73); the same replicated 40x, 103M bytes -> 1.14M (3.63).
+_CHARS_PER_TOKEN = 3.7
 #: Document text per byte of a dump, by suffix (bundled excerpt: 5.8 MB XML, 1.6 MB bz2, 2.6 MB
 #: of text); anything else (books, documents) counts byte for byte.
 _TEXT_PER_BYTE = {".bz2": 1.6, ".xz": 1.6, ".gz": 1.3, ".xml": 0.44}

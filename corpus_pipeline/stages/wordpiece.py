@@ -543,16 +543,24 @@ def encode_document(
     return _wrap(doc, encoder.encode_batch(doc.sentences), encoder.unk_id, count)
 
 
+# Sentences per encoder call in encode_documents (~1 MB of text).
+ENCODE_BATCH = 8192
+
+
 def encode_documents(
     docs: Sequence[Document], encoder: WordPieceEncoder, *, count: Callable[..., None]
 ) -> list[EncodedDocument]:
-    """Batch version of ``encode_document`` over a chunk (one encoder call for all sentences).
+    """Batch version of ``encode_document`` over a chunk (one encoder call per
+    :data:`ENCODE_BATCH` sentences: a whole bucket at once holds every word of it as a string,
+    several times the text's size).
 
     Returns:
         The non-empty encoded documents, in input order.
     """
     flat = [s for d in docs for s in d.sentences]
-    arrays = encoder.encode_batch(flat)
+    arrays: list[np.ndarray] = []
+    for start in range(0, len(flat), ENCODE_BATCH):
+        arrays += encoder.encode_batch(flat[start : start + ENCODE_BATCH])
     out: list[EncodedDocument] = []
     pos = 0
     for d in docs:
