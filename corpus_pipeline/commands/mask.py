@@ -171,9 +171,9 @@ def vocab_info(args: argparse.Namespace) -> tuple[VocabSpec, dict[str, Any], Mas
 
 
 #: Instances per shard that the default shard count aims at. A shard's writer holds the whole
-#: shard (to shuffle it): 5.0M phase1 instances in 4 shards peaked at 3.0 GB in one worker
-#: (bench/scale.py, 1 GB of XML), so ~250k keeps a writer near 600 MB. Bytes per instance
-#: scale with S and instances per token with 1/S, so the target holds for every preset.
+#: shard (to shuffle it) at ~1.2 KB per phase1 instance (286k instances measured at +330 MB),
+#: so ~250k keeps a writer near 350 MB. Bytes per instance scale with S and instances per
+#: token with 1/S, so the target holds for every preset.
 SHARD_TARGET_INSTANCES = 250_000
 #: Characters of document text per instance token: 4.8 per WordPiece token, but instances
 #: hold ~1.25x the documents' tokens per duplicate (random next segments come from other
