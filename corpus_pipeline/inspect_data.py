@@ -134,7 +134,7 @@ def _manifest_view(root: Path, manifest: dict[str, Any]) -> DatasetView:
         if fmt not in registry.FORMATS:
             continue
         shards = []
-        for shard in manifest.get("shards", []):
+        for shard in registry.shards_with_files(manifest):
             index = int(shard["index"])
             if fmt == "mmap":
                 display = str(root / "mmap" / f"{registry.shard_stem(name, index)}_*")

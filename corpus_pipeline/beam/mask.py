@@ -33,8 +33,8 @@ from corpus_pipeline.config import MaskConfig
 from corpus_pipeline.formats.documents import read_documents
 from corpus_pipeline.formats.spill import write_spill
 from corpus_pipeline.hashing import rng_for
-from corpus_pipeline.records import Document, EncodedDocument
-from corpus_pipeline.stages.masking import MaskStats, MaskVocab, create_instances
+from corpus_pipeline.records import EncodedDocument
+from corpus_pipeline.stages.masking import MaskStats, MaskVocab, create_instances, iter_buckets
 from corpus_pipeline.stages.wordpiece import WordPieceEncoder, encode_documents
 
 STATS_TAG = "stats"
@@ -49,36 +49,6 @@ class VocabSpec:
 
     path: str
     cased: bool
-
-
-def iter_buckets(
-    docs: Iterable[Document], size: int, max_chars: int | None = None
-) -> Iterator[list[Document]]:
-    """Consecutive buckets of ``size`` documents or ``max_chars`` characters, whichever first.
-
-    A bucket closes at the document that reaches either limit, and never with fewer than two
-    documents (negatives come from another document). The documents after the last full
-    bucket join it when they are fewer than half a bucket in both respects (or just one), so
-    no bucket is tiny. Boundaries depend only on the documents.
-    """
-    limit = max_chars if max_chars is not None else 1 << 62
-    pending: list[Document] | None = None
-    held: list[Document] = []
-    chars = 0
-    for d in docs:
-        held.append(d)
-        chars += sum(len(s) for s in d.sentences)
-        if len(held) >= 2 and (len(held) >= size or chars >= limit):
-            if pending is not None:
-                yield pending
-            pending, held, chars = held, [], 0
-    small = len(held) < 2 or (len(held) < size / 2 and chars < limit / 2)
-    if pending is not None and held and small:
-        pending, held = pending + held, []
-    if pending is not None:
-        yield pending
-    if held:
-        yield held
 
 
 def iter_chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

@@ -268,13 +268,20 @@ class PackShardFromDataset(beam.DoFn):
     """Shard ``i`` of an existing unpacked dataset -> packed shard ``i`` of ``spec``."""
 
     def __init__(
-        self, spec: ShardSpec, src_dir: str, src_name: str, src_format: str, progress: Progress
+        self,
+        spec: ShardSpec,
+        src_dir: str,
+        src_name: str,
+        src_format: str,
+        progress: Progress,
+        empty: frozenset[int] = frozenset(),
     ) -> None:
         self.spec = spec
         self.src_dir = src_dir
         self.src_name = src_name
         self.src_format = src_format
         self.progress = progress
+        self.empty = empty  # source shards no instance went to: they have no files
         self.count = BeamCounts()
 
     def process(self, index: int) -> Iterator[dict[str, Any]]:
@@ -284,7 +291,11 @@ class PackShardFromDataset(beam.DoFn):
             self.progress.tick()
             return
         count = ShardCounts(self.count)
-        instances = read_source_shard(self.src_format, self.src_dir, self.src_name, index)
+        instances = (
+            []
+            if index in self.empty
+            else read_source_shard(self.src_format, self.src_dir, self.src_name, index)
+        )
         count("pack/read_instances", len(instances))
         yield write_shard(
             self.spec, index, order_instances(instances, self.spec.seed, index), count

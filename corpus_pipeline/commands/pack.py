@@ -111,7 +111,9 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     fsio.rmtree(work)
     if not fsio.is_remote(work):
         os.makedirs(work)
-    indices = [s["index"] for s in m["shards"] if s["instances"]]
+    # Every source shard, so packed shard i is source shard i; empty ones give empty shards.
+    indices = [s["index"] for s in m["shards"]]
+    empty = frozenset(s["index"] for s in m["shards"] if not s["instances"])
     with progress_bar(len(indices), "pack", unit="shard") as progress:
 
         def build(p: beam.Pipeline) -> None:
@@ -120,7 +122,7 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
                 | "Shards" >> beam.Create(indices, reshuffle=False)
                 | "Spread" >> beam.Reshuffle()
                 | "Pack"
-                >> beam.ParDo(PackShardFromDataset(spec, src, m["name"], read_fmt, progress))
+                >> beam.ParDo(PackShardFromDataset(spec, src, m["name"], read_fmt, progress, empty))
                 | "Collect" >> beam.combiners.ToList()
                 | "Save" >> beam.Map(_save_json, os.path.join(work, "shards.json"))
             )

@@ -126,8 +126,14 @@ def iter_dataset(out_dir: str, manifest: dict[str, Any], fmt: str | None = None)
     if fmt not in manifest["formats"]:
         raise UserError(f"{out_dir}: has no {fmt} shards (it has {', '.join(manifest['formats'])})")
     packed = manifest.get("kind") == "packed"
-    for shard in manifest["shards"]:
+    for shard in shards_with_files(manifest):
         yield from read_shard(fmt, out_dir, manifest["name"], shard["index"], packed)
+
+
+def shards_with_files(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The manifest's shards that have files: a shard no instance went to has none (small
+    inputs, many shards)."""
+    return [s for s in manifest.get("shards", []) if s.get("files")]
 
 
 def instances_of(records: Iterable[Instance | Pack]) -> Iterator[Instance]:

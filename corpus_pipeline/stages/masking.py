@@ -56,10 +56,10 @@ from __future__ import annotations
 import bisect
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from os import PathLike
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -658,6 +658,45 @@ def _col_bits(S: int) -> int:
 
 def _batch_rows(cfg: MaskConfig) -> int:
     return max(64, _MAX_BATCH_CELLS // cfg.max_seq_length)
+
+
+class _HasSentences(Protocol):
+    @property
+    def sentences(self) -> Sequence[Sized]: ...
+
+
+_D = TypeVar("_D", bound=_HasSentences)
+
+
+def iter_buckets(docs: Iterable[_D], size: int, max_chars: int | None = None) -> Iterator[list[_D]]:
+    """Consecutive buckets of ``size`` documents or ``max_chars`` characters, whichever first.
+
+    ``docs`` are :class:`~corpus_pipeline.records.Document` (sizes in characters) or
+    :class:`EncodedDocument` (sizes in tokens).
+
+    A bucket closes at the document that reaches either limit, and never with fewer than two
+    documents (negatives come from another document). The documents after the last full
+    bucket join it when they are fewer than half a bucket in both respects (or just one), so
+    no bucket is tiny. Boundaries depend only on the documents.
+    """
+    limit = max_chars if max_chars is not None else 1 << 62
+    pending: list[_D] | None = None
+    held: list[_D] = []
+    chars = 0
+    for d in docs:
+        held.append(d)
+        chars += sum(len(s) for s in d.sentences)
+        if len(held) >= 2 and (len(held) >= size or chars >= limit):
+            if pending is not None:
+                yield pending
+            pending, held, chars = held, [], 0
+    small = len(held) < 2 or (len(held) < size / 2 and chars < limit / 2)
+    if pending is not None and held and small:
+        pending, held = pending + held, []
+    if pending is not None:
+        yield pending
+    if held:
+        yield held
 
 
 def create_instances(

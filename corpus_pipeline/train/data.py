@@ -83,6 +83,10 @@ MODEL_KEYS = (
 # The dataset folder
 
 
+# Characters per WordPiece token (bundled excerpt: 2.58M characters, 539k tokens).
+DYNAMIC_CHARS_PER_TOKEN = 4.8
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
     """What the trainer needs from a dataset folder's manifest.
@@ -549,7 +553,7 @@ class PretrainingStream:
     def dynamic_records(self, epoch: int, stream: int, workers: int) -> Iterator[Instance]:
         """Freshly masked instances of the documents of ``stream`` in ``epoch``."""
         from corpus_pipeline.formats.mmap import IndexedDatasetReader
-        from corpus_pipeline.stages.masking import MaskVocab, create_instances
+        from corpus_pipeline.stages.masking import MaskVocab, create_instances, iter_buckets
 
         assert self._mask_cfg is not None and self._vocab_path is not None
         prefix = self.info.megatron_prefix or ""
@@ -567,14 +571,15 @@ class PretrainingStream:
         def count(name: str, n: int = 1) -> None:
             del name, n
 
-        size = max(1, cfg.bucket_size)
-        for start in range(0, len(mine), size):
-            bucket = [
-                EncodedDocument(
-                    id=f"{name}:{d}", sentences=[s.astype(np.int32) for s in reader.document(d)]
-                )
-                for d in mine[start : start + size]
-            ]
+        docs = (
+            EncodedDocument(
+                id=f"{name}:{d}", sentences=[s.astype(np.int32) for s in reader.document(d)]
+            )
+            for d in mine
+        )
+        # The static stage's buckets; its character cap becomes a token cap here.
+        tokens = max(1, int(cfg.bucket_chars / DYNAMIC_CHARS_PER_TOKEN))
+        for bucket in iter_buckets(docs, cfg.bucket_size, tokens):
             for inst in create_instances(bucket, cfg, vocab, count=count):
                 yield _copy_instance(inst)
 

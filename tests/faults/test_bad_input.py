@@ -547,3 +547,44 @@ def test_pack_with_max_per_pack_1_is_the_identity_in_every_format(
         assert all(len(p.instances) == 1 for p in packs)
         assert sorted(i.key() for i in registry.instances_of(packs)) == want
     assert run_cli("verify", out) == 0
+
+
+def test_more_shards_than_instances_leaves_empty_shards_every_tool_reads(tmp_path: Path) -> None:
+    """Two short documents into 8 shards: most shards get no instance and have no files. The
+    readers, ``verify``, ``inspect`` and ``pack`` (whose shard i stays source shard i) all take
+    them, and no instance is lost."""
+    docs = tmp_path / "docs.txt"
+    docs.write_text(
+        "One sentence here. Another one there.\nA third line of text.\n\n"
+        "Second doc begins. It has words.\nMore words follow here.\n"
+    )
+    out = tmp_path / "m"
+    assert mask(docs, out, "--format", "all", "--shards", "8") == 0
+    m = read_manifest(str(out))
+    counts = [s["instances"] for s in m["shards"]]
+    assert len(counts) == 8 and 0 in counts and sum(counts) == m["totals"]["instances"] > 0
+    for fmt in registry.FORMATS:
+        assert len(all_instances(out, fmt)) == sum(counts)
+    assert run_cli("verify", out) == 0
+    assert run_cli("inspect", out, "--show", "1") == 0
+    packed = tmp_path / "p"
+    assert run_cli("pack", "--input", out, "--output", packed, "--workers", "1") == 0
+    pm = read_manifest(str(packed))
+    assert [s["index"] for s in pm["shards"]] == list(range(8))
+    assert [s["instances"] for s in pm["shards"]] == counts
+    assert sorted(i.key() for i in all_instances(packed, "hdf5")) == sorted(
+        i.key() for i in all_instances(out, "hdf5")
+    )
+    assert run_cli("verify", packed) == 0
+
+
+def test_a_closed_pipe_ends_a_verb_quietly(tmp_path: Path, masked_s8: Path) -> None:
+    """``corpus-pipeline inspect OUT | head -0``: the reader is gone before the verb prints
+    (closed right after the start, long before the imports are done); no traceback."""
+    cmd = [sys.executable, "-m", "corpus_pipeline", "inspect", str(masked_s8), "--show", "50"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

@@ -5,8 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corpus_pipeline.beam.mask import iter_buckets, iter_chunks
+from corpus_pipeline.beam.mask import iter_chunks
 from corpus_pipeline.records import Document
+from corpus_pipeline.stages.masking import iter_buckets
 
 
 def docs_of(lengths: list[int]) -> list[Document]:
