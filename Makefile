@@ -59,8 +59,11 @@ format: $(STAMP)
 	$(BIN)/ruff format corpus_pipeline pipelines tests bench
 	$(BIN)/ruff check --fix corpus_pipeline pipelines tests bench
 
+# Test files run in parallel (one file per process: module fixtures are built once), at most 4.
+TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
+
 test: lint $(TRAIN_STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile
 
 # The bundled Wikipedia excerpt + book through the whole pipeline, every format, packed and
 # unpacked, then verify and a short training run.
