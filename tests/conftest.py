@@ -11,6 +11,25 @@ from corpus_pipeline import resources
 # Beam workers and tokenizers must not oversubscribe the 2 cores of CI.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# The longest test files (seconds on 2 cores, serial), started first so that `make test`'s
+# parallel workers (pytest-xdist, one file per worker at a time) do not end on one of them.
+SLOW_FIRST = (
+    "tests/faults/test_kill.py",  # ~90
+    "tests/e2e/test_remote.py",  # ~90
+    "tests/faults/test_bad_input.py",  # ~45
+    "tests/e2e/test_pipeline.py",  # ~40
+    "tests/e2e/test_extract_cli.py",  # ~40
+    "tests/faults/test_worker_death.py",  # ~25
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return SLOW_FIRST.index(path) if path in SLOW_FIRST else len(SLOW_FIRST)
+
+    items.sort(key=rank)  # stable: each file keeps its own order
+
 
 @pytest.fixture(scope="session")
 def wiki_dump():
