@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from corpus_pipeline import __version__, fsio
+from corpus_pipeline import __version__, fsio, tmpdirs
 from corpus_pipeline.errors import UserError
 
 # Verbs in the order `--help` lists them.
@@ -66,7 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unexpected argument {stray[0]!r}")
     # Filesystem flags (--s3_endpoint_url, --project, ...) apply to s3:// / gs:// paths.
     fsio.configure(beam_args)
-    return run_guarded(lambda: args._module.run(args, beam_args))
+
+    def verb() -> int | None:
+        with tmpdirs.private_tmp():
+            return args._module.run(args, beam_args)  # type: ignore[no-any-return]
+
+    return run_guarded(verb)
 
 
 def run_guarded(fn: Callable[[], int | None]) -> int:

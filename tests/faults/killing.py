@@ -187,7 +187,9 @@ def kill_loop(
         else:
             aim, delay = "writing", (lo + u * (hi - lo)) * scale
         since = time.time()
-        killed = start_and_kill(make_cmd(out), delay, tmp / f"kill-{i}")
+        # One TMPDIR for every kill and the final run: what killed runs leave there (their
+        # private temp folders) must be gone after the final run.
+        killed = start_and_kill(make_cmd(out), delay, tmp / "tmpdir")
         kill = Kill(aim, delay, killed, written_since(out, since))
         log.append(kill)
         if not killed:
@@ -293,7 +295,8 @@ def kill_then_finish(
     """
     log = kill_loop(make_cmd, ref, out, tmp, random.Random(seed), kills)
     kept = kept_files(out)
-    final_tmp = tmp / "final"
+    final_tmp = tmp / "tmpdir"
+    left_by_kills = tmpdir_leftovers(final_tmp)
     run_to_end(make_cmd(out), final_tmp)
 
     story = (
@@ -314,7 +317,8 @@ def kill_then_finish(
     assert rewritten == [], f"finished shards written again by the final run: {rewritten}\n{story}"
     assert strays(out) == [], f"stray files after the final run: {strays(out)}\n{story}"
     assert tmpdir_leftovers(final_tmp) == [], (
-        f"the final run left files in its TMPDIR: {tmpdir_leftovers(final_tmp)}\n{story}"
+        f"TMPDIR after the final run: {tmpdir_leftovers(final_tmp)} (the killed runs had left "
+        f"{left_by_kills})\n{story}"
     )
     verify_datasets(out, tmp / "verify")
     return log
