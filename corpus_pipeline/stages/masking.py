@@ -677,25 +677,29 @@ def iter_buckets(docs: Iterable[_D], size: int, max_chars: int | None = None) ->
     A bucket closes at the document that reaches either limit, and never with fewer than two
     documents (negatives come from another document). The documents after the last full
     bucket join it when they are fewer than half a bucket in both respects (or just one), so
-    no bucket is tiny. Boundaries depend only on the documents.
+    no bucket is tiny. A full bucket is therefore yielded once half a bucket more has been
+    read (or the input ends): at most one and a half buckets are held. Boundaries depend only
+    on the documents.
     """
     limit = max_chars if max_chars is not None else 1 << 62
-    pending: list[_D] | None = None
+
+    def small(n: int, chars: int) -> bool:
+        return n < 2 or (n < size / 2 and chars < limit / 2)
+
+    pending: list[_D] | None = None  # a full bucket, held until we know no tail joins it
     held: list[_D] = []
     chars = 0
     for d in docs:
         held.append(d)
         chars += sum(len(s) for s in d.sentences)
+        if pending is not None and not small(len(held), chars):
+            yield pending
+            pending = None
         if len(held) >= 2 and (len(held) >= size or chars >= limit):
-            if pending is not None:
-                yield pending
             pending, held, chars = held, [], 0
-    small = len(held) < 2 or (len(held) < size / 2 and chars < limit / 2)
-    if pending is not None and held and small:
-        pending, held = pending + held, []
     if pending is not None:
-        yield pending
-    if held:
+        yield pending + held if held else pending  # held is small here: it joins
+    elif held:
         yield held
 
 

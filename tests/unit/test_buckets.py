@@ -68,3 +68,24 @@ def test_buckets_partition_the_documents_in_order(
 def test_chunks() -> None:
     assert list(iter_chunks(range(7), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
     assert list(iter_chunks([], 3)) == []
+
+
+def test_a_full_bucket_is_yielded_after_half_a_bucket_more() -> None:
+    """Memory: at most one and a half buckets of documents are held at a time."""
+    consumed = 0
+
+    def counted(docs: list[Document]):
+        nonlocal consumed
+        for d in docs:
+            consumed += 1
+            yield d
+
+    seen = []
+    for bucket in iter_buckets(counted(docs_of([1] * 40)), 8):
+        seen.append((len(bucket), consumed))
+    # Each bucket of 8 comes out once 4 more documents (half a bucket) have been read.
+    assert seen == [(8, 12), (8, 20), (8, 28), (8, 36), (8, 40)]
+    consumed, seen = 0, []
+    for bucket in iter_buckets(counted(docs_of([30] * 20)), 4096, 100):
+        seen.append((len(bucket), consumed))
+    assert seen == [(4, 6), (4, 10), (4, 14), (4, 18), (4, 20)]
