@@ -113,7 +113,7 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
         os.makedirs(work)
     # Every source shard, so packed shard i is source shard i; empty ones give empty shards.
     indices = [s["index"] for s in m["shards"]]
-    empty = frozenset(s["index"] for s in m["shards"] if not s["instances"])
+    empty = frozenset(s["index"] for s in m["shards"] if registry.is_empty_shard(s))
     with progress_bar(len(indices), "pack", unit="shard") as progress:
 
         def build(p: beam.Pipeline) -> None:

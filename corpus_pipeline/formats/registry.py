@@ -12,7 +12,7 @@ Layout of a dataset folder (``i`` = shard index, 5 digits)::
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -130,10 +130,14 @@ def iter_dataset(out_dir: str, manifest: dict[str, Any], fmt: str | None = None)
         yield from read_shard(fmt, out_dir, manifest["name"], shard["index"], packed)
 
 
-def shards_with_files(manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """The manifest's shards that have files: a shard no instance went to has none (small
-    inputs, many shards)."""
-    return [s for s in manifest.get("shards", []) if s.get("files")]
+def is_empty_shard(shard: Mapping[str, Any]) -> bool:
+    """A manifest shard no instance went to (small inputs, many shards): it has no files."""
+    return not shard.get("files") and not shard.get("instances") and not shard.get("records")
+
+
+def shards_with_files(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The manifest's shards, empty ones left out."""
+    return [s for s in manifest.get("shards", []) if not is_empty_shard(s)]
 
 
 def instances_of(records: Iterable[Instance | Pack]) -> Iterator[Instance]:
