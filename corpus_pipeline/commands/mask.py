@@ -31,7 +31,7 @@ from corpus_pipeline.formats.common import atomic_output, sha256_file
 from corpus_pipeline.formats.documents import list_document_paths
 from corpus_pipeline.formats.spill import iter_spills
 from corpus_pipeline.stages.masking import MaskVocab
-from corpus_pipeline.stages.wordpiece import load_vocab_checked
+from corpus_pipeline.stages.wordpiece import CHARS_PER_TOKEN, load_vocab_checked
 
 EXAMPLES = """examples:
   corpus-pipeline mask --input out/docs --output out/wiki-128 --preset phase1 --dupe-factor 5
@@ -175,11 +175,11 @@ def vocab_info(args: argparse.Namespace) -> tuple[VocabSpec, dict[str, Any], Mas
 #: so ~250k keeps a writer near 350 MB. Bytes per instance scale with S and instances per
 #: token with 1/S, so the target holds for every preset.
 SHARD_TARGET_INSTANCES = 250_000
-#: Characters of document text per instance token: 4.8 per WordPiece token, but instances
-#: hold ~1.25x the documents' tokens per duplicate (random next segments come from other
-#: documents, and the unused segments go back). Measured: bundled excerpt 2.58M chars ->
-#: 27.7k phase1 instances at dupe 5 (3.73); the same replicated 40x, 103M bytes -> 1.14M (3.63).
-_CHARS_PER_TOKEN = 3.7
+#: Instance tokens per document token and duplicate: random next segments come from other
+#: documents and unused segments go back, so instances hold more tokens than the documents.
+#: Measured (phase1, dupe 5): bundled excerpt 2.58M chars -> 27.7k instances (1.29); the same
+#: replicated 40x, 103M bytes -> 1.14M instances (1.32).
+_INSTANCE_TOKENS_PER_TOKEN = 1.3
 #: Document text per byte of a dump, by suffix (bundled excerpt: 5.8 MB XML, 1.6 MB bz2, 2.6 MB
 #: of text); anything else (books, documents) counts byte for byte.
 _TEXT_PER_BYTE = {".bz2": 1.6, ".xz": 1.6, ".gz": 1.3, ".xml": 0.44}
@@ -200,7 +200,7 @@ def input_text_bytes(paths: Sequence[str]) -> int:
 
 def default_shards(text_bytes: int, cfg: MaskConfig) -> int:
     """4, or enough shards for ~:data:`SHARD_TARGET_INSTANCES` each (same input, same count)."""
-    tokens = text_bytes / _CHARS_PER_TOKEN
+    tokens = text_bytes / CHARS_PER_TOKEN * _INSTANCE_TOKENS_PER_TOKEN
     instances = cfg.dupe_factor * tokens / max(1, cfg.max_seq_length - 3)
     return max(4, -(-int(instances) // SHARD_TARGET_INSTANCES))
 

@@ -83,10 +83,6 @@ MODEL_KEYS = (
 # The dataset folder
 
 
-# Characters per WordPiece token (bundled excerpt: 2.58M characters, 539k tokens).
-DYNAMIC_CHARS_PER_TOKEN = 4.8
-
-
 @dataclass(frozen=True)
 class DatasetInfo:
     """What the trainer needs from a dataset folder's manifest.
@@ -554,6 +550,7 @@ class PretrainingStream:
         """Freshly masked instances of the documents of ``stream`` in ``epoch``."""
         from corpus_pipeline.formats.mmap import IndexedDatasetReader
         from corpus_pipeline.stages.masking import MaskVocab, create_instances, iter_buckets
+        from corpus_pipeline.stages.wordpiece import CHARS_PER_TOKEN
 
         assert self._mask_cfg is not None and self._vocab_path is not None
         prefix = self.info.megatron_prefix or ""
@@ -578,7 +575,7 @@ class PretrainingStream:
             for d in mine
         )
         # The static stage's buckets; its character cap becomes a token cap here.
-        tokens = max(1, int(cfg.bucket_chars / DYNAMIC_CHARS_PER_TOKEN))
+        tokens = max(1, int(cfg.bucket_chars / CHARS_PER_TOKEN))
         for bucket in iter_buckets(docs, cfg.bucket_size, tokens):
             for inst in create_instances(bucket, cfg, vocab, count=count):
                 yield _copy_instance(inst)
