@@ -139,7 +139,8 @@ def _manifest_view(root: Path, manifest: dict[str, Any]) -> DatasetView:
             if fmt == "mmap":
                 display = str(root / "mmap" / f"{registry.shard_stem(name, index)}_*")
             else:
-                display = str(root / registry.shard_files(fmt, name, index, packed)[0])
+                rel = registry.resolve_shard_files(str(root), fmt, name, index, packed)[0]
+                display = str(root / rel)
 
             def opener(fmt: str = fmt, index: int = index) -> Iterable[Instance | Pack]:
                 return registry.read_shard(fmt, str(root), name, index, packed)
@@ -163,9 +164,10 @@ def _files(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
 
 def _foreign_hdf5(root: Path) -> FormatView | None:
     files = _files(root, _HDF5_SUFFIXES)
-    # DLE's loader keeps the names that contain "training": do the same when some do.
-    training = [p for p in files if "training" in p.name]
-    files = training or files
+    # DLE's loader keeps the names that contain "training", MLPerf's those that contain "part"
+    # (registry.py): do the same when some do.
+    kept = [p for p in files if "training" in p.name or "part" in p.name]
+    files = kept or files
     if not files:
         return None
     first = files[0]
@@ -371,8 +373,30 @@ def _instances(rec: Instance | Pack) -> list[Instance]:
     return rec.instances if isinstance(rec, Pack) else [rec]
 
 
-def format_statistics(view: FormatView, mask_id: int) -> dict[str, Any]:
+def _check_masked_positions(batch: list[Instance], where: list[tuple[str, int]]) -> None:
+    """Raise one line naming the first instance whose masked positions leave its sequence."""
+    for inst, (path, row) in zip(batch, where, strict=True):
+        pos = inst.masked_lm_positions
+        if pos.size and (int(pos.max()) >= len(inst.input_ids) or int(pos.min()) < 0):
+            bad = int(pos.max()) if int(pos.max()) >= len(inst.input_ids) else int(pos.min())
+            raise FormatError(
+                f"{path}: row {row}: masked position {bad} is outside its sequence of "
+                f"{len(inst.input_ids)} tokens: not a valid BERT pretraining shard "
+                "(run `corpus-pipeline verify` on folders we wrote)"
+            )
+
+
+def format_statistics(
+    view: FormatView, mask_id: int, vocab_size: int | None = None
+) -> dict[str, Any]:
     """Statistics of one format's records (streamed).
+
+    With ``vocab_size``, token ids (inputs and masked originals) outside ``0..vocab_size-1``
+    are counted in ``out_of_vocab_ids`` (``out_of_vocab_first``: where the first one is):
+    decoded text shows them as ``<id>``, and a model with that vocabulary cannot embed them.
+
+    Raises:
+        FormatError: A masked position outside its sequence, or a pack longer than S.
 
     Returns:
         ``instances``, ``tokens``, ``mean_length``, ``padding_fraction``,
@@ -391,32 +415,58 @@ def format_statistics(view: FormatView, mask_id: int) -> dict[str, Any]:
     pack_lengths = np.zeros(s + 1, np.int64)
     records = 0
     batch: list[Instance] = []
+    where: list[tuple[str, int]] = []  # (shard path, row) of each instance of the batch
+    oov = 0
+    oov_first: str | None = None
 
     def flush() -> None:
-        nonlocal masked_hist
+        nonlocal masked_hist, oov, oov_first
         if not batch:
             return
-        stats.add_many(batch)
+        try:
+            stats.add_many(batch)
+        except IndexError:
+            _check_masked_positions(batch, where)
+            raise
+        if vocab_size is not None:
+            ids = np.concatenate([np.concatenate((i.input_ids, i.masked_lm_ids)) for i in batch])
+            bad = (ids < 0) | (ids >= vocab_size)
+            n_bad = int(np.count_nonzero(bad))
+            if n_bad:
+                if oov_first is None:
+                    first = next(
+                        j
+                        for j, i in enumerate(batch)
+                        if ((i.input_ids >= vocab_size) | (i.input_ids < 0)).any()
+                        or ((i.masked_lm_ids >= vocab_size) | (i.masked_lm_ids < 0)).any()
+                    )
+                    oov_first = f"{where[first][0]} row {where[first][1]}"
+                oov += n_bad
         m = np.fromiter((i.masked_lm_positions.shape[0] for i in batch), np.int64, len(batch))
         if m.max(initial=0) >= masked_hist.shape[0]:
             masked_hist = np.pad(masked_hist, (0, int(m.max()) + 1 - masked_hist.shape[0]))
         masked_hist += np.bincount(m, minlength=masked_hist.shape[0])
         batch.clear()
+        where.clear()
 
-    for rec in view.records():
-        records += 1
-        members = _instances(rec)
-        if view.packed:
-            n, length = len(members), sum(len(i) for i in members)
-            if n >= pack_sizes.shape[0]:
-                pack_sizes = np.pad(pack_sizes, (0, n + 1 - pack_sizes.shape[0]))
-            pack_sizes[n] += 1
-            if length > s:
-                raise FormatError(f"{view.fmt}: a pack of {length} tokens is longer than S={s}")
-            pack_lengths[length] += 1
-        batch.extend(members)
-        if len(batch) >= _BATCH:
-            flush()
+    for shard in view.shards:
+        for row, rec in enumerate(shard.open()):
+            records += 1
+            members = _instances(rec)
+            if view.packed:
+                n, length = len(members), sum(len(i) for i in members)
+                if n >= pack_sizes.shape[0]:
+                    pack_sizes = np.pad(pack_sizes, (0, n + 1 - pack_sizes.shape[0]))
+                pack_sizes[n] += 1
+                if length > s:
+                    raise FormatError(
+                        f"{shard.path}: row {row}: a pack of {length} tokens is longer than S={s}"
+                    )
+                pack_lengths[length] += 1
+            batch.extend(members)
+            where.extend([(shard.path, row)] * len(members))
+            if len(batch) >= _BATCH:
+                flush()
     flush()
     d = stats.to_dict()
     for key in ("short_target_fraction", "random_special"):
@@ -425,6 +475,9 @@ def format_statistics(view: FormatView, mask_id: int) -> dict[str, Any]:
     d["records"] = records
     d["shards"] = len(view.shards)
     d["packs"] = records if view.packed else None
+    if vocab_size is not None:
+        d["out_of_vocab_ids"] = oov
+        d["out_of_vocab_first"] = oov_first
     if view.packed:
         slots = records * s
         eff = d["tokens"] / slots if slots else None
@@ -473,7 +526,7 @@ def dataset_statistics(
             "max_predictions": fv.max_predictions,
             "max_per_pack": fv.max_per_pack,
             "derived_widths": fv.derived,
-            **format_statistics(fv, voc.mask_id),
+            **format_statistics(fv, voc.mask_id, len(voc.tokens)),
         }
     return out
 

@@ -22,6 +22,11 @@ What is checked, per shard and per format (``formats/registry.py`` names the fil
   S, at most K sequences, at most ``P + K - 1`` masked positions per pack and P per sequence,
   Graphcore's layout (bodies from 0, the [CLS] of sequence k at ``S - k``, position ids).
 * The optional Megatron sentence-level dataset (``manifest["megatron"]``).
+* **The manifest itself**: its signature (``formats/manifest.py``) matches its content (an
+  edit that drops a format or changes the seed would otherwise go unnoticed; an unsigned,
+  older manifest is a warning), and no format folder on disk is missing from ``formats``.
+* **Documents folders** (``extract``): each shard's SHA-256 and document count, missing and
+  unlisted shard files.
 
 Every file is streamed (HDF5 in blocks of rows, TFRecord record by record, mmap through memory
 maps in blocks of sequences): memory does not grow with the shard size.
@@ -49,13 +54,15 @@ import numpy as np
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.formats import registry
 from corpus_pipeline.formats.common import FormatError, sha256_file
+from corpus_pipeline.formats.documents import SUFFIX as DOC_SUFFIX
+from corpus_pipeline.formats.documents import read_documents
 from corpus_pipeline.formats.example_proto import (
     ExampleDecodeError,
     decode_example,
     decode_examples,
 )
 from corpus_pipeline.formats.hdf5 import PACKED_KEYS, UNPACKED_KEYS, check_hdf5_structure
-from corpus_pipeline.formats.manifest import MANIFEST, read_manifest
+from corpus_pipeline.formats.manifest import MANIFEST, is_signed, read_manifest, signature_problem
 from corpus_pipeline.formats.mmap import IndexedDatasetReader, token_dtype
 from corpus_pipeline.formats.tfrecord import (
     PACKED_FEATURES,
@@ -91,6 +98,9 @@ class VerifyReport:
         files: Files checked.
         records: Records read (rows, records or sequences, all formats together).
         quick: True when the SHA-256 checks were skipped.
+        warnings: Lines worth a look that are not failures (an unsigned manifest written
+            before manifests were signed).
+        kind: ``instances``, ``packed`` or ``documents`` (a folder written by ``extract``).
     """
 
     problems: list[str] = field(default_factory=list)
@@ -99,6 +109,8 @@ class VerifyReport:
     files: int = 0
     records: int = 0
     quick: bool = False
+    warnings: list[str] = field(default_factory=list)
+    kind: str = "instances"
 
     @property
     def ok(self) -> bool:
@@ -107,11 +119,17 @@ class VerifyReport:
 
     def summary(self) -> str:
         """The one-line summary printed on success (or the problem count)."""
-        what = (
-            f"{self.shards} shard{'s' if self.shards != 1 else ''} x "
-            f"{len(self.formats)} format{'s' if len(self.formats) != 1 else ''} "
-            f"({', '.join(self.formats)}), {self.files} files, {self.records} records checked"
-        )
+        if self.kind == "documents":
+            what = (
+                f"{self.shards} document shard{'s' if self.shards != 1 else ''}, "
+                f"{self.files} files, {self.records} documents checked"
+            )
+        else:
+            what = (
+                f"{self.shards} shard{'s' if self.shards != 1 else ''} x "
+                f"{len(self.formats)} format{'s' if len(self.formats) != 1 else ''} "
+                f"({', '.join(self.formats)}), {self.files} files, {self.records} records checked"
+            )
         sha = "sha256 skipped (--quick)" if self.quick else "sha256 verified"
         if self.ok:
             return f"OK: {what}, {sha}"
@@ -1064,6 +1082,9 @@ def _verify_shard_format(spec: _Spec, fmt: str, shard: Mapping[str, Any]) -> _Re
     index = int(shard["index"])
     expected = registry.shard_files(fmt, spec.name, index, spec.packed)
     entries = (shard.get("files") or {}).get(fmt)
+    legacy = registry.legacy_shard_files(fmt, spec.name, index, spec.packed)
+    if legacy is not None and [str(e.get("path")) for e in entries or []] == legacy:
+        expected = legacy  # written before packed HDF5 shards were renamed: still valid
     if entries is None:
         res.problems.append(_line(out / MANIFEST, f"shard {index} lists no {fmt} files"))
         entries = [{"path": rel} for rel in expected]
@@ -1147,6 +1168,86 @@ def _stray_files(out: Path, manifest: Mapping[str, Any], formats: Sequence[str])
     return problems
 
 
+def _unlisted_format_folders(out: Path, manifest: Mapping[str, Any]) -> list[str]:
+    """Format folders with files on disk that the manifest does not list (an edited or stale
+    manifest: nothing would check them, yet consumers pointed at the folder read them)."""
+    listed = set(manifest.get("formats") or [])
+    problems = []
+    for fmt in registry.FORMATS:
+        d = out / fmt
+        if fmt in listed or not d.is_dir():
+            continue
+        if any(e.is_file() for e in os.scandir(d)):
+            problems.append(
+                _line(
+                    d,
+                    f"a {fmt} folder the manifest does not list (formats: "
+                    f"{', '.join(manifest.get('formats') or []) or 'none'}): "
+                    "remove it, or re-run the command that wrote the dataset",
+                )
+            )
+    return problems
+
+
+def _verify_documents(
+    out: Path, manifest: Mapping[str, Any], quick: bool, report: VerifyReport
+) -> None:
+    """A documents folder (``extract``, or ``run``'s ``docs/``): every shard file's sha256 and
+    document count against the manifest, missing and unlisted shard files, temp files."""
+    mpath = out / MANIFEST
+    shards = list(manifest.get("shards") or [])
+    fmt = str(manifest.get("format") or "text")
+    suffix = DOC_SUFFIX.get(fmt, ".txt")
+    listed: set[str] = set()
+    total = 0
+    for i, shard in enumerate(shards):
+        rel = str(shard.get("path", ""))
+        listed.add(rel)
+        path = out / rel
+        report.files += 1
+        if not rel or not path.is_file():
+            report.problems.append(_line(path if rel else mpath, f"shard {i}: missing"))
+            continue
+        if not quick:
+            got = sha256_file(path)
+            want = shard.get("sha256")
+            if got != want:
+                report.problems.append(
+                    _line(
+                        path,
+                        f"sha256 {got[:16]}... differs from the manifest's {str(want)[:16]}...",
+                    )
+                )
+        try:
+            n = sum(1 for _ in read_documents(path, fmt))
+        except UserError as e:
+            report.problems.append(_line(path, str(e)))
+            continue
+        report.records += n
+        total += n
+        if n != shard.get("documents"):
+            report.problems.append(
+                _line(path, f"{n} documents, the manifest says {shard.get('documents')}")
+            )
+    want_total = manifest.get("documents")
+    listed_total = sum(int(s.get("documents") or 0) for s in shards)
+    if want_total is not None and want_total != listed_total:
+        report.problems.append(
+            _line(mpath, f"documents is {want_total} but the shards add up to {listed_total}")
+        )
+    for entry in sorted(os.scandir(out), key=lambda e: e.name):
+        if not entry.is_file():
+            continue
+        if is_temp_name(entry.name):
+            report.problems.append(
+                _line(entry.path, "stray temp file (a writer was killed): delete it")
+            )
+        elif entry.name.endswith((".txt", ".jsonl", suffix)) and entry.name not in listed:
+            report.problems.append(
+                _line(entry.path, "not listed in the manifest (consumers may read it): remove it")
+            )
+
+
 def _spec_of(out_dir: str, manifest: Mapping[str, Any], quick: bool) -> _Spec:
     path = os.path.join(out_dir, MANIFEST)
     try:
@@ -1193,7 +1294,28 @@ def run_verification(
     out = str(out_dir)
     if not os.path.isdir(out):
         raise UserError(f"{out}: no such folder: pass a dataset folder (with manifest.json)")
-    manifest = read_manifest(out)
+    manifest = read_manifest(out, check_signature=False)
+    mpath = os.path.join(out, MANIFEST)
+    edited = signature_problem(manifest, mpath)
+    unsigned = (
+        []
+        if is_signed(manifest)
+        else [
+            f"{mpath}: unsigned manifest (written before manifests were signed): an edit to it "
+            "cannot be detected; re-run the command that wrote it to sign it"
+        ]
+    )
+    if manifest.get("kind") == "documents":
+        if formats is not None:
+            raise UserError(f"{out}: a documents folder has no shard formats (drop --format)")
+        report = VerifyReport(
+            shards=len(manifest.get("shards") or []), quick=quick, kind="documents"
+        )
+        report.warnings.extend(unsigned)
+        if edited:
+            report.problems.append(edited)
+        _verify_documents(Path(out), manifest, quick, report)
+        return report
     spec = _spec_of(out, manifest, quick)
     have = [f for f in manifest.get("formats", []) if f in registry.FORMATS]
     if formats is None:
@@ -1206,8 +1328,13 @@ def run_verification(
             )
         fmts = tuple(f for f in have if f in formats)
     shards = list(manifest.get("shards") or [])
-    report = VerifyReport(shards=len(shards), formats=fmts, quick=quick)
-    mpath = os.path.join(out, MANIFEST)
+    report = VerifyReport(
+        shards=len(shards), formats=fmts, quick=quick, kind=str(manifest.get("kind"))
+    )
+    report.warnings.extend(unsigned)
+    if edited:
+        report.problems.append(edited)
+    report.problems.extend(_unlisted_format_folders(Path(out), manifest))
     indices = [s.get("index") for s in shards]
     if sorted(indices) != list(range(len(shards))):
         report.problems.append(

@@ -19,12 +19,12 @@ from corpus_pipeline.beam.extract import (
     find_dump_index,
     plan_tasks,
     skipped_book_files,
-    write_summary,
 )
 from corpus_pipeline.beam.runner import Timer, format_summary, progress_bar, run_pipeline
 from corpus_pipeline.commands.common import add_beam_flags, positive
 from corpus_pipeline.config import ExtractConfig, SentenceConfig
 from corpus_pipeline.errors import UserError
+from corpus_pipeline.formats import manifest as mf
 from corpus_pipeline.formats.documents import DOC_FORMATS
 
 EXAMPLES = """examples:
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
         "counters": counts,
         "config": {"extract": asdict(ecfg), "sentences": asdict(scfg)},
     }
-    write_summary(fsio.join(out, "manifest.json"), manifest)
+    mf.write_manifest(out, manifest)  # signed, like every manifest
     print(
         format_summary(
             f"extract: {manifest['documents']:,} documents in {len(shards)} shards -> {out}",

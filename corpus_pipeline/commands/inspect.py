@@ -97,10 +97,19 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     vocab = load_vocabulary(view, args.vocab)
     if vocab.warning:
         print(f"warning: {vocab.warning}", file=sys.stderr)
+    for w in (view.manifest or {}).get("warnings") or []:
+        print(f"warning: {w['message']}", file=sys.stderr)
     fmts = [args.format] if args.format else list(view.formats)
     stats = {}
     for fmt in fmts:
-        stats[fmt] = format_statistics(view.view(fmt), vocab.mask_id)
+        stats[fmt] = format_statistics(view.view(fmt), vocab.mask_id, len(vocab.tokens))
+        if stats[fmt].get("out_of_vocab_ids"):
+            print(
+                f"warning: {fmt}: {stats[fmt]['out_of_vocab_ids']:,} token id(s) outside the "
+                f"vocabulary of {len(vocab.tokens):,} ({vocab.source}), first at "
+                f"{stats[fmt]['out_of_vocab_first']}: wrong --vocab, or damaged shards",
+                file=sys.stderr,
+            )
     first = fmts[0]
     report_path = None
     if not args.no_report:

@@ -71,6 +71,13 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
 
     src = fsio.abspath(args.input)
     m = mf.read_manifest(src)
+    if m.get("kind") == "documents" or "formats" not in m:
+        docs = m.get("kind") == "documents"
+        what = "is a documents folder (from `extract`), not" if docs else "is not"
+        raise UserError(
+            f"{src}: {what} a masked dataset: pack needs the output of `corpus-pipeline mask` "
+            "(or the unpacked/ folder of `run`)"
+        )
     if m.get("kind") == "packed":
         raise UserError(f"{src}: already packed; pack an unpacked dataset (from `mask`)")
     if args.strategy not in STRATEGIES:

@@ -21,6 +21,11 @@ EXAMPLES = """examples:
   corpus-pipeline verify out/wiki --format hdf5 --quick
   corpus-pipeline verify out/wiki --workers 8
 
+Works on dataset folders (mask, pack, run) and on documents folders (extract, run's docs/):
+for those, each shard's sha256 and document count, and missing or unlisted shard files.
+A manifest edited after it was written (its signature no longer matches) is a problem; an
+unsigned manifest (written by a version before signatures) only gets a warning.
+
 exit status: 0 when every check holds (one OK line), 1 when a problem was found (one line per
 problem, each naming the file), 2 for a usage error (no manifest, unknown format).
 """
@@ -68,6 +73,8 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     formats = parse_formats(args.format) if args.format else None
     workers = positive("--workers", args.workers) if args.workers is not None else None
     report = run_verification(args.out, formats, quick=args.quick, workers=workers)
+    for line in report.warnings:
+        print(f"warning: {line}", file=sys.stderr)
     for line in report.problems:
         print(line)
     if report.ok:

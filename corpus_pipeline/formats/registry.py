@@ -2,11 +2,21 @@
 
 Layout of a dataset folder (``i`` = shard index, 5 digits)::
 
-    hdf5/<name>_training_<i>.hdf5          NVIDIA DLE (unpacked) or MLPerf (packed) schema
+    hdf5/<name>_training_<i>.hdf5          NVIDIA DLE schema (unpacked)
+    hdf5/<name>_part_<i>.hdf5              NVIDIA MLPerf schema (packed)
     tfrecord/<name>_<i>.tfrecord + .index  Google BERT (unpacked) or Graphcore (packed) schema
     mmap/<name>_<i>_<field>.bin + .idx     Megatron MMIDIDX, one indexed dataset per field
     mmap/<name>_text_sentence.bin + .idx   Megatron/ColossalAI sentence-level dataset (optional)
     manifest.json
+
+HDF5 names follow what each consumer's loader keeps from ``os.listdir`` by default: DLE's
+``run_pretraining.py`` keeps names containing ``training``; NVIDIA's MLPerf BERT
+``run_pretraining.py`` (mlcommons/training_results_v2.1,
+``NVIDIA/benchmarks/bert/implementations/pytorch-22.09/run_pretraining.py``) keeps names
+containing ``part_`` in the first epoch and ``part`` in later ones. Unpacked names carry no
+``part`` on purpose: MLPerf's unpacked mode expects variable-length rows and would read our
+padded DLE rows with an all-ones input mask. Packed shards written before this naming
+(``<name>_training_<i>.hdf5``) are still read and verified (:func:`resolve_shard_files`).
 """
 
 from __future__ import annotations
@@ -55,11 +65,33 @@ def shard_files(fmt: str, name: str, index: int, packed: bool) -> list[str]:
     """Relative paths of the files of one shard in one format."""
     stem = shard_stem(name, index)
     if fmt == "hdf5":
+        if packed:
+            return [f"hdf5/{name}_part_{index:05d}.hdf5"]
         return [f"hdf5/{name}_training_{index:05d}.hdf5"]
     if fmt == "tfrecord":
         return [f"tfrecord/{stem}.tfrecord", f"tfrecord/{stem}.index"]
     fields = (*MMAP_FIELDS, "pack_lengths") if packed else MMAP_FIELDS
     return [f"mmap/{stem}_{f}.{ext}" for f in fields for ext in ("bin", "idx")]
+
+
+def legacy_shard_files(fmt: str, name: str, index: int, packed: bool) -> list[str] | None:
+    """The names an older version gave the shard's files, when they differ (packed HDF5)."""
+    if fmt == "hdf5" and packed:
+        return [f"hdf5/{name}_training_{index:05d}.hdf5"]
+    return None
+
+
+def resolve_shard_files(out_dir: str, fmt: str, name: str, index: int, packed: bool) -> list[str]:
+    """:func:`shard_files`, or the legacy names when only those exist in ``out_dir``."""
+    files = shard_files(fmt, name, index, packed)
+    legacy = legacy_shard_files(fmt, name, index, packed)
+    if (
+        legacy is not None
+        and not os.path.exists(os.path.join(out_dir, files[0]))
+        and os.path.exists(os.path.join(out_dir, legacy[0]))
+    ):
+        return legacy
+    return files
 
 
 def open_writer(
@@ -102,7 +134,7 @@ def open_writer(
 
 def read_shard(fmt: str, out_dir: str, name: str, index: int, packed: bool) -> Iterable[Any]:
     """Records (Instance, or Pack when packed) of one shard in one format."""
-    path = os.path.join(out_dir, shard_files(fmt, name, index, packed)[0])
+    path = os.path.join(out_dir, resolve_shard_files(out_dir, fmt, name, index, packed)[0])
     if fmt == "hdf5":
         return hdf5.read_packed_hdf5(path) if packed else hdf5.read_hdf5(path)
     if fmt == "tfrecord":

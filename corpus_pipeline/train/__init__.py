@@ -48,7 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="shards to read (default: the manifest's first format)",
     )
     p.add_argument("--seed", type=int, default=12345)
-    p.add_argument("--checkpoint-dir", default=None, help="write step_XXXXXXXX.pt checkpoints here")
+    p.add_argument(
+        "--output-dir",
+        default="train-out",
+        metavar="DIR",
+        help="where the run saves its results (default: ./train-out): the final model "
+        "(DIR/model.pt: weights, model config, data signature) and, without --checkpoint-dir, "
+        "the checkpoints (DIR/checkpoints/); on SIGTERM or Ctrl-C a checkpoint is written there "
+        "before exiting (143 / 130), and --resume continues from it",
+    )
+    p.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        help="write step_XXXXXXXX.pt checkpoints here (default: OUTPUT_DIR/checkpoints)",
+    )
     p.add_argument(
         "--checkpoint-every", type=int, default=0, help="steps between checkpoints (0: end only)"
     )
@@ -59,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         const="latest",
         default=None,
         metavar="CHECKPOINT",
-        help="resume from CHECKPOINT (default: the latest in --checkpoint-dir)",
+        help="resume from CHECKPOINT (default: the latest in the checkpoint folder); the "
+        "--metrics file is cut back to the checkpoint's step so no step appears twice",
     )
     p.add_argument(
         "--stop-at",
@@ -117,7 +131,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ) from None
             raise
         cfg = loop.TrainConfig(**vars(args))
-        loop.train(cfg)
+        try:
+            loop.train(cfg)
+        except loop.TrainingInterrupted as e:
+            print(str(e), file=sys.stderr)
+            return e.exit_code
         return 0
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

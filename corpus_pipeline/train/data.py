@@ -539,7 +539,9 @@ class PretrainingStream:
             got += 1
             yield rec
         if got != b:
-            rel = registry.shard_files(info.fmt, info.name, index, info.source_packed)[0]
+            rel = registry.resolve_shard_files(
+                info.path, info.fmt, info.name, index, info.source_packed
+            )[0]
             what = "instances" if info.source_packed and not info.packed else "records"
             raise FormatError(
                 f"{os.path.join(info.path, rel)}: {got} {what} but the manifest says {n}: "

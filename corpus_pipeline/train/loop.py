@@ -12,7 +12,14 @@ leftover batches of the others are skipped, so DDP never waits on a rank that st
 
 A checkpoint holds the model, optimizer, scheduler, step, every rank's loader state and RNG
 states, the model config and the data signature (vocabulary sha256/size, S, P); resuming
-refuses data whose signature differs.
+refuses data whose signature differs, and a checkpoint already at or past ``--steps``.
+
+What a run leaves behind (``output_dir``, ``train-out`` on the command line): ``model.pt``,
+the final weights with the model config and the data signature, and, without an explicit
+``checkpoint_dir``, the checkpoints under ``checkpoints/``. SIGTERM and SIGINT (Ctrl-C) end the
+run after the current step with a checkpoint (exit 143 / 130); a resumed run first cuts the
+``--metrics`` file back to the checkpoint's step, so a step killed after it was logged is not
+logged twice.
 """
 
 from __future__ import annotations
@@ -23,12 +30,14 @@ import json
 import math
 import os
 import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -67,6 +76,7 @@ DEFAULT_LR = {
     "large": 5e-5,
 }
 CHECKPOINT_RE = re.compile(r"^step_(\d{8})\.pt$")
+MODEL_FILE = "model.pt"
 _SEED_MASK = 0x7FFF_FFFF_FFFF_FFFF
 
 
@@ -84,6 +94,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     format: str | None = None
     seed: int = 12345
+    output_dir: str | None = None
     checkpoint_dir: str | None = None
     checkpoint_every: int = 0
     keep_checkpoints: int = 3
@@ -104,6 +115,19 @@ class TrainConfig:
     threads: int | None = None
 
 
+class TrainingInterrupted(Exception):
+    """SIGTERM or SIGINT ended the run after a step (a checkpoint was written if possible).
+
+    Attributes:
+        exit_code: 128 + the signal number (143 for SIGTERM, 130 for SIGINT).
+    """
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
 @dataclass
 class TrainResult:
     """What a run did (rank 0's view; losses are this rank's, one per step of this run).
@@ -116,6 +140,7 @@ class TrainResult:
         intervals: Per log interval: ``{"step", "seconds", "tokens", "slots", "rows"}`` summed
             over ranks (tokens = real tokens, slots = B*S).
         checkpoint: Last checkpoint written, if any.
+        model: The final model file written (``output_dir/model.pt``), if any.
     """
 
     first_step: int
@@ -124,6 +149,7 @@ class TrainResult:
     nsp_losses: list[float] = field(default_factory=list)
     intervals: list[dict[str, float]] = field(default_factory=list)
     checkpoint: str | None = None
+    model: str | None = None
 
     def throughput(self, skip_first: bool = True) -> tuple[float, float]:
         """(real tokens/s, real-token fraction) over the logged intervals (the first one,
@@ -301,6 +327,10 @@ class Trainer:
             resolve_vocab(self.info, cfg.vocab)  # refuses a vocab.txt that is not the data's
         self.ckpt: dict[str, Any] | None = None
         self.ckpt_path: str | None = None
+        self.ckpt_dir: str | None = cfg.checkpoint_dir or (
+            os.path.join(cfg.output_dir, "checkpoints") if cfg.output_dir else None
+        )
+        self._signal: int | None = None
         if cfg.resume is not None:
             self._load_resume()
         self.preset = self._preset()
@@ -323,15 +353,26 @@ class Trainer:
         cfg = self.cfg
         path = cfg.resume
         if path in ("", "latest"):
-            if not cfg.checkpoint_dir:
+            if not self.ckpt_dir:
                 raise UserError("--resume needs --checkpoint-dir (or a checkpoint path)")
-            path = latest_checkpoint(cfg.checkpoint_dir)
+            path = latest_checkpoint(self.ckpt_dir)
             if path is None:
-                raise UserError(f"{cfg.checkpoint_dir}: no step_*.pt checkpoint to resume from")
+                raise UserError(f"{self.ckpt_dir}: no step_*.pt checkpoint to resume from")
         assert path is not None
         self.ckpt = load_checkpoint(path)
         self.ckpt_path = path
         check_signature(self.info, self.ckpt["data"], f"checkpoint {path}")
+        step = int(self.ckpt.get("step", 0))
+        if step > cfg.steps:
+            raise UserError(
+                f"--steps {cfg.steps} is below the step of checkpoint {path} ({step}): nothing "
+                f"to train; pass --steps above {step} to train further"
+            )
+        if cfg.stop_at is not None and cfg.stop_at <= step:
+            raise UserError(
+                f"--stop-at {cfg.stop_at} is not after the step of checkpoint {path} ({step}): "
+                "nothing to train"
+            )
 
     def _preset(self) -> str:
         if self.ckpt is not None:
@@ -395,8 +436,62 @@ class Trainer:
             torch.set_num_threads(threads)
 
     def run(self) -> TrainResult:
-        with self._torch_settings():
+        with self._torch_settings(), self._signals():
             return self._run()
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGTERM/SIGINT set a flag the loop checks after each step (checkpoint, then exit);
+        a second one interrupts at once. Only the main thread can install handlers: elsewhere
+        (a trainer run from a worker thread) signals keep their behaviour."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous: dict[int, Any] = {}
+
+        def handler(signum: int, frame: Any) -> None:
+            del frame
+            if self._signal is not None:  # a second signal: stop now
+                signal.signal(signum, previous.get(signum, signal.SIG_DFL))
+                raise KeyboardInterrupt
+            self._signal = signum
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, handler)
+        try:
+            yield
+        finally:
+            for num, old in previous.items():
+                signal.signal(num, old)
+
+    def _stop_requested(self) -> int | None:
+        """The signal that asked this run to stop (on any rank), or None."""
+        if self.dist.world > 1:
+            flag = torch.tensor([self._signal or 0], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            return int(flag.item()) or None
+        return self._signal
+
+    def _trim_metrics(self, step: int) -> None:
+        """Cut the metrics file back to ``step``: the steps after the checkpoint are trained
+        again (and logged again) by the resumed run."""
+        path = self.cfg.metrics
+        if not path or not self.dist.main or not os.path.isfile(path):
+            return
+        kept = []
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                    if int(row["step"]) > step:
+                        continue
+                except (ValueError, KeyError, TypeError):
+                    continue  # the torn last line of a killed run
+                kept.append(line if line.endswith("\n") else line + "\n")
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(kept)
+        os.replace(tmp, path)
 
     def _run(self) -> TrainResult:
         cfg, d, device = self.cfg, self.dist, self.device
@@ -411,6 +506,7 @@ class Trainer:
         if self.ckpt is not None:
             step = self._restore(model, optimizer, scheduler)
             state = self._restore_loader()
+            self._trim_metrics(step)
         else:
             # Dropout differs per rank, deterministically.
             torch.manual_seed(hashing.stable_hash(cfg.seed, "dropout", d.rank) & _SEED_MASK)
@@ -432,6 +528,15 @@ class Trainer:
         loader = make_loader(stream, self.workers, pin_memory=self.cuda)
         end = min(cfg.steps, cfg.stop_at) if cfg.stop_at is not None else cfg.steps
         result = TrainResult(first_step=step + 1)
+        if step >= end:  # resumed from a checkpoint at --steps: the run is complete
+            result.last_step = step
+            self._log(
+                f"train: nothing to train: checkpoint {self.ckpt_path} is at step {step} "
+                f"of {cfg.steps}"
+            )
+            return result
+        if cfg.metrics and d.main:
+            os.makedirs(os.path.dirname(os.path.abspath(cfg.metrics)), exist_ok=True)
         tb = self._tensorboard()
         # Closed in the finally below, with the progress bar and the TensorBoard writer.
         metrics = open(cfg.metrics, "a", encoding="utf-8") if cfg.metrics and d.main else None  # noqa: SIM115
@@ -474,7 +579,19 @@ class Trainer:
                 it = iter(loader)
                 exhausted = False
                 while step < end:
-                    batch = self._next(it)
+                    signum = self._stop_requested()
+                    if signum is not None:
+                        self._interrupt(signum, result, model, optimizer, scheduler, step, state)
+                    try:
+                        batch = self._next(it)
+                    except Exception:
+                        # Ctrl-C reaches DataLoader workers too: a dead worker is the signal's
+                        # doing, not a data error.
+                        if self._signal is None:
+                            raise
+                        self._interrupt(
+                            self._signal, result, model, optimizer, scheduler, step, state
+                        )
                     if batch is None:
                         exhausted = True
                         break
@@ -498,7 +615,7 @@ class Trainer:
                     if step % cfg.log_every == 0 or step == end:
                         self._flush(result, window, counts, t0, step, state, scheduler, tb, metrics)
                         window, counts, t0 = [], [0.0, 0.0, 0.0], time.perf_counter()
-                    if cfg.checkpoint_dir and (
+                    if self.ckpt_dir and (
                         (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == end
                     ):
                         result.checkpoint = self._save(model, optimizer, scheduler, step, state)
@@ -518,6 +635,8 @@ class Trainer:
             if tb is not None:
                 tb.close()
         result.last_step = step
+        if cfg.output_dir:
+            result.model = self._save_model(model, step)
         if d.main and result.mlm_losses:
             k = min(cfg.log_every, len(result.mlm_losses))
             tail = sum(result.mlm_losses[-k:]) / k
@@ -526,8 +645,48 @@ class Trainer:
                 f"end={tail:.4f} (mean of the last {k} steps), nsp_loss "
                 f"end={sum(result.nsp_losses[-k:]) / k:.4f}"
                 + (f"; checkpoint {result.checkpoint}" if result.checkpoint else "")
+                + (f"; model {result.model}" if result.model else "")
             )
         return result
+
+    def _interrupt(
+        self,
+        signum: int,
+        result: TrainResult,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        step: int,
+        state: LoaderState,
+    ) -> NoReturn:
+        """Checkpoint the last finished step (when there is a checkpoint folder), then raise."""
+        name = signal.Signals(signum).name
+        path: str | None = None
+        if self.ckpt_dir and step >= result.first_step:  # a step was trained since the start
+            path = self._save(model, optimizer, scheduler, step, state)
+        elif self.ckpt_path and step == result.first_step - 1:
+            path = self.ckpt_path
+        where = f"checkpoint {path}; continue with --resume" if path else "no checkpoint written"
+        raise TrainingInterrupted(f"interrupted by {name} after step {step}: {where}", signum)
+
+    def _save_model(self, model: nn.Module, step: int) -> str | None:
+        """The final model (weights, config, data signature) as ``output_dir/model.pt``."""
+        directory = self.cfg.output_dir
+        assert directory is not None
+        path = os.path.join(directory, MODEL_FILE)
+        if self.dist.main:
+            os.makedirs(directory, exist_ok=True)
+            _save_atomic(
+                {
+                    "step": step,
+                    "model": model.state_dict(),
+                    "model_config": self.model_cfg.to_dict(),
+                    "preset": self.preset,
+                    "data": self.info.signature(),
+                },
+                path,
+            )
+        return path
 
     def _next(self, it: Iterator[Any]) -> Any:
         """The next batch, or None when this rank or any other has run out (lockstep)."""
@@ -615,7 +774,7 @@ class Trainer:
         d = self.dist
         loaders = _gather(state.to_dict(), d)
         rngs = _gather(_rng_state(), d)
-        directory = self.cfg.checkpoint_dir
+        directory = self.ckpt_dir
         assert directory is not None
         path = os.path.join(directory, f"step_{step:08d}.pt")
         if d.main:

@@ -363,6 +363,8 @@ def test_two_process_ddp_uneven_epochs_checkpoint_and_resume(packed, tmp_path):
         str(ckpt),
         "--keep-checkpoints",
         "0",
+        "--output-dir",
+        str(tmp_path / "out"),
         "--no-progress",
     ]
     _run_ranks([*common, "--checkpoint-every", "2", "--metrics", str(tmp_path / "a.jsonl")])

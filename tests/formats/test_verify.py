@@ -22,7 +22,7 @@ import pytest
 from corpus_pipeline.commands import verify as verify_cmd
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.formats.example_proto import decode_example, encode_example
-from corpus_pipeline.formats.manifest import read_manifest
+from corpus_pipeline.formats.manifest import read_manifest, write_manifest
 from corpus_pipeline.formats.mmap import IndexedDatasetReader
 from corpus_pipeline.formats.tfrecord import frame_record, iter_records
 from corpus_pipeline.testing.datasets import build_dataset
@@ -229,7 +229,7 @@ def test_instance_count_mismatch_is_caught(plain: Path, tmp_path: Path) -> None:
     shard["instances"] = shard["records"] = n + 1
     manifest["totals"]["instances"] += 1
     manifest["totals"]["records"] += 1
-    path.write_text(json.dumps(manifest))
+    write_manifest(str(out), manifest)  # a wrong but honestly written (signed) manifest
     problems = verify_dataset(out, quick=True, workers=1)
     want = [
         f"{out}/hdf5/sample_training_00000.hdf5: {n} records, the manifest says {n + 1}",
@@ -246,7 +246,7 @@ def test_totals_mismatch_is_caught(plain: Path, tmp_path: Path) -> None:
     path = out / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest["totals"]["instances"] += 5
-    path.write_text(json.dumps(manifest))
+    write_manifest(str(out), manifest)  # a wrong but honestly written (signed) manifest
     problems = verify_dataset(out, quick=True, workers=1)
     assert len(problems) == 1 and "totals.instances" in problems[0]
 
@@ -361,7 +361,7 @@ def _pack_rows(f: h5py.File) -> tuple[int, np.ndarray, np.ndarray]:
 
 def test_packed_hdf5_masked_position_on_cls_is_caught(packed: Path, tmp_path: Path) -> None:
     out = copy(packed, tmp_path)
-    target = out / "hdf5/sample_training_00000.hdf5"
+    target = out / "hdf5/sample_part_00000.hdf5"
     with h5py.File(target, "r+") as f:
         r, lens, mlens = _pack_rows(f)
         pos = f["masked_lm_positions"][r].copy()
@@ -376,7 +376,7 @@ def test_packed_hdf5_masked_position_on_cls_is_caught(packed: Path, tmp_path: Pa
 
 def test_packed_hdf5_too_long_pack_is_caught(packed: Path, tmp_path: Path) -> None:
     out = copy(packed, tmp_path)
-    target = out / "hdf5/sample_training_00000.hdf5"
+    target = out / "hdf5/sample_part_00000.hdf5"
     with h5py.File(target, "r+") as f:
         r, lens, _ = _pack_rows(f)
         extra = S + 1 - int(lens.sum())
@@ -446,7 +446,7 @@ def test_megatron_count_mismatch_is_caught(plain: Path, tmp_path: Path) -> None:
     path = out / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest["megatron"]["documents"] += 1
-    path.write_text(json.dumps(manifest))
+    write_manifest(str(out), manifest)  # a wrong but honestly written (signed) manifest
     problems = verify_dataset(out, quick=True, workers=1)
     assert len(problems) == 1 and "documents, the manifest says" in problems[0]
 
@@ -489,7 +489,7 @@ def test_no_manifest_and_unknown_format_are_user_errors(plain: Path, tmp_path: P
     path = out / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest["formats"] = ["hdf5"]
-    path.write_text(json.dumps(manifest))
+    write_manifest(str(out), manifest)  # a wrong but honestly written (signed) manifest
     with pytest.raises(UserError, match="has no tfrecord shards"):
         verify_dataset(out, formats=["tfrecord"])
 
