@@ -19,6 +19,8 @@ from corpus_pipeline.errors import UserError
 
 # Verbs in the order `--help` lists them.
 COMMANDS = ("download", "extract", "vocab", "mask", "pack", "run", "verify", "inspect")
+# Verbs that run a Beam pipeline: their unknown flags must be Beam's (the others refuse any).
+BEAM_VERBS = ("extract", "mask", "pack", "run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         module = importlib.import_module(f"corpus_pipeline.commands.{name}")
         p = module.add_parser(sub)
-        p.set_defaults(_module=module)
+        p.set_defaults(_module=module, _parser=p)
     return parser
 
 
@@ -55,19 +57,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler.addFilter(_DropImportNoise())
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
+    # -v/--verbose may also follow the verb (it is a top-level flag).
+    if any(a in ("-v", "--verbose") for a in beam_args):
+        args.verbose = True
+        beam_args = [a for a in beam_args if a not in ("-v", "--verbose")]
     if args.verbose:
         logging.getLogger().setLevel(logging.INFO)
     if not args.verbose:
         # Beam and wikiextractor are chatty at INFO/WARNING; our summary says what matters.
         logging.getLogger("apache_beam").setLevel(logging.ERROR)
         logging.getLogger("wikiextractor").setLevel(logging.ERROR)
-    stray = [a for a in beam_args if not a.startswith("-")]
-    if stray and stray == beam_args:
-        parser.error(f"unexpected argument {stray[0]!r}")
-    # Filesystem flags (--s3_endpoint_url, --project, ...) apply to s3:// / gs:// paths.
-    fsio.configure(beam_args)
 
     def verb() -> int | None:
+        if args.command in BEAM_VERBS:
+            from corpus_pipeline.beam.flags import check_beam_args
+
+            ours = [s for a in args._parser._actions for s in a.option_strings]
+            check_beam_args(beam_args, ours, args.command)
+        # Filesystem flags (--s3_endpoint_url, --project, ...) apply to s3:// / gs:// paths.
+        fsio.configure(beam_args)
         with tmpdirs.private_tmp():
             return args._module.run(args, beam_args)  # type: ignore[no-any-return]
 

@@ -30,6 +30,7 @@ from apache_beam.options.pipeline_options import (
 )
 from tqdm import tqdm
 
+from corpus_pipeline.beam.worker import LOG_ENV
 from corpus_pipeline.errors import UserError
 
 NAMESPACE = "corpus_pipeline"
@@ -284,8 +285,9 @@ class _HeldLogs(logging.Handler):
 
     NAMES = ("apache_beam", "grpc")
 
-    def __init__(self) -> None:
+    def __init__(self, log_path: str | None = None) -> None:
         super().__init__(logging.DEBUG)
+        self.log_path = log_path
         self.records: list[logging.LogRecord] = []
         self._saved: list[tuple[logging.Logger, bool]] = []
         self._thread_errors: list[Any] = []
@@ -311,12 +313,23 @@ class _HeldLogs(logging.Handler):
         threading.excepthook = self._excepthook
         records, self.records = self.records, []
         errors, self._thread_errors = self._thread_errors, []
-        died = _WATCH.failure is not None or any(m in str(exc) for m in _WORKER_DIED)
-        if not died:
+        if exc is None and _WATCH.failure is None:
             for record in records:
                 logging.getLogger(record.name).handle(record)
             for args in errors:
                 self._excepthook(args)
+            return
+        # A failed run: what Beam and gRPC said goes to the worker log, not the terminal (the
+        # failure becomes one error line that names the log).
+        if self.log_path is None:
+            return
+        fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        with contextlib.suppress(OSError), open(self.log_path, "a", encoding="utf-8") as f:
+            f.write("\n--- launcher ---\n")
+            for record in records:
+                f.write(fmt.format(record) + "\n")
+            for args in errors:
+                f.write(f"thread {getattr(args.thread, 'name', '?')}: {args.exc_value!r}\n")
 
 
 def _worker_died_error() -> UserError:
@@ -341,8 +354,13 @@ def run_pipeline(
     if runner is not None:
         _WATCH.install()
     _WATCH.running, _WATCH.failure = True, None
+    # Local workers write their stderr here (corpus_pipeline.beam.worker), in the verb's
+    # private temp folder: removed with it after a success, kept (moved) after a failure.
+    log_path = os.path.join(tempfile.gettempdir(), f"workers-{os.getpid()}.log")
+    old_log = os.environ.get(LOG_ENV)
+    os.environ[LOG_ENV] = log_path
     try:
-        with _HeldLogs():
+        with _HeldLogs(log_path):
             result = p.run()
             result.wait_until_finish()
     except KeyboardInterrupt:
@@ -350,21 +368,72 @@ def run_pipeline(
             raise _worker_died_error() from None
         raise
     except Exception as e:  # a worker's failure comes back wrapped, with its traceback as text
-        text = str(e)
-        if "No space left on device" in text or "ENOSPC" in text:
-            where = re.search(r"(?:writing|to|file) '?(/[^\s':]+)", text)
-            target = f" while writing {where.group(1)}" if where else ""
-            raise UserError(
-                f"disk full{target}: free space or choose another --output, then re-run "
-                "(finished shards are kept)",
-                exit_code=1,
-            ) from None
-        if _WATCH.failure is not None or any(m in text for m in _WORKER_DIED):
-            raise _worker_died_error() from None
-        raise
+        raise pipeline_error(e, log_path) from None
     finally:
         _WATCH.running = False
+        if old_log is None:
+            os.environ.pop(LOG_ENV, None)
+        else:
+            os.environ[LOG_ENV] = old_log
     return query_counters(result)
+
+
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit)): (.+)$", re.MULTILINE)
+
+
+def pipeline_error(e: BaseException, log_path: str) -> UserError:
+    """One error line for a failed pipeline; the tracebacks go to a log file it names."""
+    text = str(e)
+    if "No space left on device" in text or "ENOSPC" in text:
+        where = re.search(r"(?:writing|to|file) '?(/[^\s':]+)", text)
+        target = f" while writing {where.group(1)}" if where else ""
+        return UserError(
+            f"disk full{target}: free space or choose another --output, then re-run "
+            "(finished shards are kept)",
+            exit_code=1,
+        )
+    if _WATCH.failure is not None or any(m in text for m in _WORKER_DIED):
+        return _worker_died_error()
+    kept = _keep_log(log_path, e)
+    where = f"; tracebacks in {kept}" if kept else ""
+    # The innermost exception: the last "SomethingError: message" line of the text, without
+    # the RuntimeError wrappers Beam adds around a worker's exception.
+    matches = _EXCEPTION_LINE.findall(text)
+    if matches:
+        kind, message = matches[-1]
+        while (m := _EXCEPTION_LINE.match(message)) is not None:
+            kind, message = m.group(1), m.group(2)
+    else:
+        kind, message = type(e).__name__, (text.strip().splitlines() or [""])[0]
+    step = re.search(r"\[while running '([^']+)'\]", text)
+    message = re.sub(r"\s*\[while running '[^']+'\]", "", message)
+    if kind.rsplit(".", 1)[-1] in ("UserError", "InputFormatError", "ChecksumError"):
+        return UserError(message + where)
+    at = f" in step {step.group(1)}" if step else ""
+    return UserError(
+        f"the pipeline failed{at}: {kind.rsplit('.', 1)[-1]}: {message[:300]}{where}",
+        exit_code=1,
+    )
+
+
+def _keep_log(log_path: str, e: BaseException) -> str | None:
+    """Move the run's worker log (plus the launcher's exception) out of the private temp
+    folder, so it outlives the verb; returns its new path."""
+    import shutil
+    import traceback
+
+    tmp = tempfile.gettempdir()
+    base = os.path.dirname(tmp) if os.path.basename(tmp).startswith("corpus-pipeline-run-") else tmp
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    kept = os.path.join(base, f"corpus-pipeline-failed-{stamp}-{os.getpid()}.log")
+    try:
+        with open(log_path, "a", encoding="utf-8") as f:
+            f.write("\n--- launcher exception ---\n")
+            f.write("".join(traceback.format_exception(e)))
+        shutil.move(log_path, kept)
+    except OSError:
+        return None
+    return kept
 
 
 def query_counters(result: Any) -> dict[str, int]:

@@ -7,13 +7,15 @@ stderr handler at level NOTSET on the root logger; the harness then sets the roo
 every worker printed ~20 INFO lines per run (channels opened, harness starting and exiting).
 Here a stderr handler at WARNING is installed first, then the harness runs unchanged: its INFO
 records still reach the runner through Beam's logging channel, warnings and errors (with their
-tracebacks) still reach the terminal. :class:`corpus_pipeline.beam.runner.LocalRunner` puts
+tracebacks) go to the run's worker log (:data:`LOG_ENV`), which the launcher names in its one
+error line when the run fails. :class:`corpus_pipeline.beam.runner.LocalRunner` puts
 this module in place of Beam's in the worker command line.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 
@@ -29,7 +31,21 @@ class _DropKnownNoise(logging.Filter):
         return not any(n in message for n in self._NOISE)
 
 
+#: The launcher names a file here; the worker's stderr (log records, tracebacks, anything a
+#: library prints) goes there instead of the terminal. See ``runner.run_pipeline``.
+LOG_ENV = "CORPUS_PIPELINE_WORKER_LOG"
+
+
 def main() -> None:
+    log = os.environ.get(LOG_ENV)
+    if log:
+        try:
+            fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError:
+            pass  # no room for a log: stderr stays the terminal
+        else:
+            os.dup2(fd, 2)
+            os.close(fd)
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(logging.WARNING)
     handler.addFilter(_DropKnownNoise())

@@ -18,6 +18,8 @@ PAYLOAD = SAMPLE_WIKI_DUMP.read_bytes()
 DATE = "20240101"
 ARTICLES = f"enwiki-{DATE}-pages-articles.xml.bz2"
 ARTICLES_PATH = f"/enwiki/{DATE}/{ARTICLES}"
+MULTI = f"enwiki-{DATE}-pages-articles-multistream.xml.bz2"
+MULTI_INDEX = f"enwiki-{DATE}-pages-articles-multistream-index.txt.bz2"
 REPO = Path(__file__).resolve().parents[2]
 FAST = ["--backoff", "0", "--timeout", "10", "--retries", "3"]
 
@@ -41,10 +43,25 @@ def _cli(*argv: str | Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_download_fetches_the_multistream_dump_and_its_index_by_default(
+    site: Path, tmp_path: Path
+) -> None:
+    """The multistream dump is the default: a damaged stream costs ~100 pages, and extraction
+    runs one task per stream (the single-stream dump was the default before)."""
+    dest = tmp_path / "raw"
+    with DumpServer(site) as srv:
+        proc = _cli("--dest", dest, "--mirror", srv.url, "--date", DATE, *FAST)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in dest.iterdir()) == sorted([MULTI, MULTI_INDEX])
+    assert (dest / MULTI).read_bytes() == PAYLOAD
+
+
 def test_download_dump_via_the_console_entry_point(site: Path, tmp_path: Path) -> None:
     dest = tmp_path / "raw"
     with DumpServer(site, Faults(cut_at={ARTICLES_PATH: [123_456]})) as srv:
-        proc = _cli("--dest", dest, "--mirror", srv.url, "--date", DATE, *FAST)
+        proc = _cli(
+            "--dest", dest, "--mirror", srv.url, "--date", DATE, "--kind", "pages-articles", *FAST
+        )
     assert proc.returncode == 0, proc.stderr
     assert (dest / ARTICLES).read_bytes() == PAYLOAD
     assert [r.range for r in srv.gets(ARTICLES_PATH)] == [None, "bytes=123456-"]
@@ -61,7 +78,9 @@ def test_checksum_mismatch_exits_1_with_one_line_and_no_file(site: Path, tmp_pat
     status.write_text(status.read_text().replace(hashlib.sha1(PAYLOAD).hexdigest(), "f" * 40))
     dest = tmp_path / "raw"
     with DumpServer(site) as srv:
-        proc = _cli("--dest", dest, "--mirror", srv.url, "--date", DATE, *FAST)
+        proc = _cli(
+            "--dest", dest, "--mirror", srv.url, "--date", DATE, "--kind", "pages-articles", *FAST
+        )
     assert proc.returncode == 1
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1, proc.stderr
