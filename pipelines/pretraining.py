@@ -231,7 +231,8 @@ def run(
     )
     for name, m in zip(("unpacked", "packed"), manifests, strict=False):
         print(f"\n{name}: {os.path.join(cfg.output, name)}")
-        mask_cmd.print_report(m, os.path.join(cfg.output, name), counters=False)
+        mask_cmd.print_report(m, os.path.join(cfg.output, name), counters=False, warnings=False)
+    mask_cmd.print_warnings(manifests[0])  # the same for both datasets: once
     return 0
 
 

@@ -1,26 +1,42 @@
 """PTransforms of ``mask``: documents -> WordPiece -> static masking -> shards.
 
-One element per document file. A DoFn reads the file's documents in buckets of at most
-``bucket_size`` documents and ``bucket_chars`` characters (the tail bucket is merged into the
-previous one when it is smaller than half a bucket, so no bucket is tiny), encodes them with
-the word-cached WordPiece encoder, masks them (negatives from another document of the same
-bucket) and spills the instances, ``SPILL_CHUNK`` at a time and grouped by destination shard,
-to spill files. Only ``(shard, SpillRange)`` references cross the GroupByKey; one writer per
-shard reads its ranges back. Memory is bounded by bucket size (the encoded documents), chunk
-size (the instances) and shard size (writing), whatever the corpus size.
+Negatives come from a bucket of documents that spans every document file, so the statistics
+(NSP random next ~50%) and the instances do not depend on how the documents are sharded
+(``--doc-shards``), on the number of shards or on the workers. Three steps:
 
-Determinism: a chunk's key is (file index, bucket index, chunk index); instance ``j`` of a
-chunk goes to the ``j``-th shard drawn from ``rng_for(seed, "shard", key)``; masking draws from generators seeded by (seed,
-document id, duplicate); a shard's writer sorts and permutes its instances with a seeded
-generator. Nothing depends on worker count, bundle boundaries or arrival order.
+1. ``CountDocuments``: each file's documents and characters, summed into the corpus totals
+   (``N`` documents, ``C`` characters; a side input). The number of buckets is
+   ``B = max(1, ceil(N / bucket_size), ceil(C / bucket_chars))``.
+2. ``EncodeAndBucket`` (one element per file): reads the file in chunks, encodes each chunk,
+   and spills its documents grouped by bucket ``stable_hash("mask-bucket", key) % B``, where
+   ``key`` is the document's id, or for Google's text format (ids are positions in a file) a
+   digest of its sentences. Only ``(bucket, SpillRange)`` references cross the GroupByKey.
+3. ``MaskBucket`` (one element per bucket): reads the bucket's documents, orders them
+   canonically (by a hash of the key), cuts them into pieces of at most ``bucket_chars``
+   characters (in tokens: ``bucket_chars / CHARS_PER_TOKEN``; a bucket of long documents is
+   never masked at once), masks each piece (negatives from another document of the piece)
+   and spills the instances, ``SPILL_CHUNK`` at a time and grouped by destination shard.
+   One writer per shard reads its ranges back.
+
+Memory is bounded by the chunk size (step 2), the bucket size (step 3: ``bucket_size``
+documents and ``bucket_chars`` characters on average) and the shard size (writing), whatever
+the corpus size.
+
+Determinism: a bucket's contents depend only on the documents and the totals; an instance
+chunk's key is (bucket, piece, chunk index); instance ``j`` of a chunk goes to the ``j``-th
+shard drawn from ``rng_for(seed, "shard", key)``; masking draws from generators seeded by
+(seed, document key, duplicate); a shard's writer sorts and permutes its instances with a
+seeded generator. Nothing depends on the document files, worker count, bundle boundaries or
+arrival order: ``run`` and ``extract`` + ``mask`` give the same instances.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import apache_beam as beam
@@ -31,11 +47,22 @@ from corpus_pipeline.beam.runner import BeamCounts, Progress
 from corpus_pipeline.beam.shards import ShardSpec, WriteShardFromSpills
 from corpus_pipeline.config import MaskConfig
 from corpus_pipeline.formats.documents import read_documents
-from corpus_pipeline.formats.spill import write_spill
-from corpus_pipeline.hashing import rng_for
-from corpus_pipeline.records import EncodedDocument
-from corpus_pipeline.stages.masking import MaskStats, MaskVocab, create_instances, iter_buckets
-from corpus_pipeline.stages.wordpiece import WordPieceEncoder, encode_documents
+from corpus_pipeline.formats.spill import SpillRange, iter_spills, write_spill
+from corpus_pipeline.hashing import rng_for, stable_hash
+from corpus_pipeline.records import Document, EncodedDocument
+from corpus_pipeline.stages.masking import (
+    MaskStats,
+    MaskVocab,
+    content_digest,
+    create_instances,
+    iter_buckets,
+)
+from corpus_pipeline.stages.wordpiece import (
+    CHARS_PER_TOKEN,
+    WordPieceEncoder,
+    encode_documents,
+    load_vocab_checked,
+)
 
 STATS_TAG = "stats"
 DOCS_TAG = "docs"
@@ -58,21 +85,60 @@ def iter_chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-class MaskDocumentFile(beam.DoFn):
-    """A document file -> spilled, masked instances per bucket (+ stats, + encoded docs)."""
+def document_key(doc: Document) -> str:
+    """The identity of a document for bucketing and random streams, independent of sharding.
+
+    Google's text format has no ids (the reader names documents ``<file>:<index>``, which
+    changes with ``--doc-shards``), so a text document is named by a digest of its sentences;
+    other documents keep their id.
+    """
+    if doc.source != "text":
+        return doc.id
+    return f"text:{stable_hash('document', *doc.sentences):016x}"
+
+
+def num_buckets(documents: int, chars: int, cfg: MaskConfig) -> int:
+    """``max(1, ceil(N / bucket_size), ceil(C / bucket_chars))``: the same for the same corpus."""
+    return max(1, math.ceil(documents / cfg.bucket_size), math.ceil(chars / cfg.bucket_chars))
+
+
+def bucket_of(key: str, buckets: int) -> int:
+    """The negative-sampling bucket of a document key (seed-independent)."""
+    return stable_hash("mask-bucket", key) % buckets
+
+
+def canonical_order(docs: list[EncodedDocument]) -> list[EncodedDocument]:
+    """Documents ordered by a hash of their key (ties, equal keys, by content)."""
+    docs = sorted(docs, key=lambda d: (stable_hash("mask-order", d.id), d.id))
+    if len({d.id for d in docs}) != len(docs):
+        docs.sort(key=lambda d: (stable_hash("mask-order", d.id), d.id, content_digest(d)))
+    return docs
+
+
+class CountDocumentFile(beam.DoFn):
+    """A document file -> (documents, characters)."""
+
+    def process(self, element: tuple[int, str]) -> Iterator[tuple[int, int]]:
+        docs = chars = 0
+        for d in read_documents(element[1]):
+            docs += 1
+            chars += sum(len(s) for s in d.sentences)
+        yield docs, chars
+
+
+class EncodeAndBucket(beam.DoFn):
+    """A document file -> its encoded documents spilled by bucket (+ encoded docs in order)."""
 
     def __init__(
         self,
         vocab: VocabSpec,
         cfg: MaskConfig,
-        num_shards: int,
         spill_dir: str,
         progress: Progress,
         keep_documents: bool,
     ) -> None:
         self.vocab = vocab
         self.cfg = cfg
-        self.num_shards = num_shards
         self.spill_dir = spill_dir
         self.progress = progress
         self.keep_documents = keep_documents
@@ -81,24 +147,68 @@ class MaskDocumentFile(beam.DoFn):
     def setup(self) -> None:
         # A remote vocabulary is downloaded once per worker process.
         self.encoder = WordPieceEncoder(fsio.local_copy(self.vocab.path), cased=self.vocab.cased)
-        self.mvocab = MaskVocab.from_tokens(self.encoder.tokens, source=self.vocab.path)
 
-    def process(self, element: tuple[int, str]) -> Iterator[Any]:
+    def process(self, element: tuple[int, str], totals: tuple[int, int]) -> Iterator[Any]:
         file_index, path = element
         cfg = self.cfg
-        for b, docs in enumerate(
+        buckets = num_buckets(*totals, cfg)
+        for c, docs in enumerate(
             iter_buckets(read_documents(path), cfg.bucket_size, cfg.bucket_chars)
         ):
-            self.count("mask/buckets")
-            encoded = encode_documents(docs, self.encoder, count=self.count)
+            self.count("encode/chars", sum(len(s) for d in docs for s in d.sentences))
+            keyed = [replace(d, id=document_key(d)) for d in docs]
             del docs
+            encoded = encode_documents(keyed, self.encoder, count=self.count)
+            del keyed
+            stripped = _strip(encoded)
+            del encoded
+            groups: dict[int, list[EncodedDocument]] = {}
+            for d in stripped:
+                groups.setdefault(bucket_of(d.id, buckets), []).append(d)
+            # For the Megatron dataset, also the documents in file order (block -1, first).
+            if self.keep_documents and stripped:
+                groups[-1] = stripped
+            spill = os.path.join(self.spill_dir, f"docs-{file_index:05d}-{c:05d}.spill")
+            for b, r in write_spill(spill, (file_index, c), groups).items():
+                if b < 0:
+                    yield beam.pvalue.TaggedOutput(DOCS_TAG, r)
+                else:
+                    yield b, r
+        self.progress.tick()
+
+
+def _strip(docs: list[EncodedDocument]) -> list[EncodedDocument]:
+    return [EncodedDocument(d.id, [np.asarray(s, np.int32) for s in d.sentences]) for d in docs]
+
+
+class MaskBucket(beam.DoFn):
+    """``(bucket, [SpillRange])`` -> spilled, masked instances by shard (+ stats per piece)."""
+
+    def __init__(self, vocab: VocabSpec, cfg: MaskConfig, num_shards: int, spill_dir: str) -> None:
+        self.vocab = vocab
+        self.cfg = cfg
+        self.num_shards = num_shards
+        self.spill_dir = spill_dir
+        self.count = BeamCounts()
+
+    def setup(self) -> None:
+        tokens = load_vocab_checked(fsio.local_copy(self.vocab.path))
+        self.mvocab = MaskVocab.from_tokens(tokens, source=self.vocab.path)
+
+    def process(self, element: tuple[int, Iterable[SpillRange]]) -> Iterator[Any]:
+        bucket, ranges = element
+        cfg = self.cfg
+        docs = canonical_order(list(iter_spills(sorted(ranges))))
+        max_tokens = max(1, math.ceil(cfg.bucket_chars / CHARS_PER_TOKEN))
+        for p, piece in enumerate(iter_buckets(docs, 1 << 62, max_tokens)):
+            self.count("mask/buckets")
             stats = MaskStats.for_config(cfg, self.mvocab)
-            instances = create_instances(encoded, cfg, self.mvocab, count=self.count)
-            # A bucket's instances are spilled SPILL_CHUNK at a time, so a bucket of long
+            instances = create_instances(piece, cfg, self.mvocab, count=self.count)
+            # A piece's instances are spilled SPILL_CHUNK at a time, so a bucket of long
             # documents never holds all its instances. Instance j of chunk `key` goes to a shard
             # drawn from the chunk's own generator: independent of workers and order.
             for c, chunk in enumerate(iter_chunks(instances, SPILL_CHUNK)):
-                key = (file_index, b, c)
+                key = (bucket, p, c)
                 targets = rng_for(cfg.seed, "shard", *key).integers(
                     self.num_shards, size=len(chunk)
                 )
@@ -106,22 +216,11 @@ class MaskDocumentFile(beam.DoFn):
                 for inst, shard in zip(chunk, targets.tolist(), strict=True):
                     groups.setdefault(shard, []).append(inst)
                 stats.add_many(chunk)
-                spill = os.path.join(
-                    self.spill_dir, f"bucket-{file_index:05d}-{b:05d}-{c:04d}.spill"
-                )
+                spill = os.path.join(self.spill_dir, f"bucket-{bucket:06d}-{p:04d}-{c:04d}.spill")
                 for shard, r in write_spill(spill, key, groups).items():
                     yield shard, r
                 del chunk, groups
             yield beam.pvalue.TaggedOutput(STATS_TAG, stats)
-            if self.keep_documents and encoded:
-                doc_spill = os.path.join(self.spill_dir, f"docs-{file_index:05d}-{b:05d}.spill")
-                for _, r in write_spill(doc_spill, (file_index, b), {0: _strip(encoded)}).items():
-                    yield beam.pvalue.TaggedOutput(DOCS_TAG, r)
-        self.progress.tick()
-
-
-def _strip(docs: list[EncodedDocument]) -> list[EncodedDocument]:
-    return [EncodedDocument(d.id, [np.asarray(s, np.int32) for s in d.sentences]) for d in docs]
 
 
 class CombineMaskStats(beam.CombineFn):
@@ -150,12 +249,21 @@ class CombineMaskStats(beam.CombineFn):
         return acc.to_dict()
 
 
+def _sum_totals(element: tuple[None, Iterable[tuple[int, int]]]) -> tuple[int, int]:
+    docs = chars = 0
+    for d, c in element[1]:
+        docs += d
+        chars += c
+    return docs, chars
+
+
 class MaskToShards(beam.PTransform):
     """``(file index, document file path)`` -> masked shards of one or more datasets.
 
     Outputs a dict of PCollections: ``shards`` (``(dataset folder, manifest entry)``),
-    ``stats`` (one dict) and ``docs`` (spill ranges of the encoded documents, when
-    ``keep_documents``, for the Megatron sentence dataset).
+    ``stats`` (one dict), ``docs`` (spill ranges of the encoded documents, when
+    ``keep_documents``, for the Megatron sentence dataset) and ``totals`` (one
+    ``(documents, characters)`` pair: the corpus read).
     """
 
     def __init__(
@@ -183,20 +291,28 @@ class MaskToShards(beam.PTransform):
     def expand(self, files: Any) -> Any:
         if not fsio.is_remote(self.spill_dir):
             os.makedirs(self.spill_dir, exist_ok=True)
+        spread = files | "SpreadFiles" >> beam.Reshuffle()
+        # Corpus totals by a plain GroupByKey on one key (no CombineFn: every runner agrees).
+        totals = (
+            spread
+            | "CountDocuments" >> beam.ParDo(CountDocumentFile())
+            | "KeyTotals" >> beam.Map(lambda t: (None, t))
+            | "GroupTotals" >> beam.GroupByKey()
+            | "SumTotals" >> beam.Map(_sum_totals)
+        )
+        encoded = spread | "EncodeAndBucket" >> beam.ParDo(
+            EncodeAndBucket(
+                self.vocab, self.cfg, self.spill_dir, self.progress, self.keep_documents
+            ),
+            beam.pvalue.AsSingleton(totals, default_value=(0, 0)),
+        ).with_outputs(DOCS_TAG, main="ranges")
         masked = (
-            files
-            | "SpreadFiles" >> beam.Reshuffle()
-            | "EncodeAndMask"
+            encoded.ranges
+            | "GroupByBucket" >> beam.GroupByKey()
+            | "MaskBuckets"
             >> beam.ParDo(
-                MaskDocumentFile(
-                    self.vocab,
-                    self.cfg,
-                    self.num_shards,
-                    self.spill_dir,
-                    self.progress,
-                    self.keep_documents,
-                )
-            ).with_outputs(STATS_TAG, DOCS_TAG, main="ranges")
+                MaskBucket(self.vocab, self.cfg, self.num_shards, self.spill_dir)
+            ).with_outputs(STATS_TAG, main="ranges")
         )
         markers = files.pipeline | "ShardMarkers" >> beam.Create(
             [(s, None) for s in range(self.num_shards)]
@@ -210,4 +326,4 @@ class MaskToShards(beam.PTransform):
         stats = masked[STATS_TAG] | "Stats" >> beam.CombineGlobally(
             CombineMaskStats(self.cfg, self.mask_id)
         )
-        return {"shards": shards, "stats": stats, "docs": masked[DOCS_TAG]}
+        return {"shards": shards, "stats": stats, "docs": encoded[DOCS_TAG], "totals": totals}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -30,7 +31,7 @@ from corpus_pipeline.formats import registry
 from corpus_pipeline.formats.common import atomic_output, sha256_file
 from corpus_pipeline.formats.documents import list_document_paths
 from corpus_pipeline.formats.spill import iter_spills
-from corpus_pipeline.stages.masking import MaskVocab
+from corpus_pipeline.stages.masking import MaskVocab, counter_statistics, statistical_warnings
 from corpus_pipeline.stages.wordpiece import CHARS_PER_TOKEN, load_vocab_checked
 
 EXAMPLES = """examples:
@@ -346,6 +347,8 @@ def finish_datasets(
     stats["short_target_fraction"] = (
         counts.get("mask/short_target", 0) / instances if instances else None
     )
+    stats.update(counter_statistics(counts))
+    warnings = statistical_warnings(stats, counts)
     megatron = _load_json(os.path.join(plan.work, "megatron.json")) if plan.megatron else None
     fsio.rmtree(plan.work)
     manifests = []
@@ -372,6 +375,7 @@ def finish_datasets(
                 "documents": counts.get("encode/passed", 0),
             },
             "statistics": stats,
+            "warnings": warnings,
             "counters": manifest_counters(counts),
             "timings": {"elapsed_seconds": round(elapsed, 2), **timings},
         }
@@ -514,8 +518,16 @@ def _load_json(path: str) -> Any:
         return json.load(f)
 
 
-def print_report(manifest: dict[str, Any], out: str, counters: bool = True) -> None:
-    """The MASKING.md statistics (and the packing report) in a few lines."""
+def print_warnings(manifest: dict[str, Any]) -> None:
+    """The manifest's statistical warnings, one ``warning: `` line each on stderr."""
+    for w in manifest.get("warnings") or []:
+        print(f"warning: {w['message']}", file=sys.stderr)
+
+
+def print_report(
+    manifest: dict[str, Any], out: str, counters: bool = True, warnings: bool = True
+) -> None:
+    """The MASKING.md statistics (and the packing report) in a few lines, then warnings."""
     s = manifest["statistics"]
 
     def pct(x: float | None) -> str:
@@ -552,3 +564,6 @@ def print_report(manifest: dict[str, Any], out: str, counters: bool = True) -> N
             )
         )
     print("\n".join(lines))
+    if warnings:
+        sys.stdout.flush()
+        print_warnings(manifest)

@@ -233,12 +233,13 @@ class _Bucket:
         if dup:
             # Equal ids would follow the caller's order: break ties by content, so the output
             # still depends on the contents only (their streams get an ordinal below).
-            docs.sort(key=lambda d: (d.id, _content_digest(d)))
+            docs.sort(key=lambda d: (d.id, content_digest(d)))
             tally["mask/duplicate_document_id"] += dup
         seen: Counter[str] = Counter()
         pieces: list[np.ndarray] = []
         self.offsets: list[list[int]] = []  # per unit: global offsets of its sentences, n+1
         self.seeds: list[tuple[object, ...]] = []  # per unit: rng key parts after cfg.seed
+        self.long_excess: dict[int, int] = {}  # per unit: tokens of sentences beyond S - 3
         base = 0
         for doc in docs:
             parts: list[list[np.ndarray]] = [[]]
@@ -287,7 +288,8 @@ class _Bucket:
             self.corpus = np.zeros(1, np.int32)
 
 
-def _content_digest(doc: EncodedDocument) -> int:
+def content_digest(doc: EncodedDocument) -> int:
+    """A stable hash of a document's token ids (orders documents with equal ids)."""
     return hashing.stable_hash(*(np.asarray(s, np.int64).tobytes() for s in doc.sentences))
 
 
@@ -339,7 +341,7 @@ def _plan_unit(
     n_units = len(b.offsets)
     half = max_tokens // 2
     plan: list[tuple[int, int, int, int, int, int, int]] = []
-    forced = random_next = fallback = dropped = same_doc = 0
+    forced = random_next = fallback = dropped = same_doc = lost = 0
     start = 0
     i = 0
     while i < n:
@@ -398,6 +400,9 @@ def _plan_unit(
             if la + lb > max_tokens:  # truncated_lengths, inlined
                 fa = min(la, max(half, max_tokens - lb))
                 plan.append((a0, fa, b0, max_tokens - fa, label, la - fa, lb + fa - max_tokens))
+                # Tokens of this document that no instance holds: A's trims, B's when B is
+                # the actual next (a random B's tokens belong to another document).
+                lost += la - fa + (0 if label else lb + fa - max_tokens)
             else:
                 plan.append((a0, la, b0, lb, label, 0, 0))
             random_next += label
@@ -411,6 +416,14 @@ def _plan_unit(
         tally["mask/fallback:no_negative_available"] += fallback
     if same_doc:
         tally["mask/compat:same_document_negative"] += same_doc
+    if lost:
+        tally["mask/truncated_tokens"] += lost
+    tally["mask/source_tokens"] += off[n] - off[0]
+    excess = b.long_excess.get(ui)
+    if excess is None:
+        excess = b.long_excess[ui] = sum(max(0, off[k + 1] - off[k] - max_tokens) for k in range(n))
+    if excess:
+        tally["mask/long_sentence_tokens"] += excess
     if not m:
         return
     tally["mask/random_next"] += random_next
@@ -728,7 +741,11 @@ def create_instances(
             a short target), ``mask/random_next``, ``mask/forced_random_next`` (one-sentence
             chunks), ``mask/truncated``, ``mask/masked``, ``mask/masked:mask_token``,
             ``mask/masked:kept``, ``mask/masked:random``, ``mask/dropped:<reason>``,
-            ``mask/fallback:no_negative_available``, ``mask/duplicate_document_id`` and, in
+            ``mask/fallback:no_negative_available``, ``mask/duplicate_document_id``,
+            ``mask/source_tokens`` (document tokens, once per duplicate),
+            ``mask/truncated_tokens`` (those of them no instance holds, cut by
+            ``truncate_seq_pair``), ``mask/long_sentence_tokens`` (tokens of sentences longer
+            than ``S - 3`` beyond ``S - 3``: no instance can hold them) and, in
             compat mode, ``mask/compat:same_document_negative``.
         google_compat_defects: ``True`` or a :class:`GoogleCompat` to restore Google's
             behaviour for the fixed defects (for comparisons and tests only).
@@ -891,3 +908,102 @@ class MaskStats:
             "random_fraction": frac(self.masked_random, m),
             "random_special": self.random_special if self.special is not None else None,
         }
+
+
+#: Warning thresholds (see :func:`statistical_warnings`).
+MIN_RANDOM_NEXT = 0.40
+MAX_LONG_SENTENCE_FRACTION = 0.01
+MAX_UNK_FRACTION = 0.01
+
+
+def counter_statistics(counters: Mapping[str, int]) -> dict[str, float | None]:
+    """Statistics of a run that come from counters, not instances (None where undefined).
+
+    ``unk_fraction``: [UNK] share of the encoded tokens (``encode/unk`` / ``encode/tokens``);
+    ``tokens_per_char``: encoded tokens per character of document text (``encode/chars``);
+    ``truncated_token_fraction``: share of document tokens (per duplicate) that no instance
+    holds because ``truncate_seq_pair`` cut them (``mask/truncated_tokens`` /
+    ``mask/source_tokens``; Google's algorithm itself cuts ~10% at S=128: a chunk grows by
+    whole sentences until it reaches its target, then loses the overshoot);
+    ``long_sentence_token_fraction``: the share that sentences longer than ``S - 3`` lose
+    whatever the split (``mask/long_sentence_tokens`` / ``mask/source_tokens``).
+    """
+
+    def frac(a: str, d: str) -> float | None:
+        den = counters.get(d, 0)
+        return counters.get(a, 0) / den if den else None
+
+    return {
+        "unk_fraction": frac("encode/unk", "encode/tokens"),
+        "tokens_per_char": frac("encode/tokens", "encode/chars"),
+        "truncated_token_fraction": frac("mask/truncated_tokens", "mask/source_tokens"),
+        "long_sentence_token_fraction": frac("mask/long_sentence_tokens", "mask/source_tokens"),
+    }
+
+
+def statistical_warnings(
+    stats: Mapping[str, Any], counters: Mapping[str, int]
+) -> list[dict[str, Any]]:
+    """Silent statistical failures of a run, as ``{code, message, value}`` dicts.
+
+    Args:
+        stats: The manifest's statistics (``random_next_fraction``, ``unk_fraction``,
+            ``truncated_token_fraction``, ...; see :func:`counter_statistics`).
+        counters: The run's counters (``mask/passed``, ``mask/truncated_tokens``, ...).
+
+    Codes: ``few_documents`` (fewer than 2 documents with tokens: no NSP negative is
+    possible), ``low_random_next`` (NSP random-next share below :data:`MIN_RANDOM_NEXT`;
+    Google's is ~0.5), ``truncation`` (more than :data:`MAX_LONG_SENTENCE_FRACTION` of the
+    document tokens are in sentences longer than ``S - 3``, beyond ``S - 3``: truncation cuts
+    them whatever the split; the normal overshoot cut, ~10% at S=128, does not warn), ``unk`` (more than
+    :data:`MAX_UNK_FRACTION` of the tokens are [UNK]: the vocabulary does not fit the text).
+    """
+    out: list[dict[str, Any]] = []
+    docs = int(counters.get("mask/passed", 0))
+    if docs < 2:
+        out.append(
+            {
+                "code": "few_documents",
+                "message": f"the corpus has {docs} document(s) with tokens: NSP has no "
+                "random-next negatives (they come from another document); add documents",
+                "value": docs,
+            }
+        )
+    rn = stats.get("random_next_fraction")
+    if rn is not None and rn < MIN_RANDOM_NEXT:
+        fallback = int(counters.get("mask/fallback:no_negative_available", 0))
+        dropped = int(counters.get("mask/dropped:no_negative_available", 0))
+        out.append(
+            {
+                "code": "low_random_next",
+                "message": f"NSP random next is {100 * rn:.1f}% (Google's ~50%): "
+                f"{fallback:,} instances fell back to the actual next and {dropped:,} were "
+                "dropped for want of another document",
+                "value": rn,
+            }
+        )
+    long = stats.get("long_sentence_token_fraction")
+    if long is not None and long > MAX_LONG_SENTENCE_FRACTION:
+        lost = int(counters.get("mask/truncated_tokens", 0))
+        tr = stats.get("truncated_token_fraction") or 0.0
+        out.append(
+            {
+                "code": "truncation",
+                "message": f"{lost:,} document tokens ({100 * tr:.1f}%) were cut by truncation, "
+                f"{100 * long:.1f}% in sentences longer than S - 3 that no instance can hold: "
+                "raise --max-seq-length or split the text into shorter sentences",
+                "value": long,
+            }
+        )
+    unk = stats.get("unk_fraction")
+    if unk is not None and unk > MAX_UNK_FRACTION:
+        out.append(
+            {
+                "code": "unk",
+                "message": f"{100 * unk:.1f}% of the tokens are [UNK]: the vocabulary does not "
+                "fit the text; train one with `corpus-pipeline vocab` or pass --vocab "
+                "(--cased for cased text)",
+                "value": unk,
+            }
+        )
+    return out
