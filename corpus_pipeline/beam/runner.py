@@ -26,6 +26,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import (
     DirectOptions,
     PipelineOptions,
+    StandardOptions,
     WorkerOptions,
 )
 from tqdm import tqdm
@@ -82,6 +83,11 @@ def make_runner(beam_args: Sequence[str] = (), options: PipelineOptions | None =
     :mod:`corpus_pipeline.beam.worker`, which keeps their INFO logging off the terminal.
     """
     if _has_flag(beam_args, "--runner"):
+        if options is not None and options.view_as(StandardOptions).runner == "DaskRunner":
+            # Beam knows it only by its full name (apache_beam.runners.dask.dask_runner).
+            from apache_beam.runners.dask.dask_runner import DaskRunner
+
+            return DaskRunner()
         return None  # PipelineOptions carries the runner name
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
@@ -395,7 +401,7 @@ def pipeline_error(e: BaseException, log_path: str) -> UserError:
     if _WATCH.failure is not None or any(m in text for m in _WORKER_DIED):
         return _worker_died_error()
     kept = _keep_log(log_path, e)
-    where = f"; tracebacks in {kept}" if kept else ""
+    log_note = f"; tracebacks in {kept}" if kept else ""
     # The innermost exception: the last "SomethingError: message" line of the text, without
     # the RuntimeError wrappers Beam adds around a worker's exception.
     matches = _EXCEPTION_LINE.findall(text)
@@ -408,10 +414,10 @@ def pipeline_error(e: BaseException, log_path: str) -> UserError:
     step = re.search(r"\[while running '([^']+)'\]", text)
     message = re.sub(r"\s*\[while running '[^']+'\]", "", message)
     if kind.rsplit(".", 1)[-1] in ("UserError", "InputFormatError", "ChecksumError"):
-        return UserError(message + where)
+        return UserError(message + log_note)
     at = f" in step {step.group(1)}" if step else ""
     return UserError(
-        f"the pipeline failed{at}: {kind.rsplit('.', 1)[-1]}: {message[:300]}{where}",
+        f"the pipeline failed{at}: {kind.rsplit('.', 1)[-1]}: {message[:300]}{log_note}",
         exit_code=1,
     )
 
