@@ -21,6 +21,8 @@ class ExtractConfig:
         pages_per_chunk: Pages per work unit when a dump is not multistream.
         max_page_bytes: Pages whose wikitext is larger are dropped (``dropped:too_large``).
         expand_templates: Expand templates defined in the dump (wikiextractor's default).
+        max_loss: Largest share of the input (pages, bytes or streams) that damage may cost
+            (malformed pages, truncated or corrupt streams) before the verb exits 1.
     """
 
     namespaces: tuple[int, ...] = (0,)
@@ -28,6 +30,11 @@ class ExtractConfig:
     pages_per_chunk: int = 200
     max_page_bytes: int = 8 * 1024 * 1024
     expand_templates: bool = True
+    max_loss: float = 0.001
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_loss <= 1.0:
+            raise UserError(f"--max-loss must be a fraction in [0, 1] (got {self.max_loss})")
 
 
 @dataclass(frozen=True)

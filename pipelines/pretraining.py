@@ -28,7 +28,9 @@ from corpus_pipeline.beam.extract import (
     ExtractDocuments,
     cleanup_chunks,
     find_dump_index,
+    loss_report,
     plan_tasks,
+    report_loss,
     skipped_book_files,
 )
 from corpus_pipeline.beam.runner import Progress, Timer, format_summary, progress_bar, run_pipeline
@@ -74,6 +76,14 @@ def add_flags(p: argparse.ArgumentParser, *, wiki: bool = True, books: bool = Tr
             help="Wikipedia dump (multistream index found beside it); repeatable",
         )
         p.add_argument("--index", action="append", default=[], metavar="INDEX")
+        p.add_argument(
+            "--max-loss",
+            type=float,
+            default=ExtractConfig.max_loss,
+            metavar="FRACTION",
+            help="exit 1 when damage (malformed pages, truncated or corrupt streams) costs "
+            f"more than this share of the input (default {ExtractConfig.max_loss})",
+        )
     if books:
         p.add_argument(
             "--books",
@@ -110,6 +120,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         output=fsio.abspath(args.output),
         dumps=pairs,
         books=tuple(book_dirs),
+        extract=ExtractConfig(max_loss=getattr(args, "max_loss", ExtractConfig.max_loss)),
         mask=mask_cmd.mask_config(args),
         pack=mask_cmd.pack_config(args),
         formats=registry.parse_formats(args.format),
@@ -198,6 +209,7 @@ def run(
         "inputs": [fsio.abspath(d) for d, _ in cfg.dumps] + [fsio.abspath(b) for b in cfg.books],
         "shards": doc_shards,
         "documents": sum(s["documents"] for s in doc_shards),
+        "loss": loss_report(counts, cfg.extract.max_loss),
         "config": {"extract": asdict(cfg.extract), "sentences": asdict(cfg.sentences)},
     }
     from corpus_pipeline.formats import manifest as mf
@@ -233,6 +245,7 @@ def run(
         print(f"\n{name}: {os.path.join(cfg.output, name)}")
         mask_cmd.print_report(m, os.path.join(cfg.output, name), counters=False, warnings=False)
     mask_cmd.print_warnings(manifests[0])  # the same for both datasets: once
+    report_loss(docs_manifest["loss"], [d for d, _ in cfg.dumps], built.docs_dir)
     return 0
 
 

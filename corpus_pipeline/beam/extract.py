@@ -1,8 +1,11 @@
 """PTransforms of the text stages: extract articles, split sentences, write document shards.
 
 Elements are coarse: a work unit (one bz2 stream of a multistream dump, one book file) or a
-chunk of ~100-200 raw pages cut from a single-stream dump. Cleaning and sentence splitting are
-fused per chunk; the documents of a chunk are spilled to one temp file, grouped by shard
+chunk of ~100-200 raw pages cut from a single-stream dump. Such a chunk is itself spilled to a
+temp file by the reader, and only its small ``SpillRange`` crosses the reshuffle: FnApiRunner
+keeps a bundle's outputs in memory, and the whole file is one bundle, so the launcher used to
+hold the raw pages of the whole dump (1.5 GiB for 195 MB of XML). Cleaning and sentence
+splitting are fused per chunk; the documents of a chunk are spilled to one temp file, grouped by shard
 (``formats/spill.py``), so only small ``(shard, SpillRange)`` records cross the GroupByKey, and peak memory stays bounded by
 chunk size, not corpus size, even on FnApiRunner (which keeps grouped data in memory).
 
@@ -29,7 +32,7 @@ from corpus_pipeline.config import ExtractConfig, SentenceConfig
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.formats.common import atomic_output, sha256_file
 from corpus_pipeline.formats.documents import SUFFIX, write_document
-from corpus_pipeline.formats.spill import SpillRange, iter_spills, write_spill
+from corpus_pipeline.formats.spill import SpillRange, iter_spills, read_spill, write_spill
 from corpus_pipeline.hashing import stable_hash
 from corpus_pipeline.records import Article, Document
 from corpus_pipeline.sources import books, wikipedia
@@ -166,24 +169,35 @@ class _ChunkDoFn(beam.DoFn):
 
 
 class SplitIntoChunks(_ChunkDoFn):
-    """A single-stream dump: read it sequentially, emit chunks of raw pages (to reshuffle)."""
+    """A single-stream dump: read it sequentially, spill each chunk of raw pages to a temp
+    file and emit only its reference (to reshuffle), so memory does not grow with the dump."""
 
-    def process(self, task: ExtractTask) -> Iterator[tuple[ChunkKey, list[Any]]]:
+    def process(self, task: ExtractTask) -> Iterator[tuple[ChunkKey, SpillRange]]:
         for c, pages in enumerate(
             wikipedia.iter_page_chunks(
-                task.unit, self.ecfg, count=self.count, opener=dump_opener(task.unit.path)
+                task.unit,
+                self.ecfg,
+                count=self.count,
+                opener=dump_opener(task.unit.path),
+                tally=self.count,
             )
         ):
-            yield (task.source_index, task.unit_index, c), pages
+            key = (task.source_index, task.unit_index, c)
+            path = fsio.join(self.tmp_dir, "pages-{:05d}-{:07d}-{:05d}.spill".format(*key))
+            (ref,) = write_spill(path, key, {0: pages}).values()
+            yield key, ref
 
 
 class CleanChunk(_ChunkDoFn):
-    """Raw pages of a chunk -> clean articles -> sentence-split documents -> temp file."""
+    """Raw pages of a chunk (read back from its spill file, then deleted) -> clean articles
+    -> sentence-split documents -> temp file."""
 
-    def process(self, element: tuple[ChunkKey, list[Any]]) -> Iterator[tuple[int, Any]]:
-        key, pages = element
+    def process(self, element: tuple[ChunkKey, SpillRange]) -> Iterator[tuple[int, Any]]:
+        key, ref = element
+        pages = read_spill(ref)
         articles = (wikipedia.clean_page(p, self.ecfg, count=self.count) for p in pages)
         yield from self.spill(key, _documents(articles, self.scfg, self.count))
+        fsio.delete([ref.path])
         self.progress.tick()
 
 
@@ -210,7 +224,11 @@ class ExtractUnit(_ChunkDoFn):
             articles = (
                 wikipedia.clean_page(p, self.ecfg, count=self.count)
                 for chunk in wikipedia.iter_page_chunks(
-                    task.unit, self.ecfg, count=self.count, opener=dump_opener(task.unit.path)
+                    task.unit,
+                    self.ecfg,
+                    count=self.count,
+                    opener=dump_opener(task.unit.path),
+                    tally=self.count,
                 )
                 for p in chunk
             )
@@ -335,3 +353,95 @@ def write_summary(path: str, summary: dict[str, Any]) -> None:
     with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2, sort_keys=True)
         f.write("\n")
+
+
+# ----------------------------------------------------------------------------------------------
+# Loss: the share of the input that damage cost (not the pages dropped on purpose)
+
+
+def loss_report(counts: dict[str, int], max_loss: float) -> dict[str, Any]:
+    """The ``loss`` section of the documents manifest, from the reader's counters.
+
+    Only damage counts: pages dropped as malformed (by reason), pages lost with a truncated
+    or corrupt stream, and damaged streams (units). Redirects, other namespaces, empty,
+    short and oversized pages are choices, not loss. ``share`` is the largest of the page,
+    byte and stream shares: a stream cut off or corrupt loses pages nobody can count.
+    """
+    dropped: dict[str, int] = {}
+    for k, v in counts.items():
+        for prefix in ("extract/malformed_page:", "extract/lost_pages:"):
+            if k.startswith(prefix) and v:
+                reason = k[len(prefix) :]
+                dropped[reason] = dropped.get(reason, 0) + v
+    streams = {
+        p: counts[f"extract/dropped:{p}"]
+        for p in wikipedia.STREAM_PROBLEMS
+        if counts.get(f"extract/dropped:{p}")
+    }
+    pages_read = counts.get("extract/read:pages", 0)
+    bytes_read = counts.get("extract/read:bytes", 0)
+    streams_read = counts.get("extract/read:units", 0)
+    pages_dropped = sum(dropped.values())
+    bytes_dropped = counts.get("extract/lost:bytes", 0)
+    shares = (
+        pages_dropped / max(1, pages_read),
+        bytes_dropped / max(1, bytes_read),
+        sum(streams.values()) / max(1, streams_read),
+    )
+    return {
+        "pages_read": pages_read,
+        "pages_dropped": pages_dropped,
+        "pages_dropped_by_reason": dict(sorted(dropped.items())),
+        "bytes_read": bytes_read,
+        "bytes_dropped": bytes_dropped,
+        "streams_read": streams_read,
+        "streams_damaged": sum(streams.values()),
+        "streams_damaged_by_problem": dict(sorted(streams.items())),
+        "share": max(shares),
+        "max_loss": max_loss,
+    }
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2g}%" if x < 0.01 else f"{100 * x:.1f}%"
+
+
+def describe_loss(loss: dict[str, Any]) -> str:
+    """What was lost, in a few words (empty when nothing was)."""
+    parts = []
+    if loss["pages_dropped"]:
+        reasons = ", ".join(f"{r} {n:,}" for r, n in loss["pages_dropped_by_reason"].items())
+        parts.append(
+            f"{loss['pages_dropped']:,} of {loss['pages_read']:,} pages "
+            f"({_pct(loss['pages_dropped'] / max(1, loss['pages_read']))}) dropped as damaged "
+            f"({reasons}), {loss['bytes_dropped']:,} of {loss['bytes_read']:,} bytes"
+        )
+    if loss["streams_damaged"]:
+        problems = ", ".join(f"{p} {n:,}" for p, n in loss["streams_damaged_by_problem"].items())
+        parts.append(
+            f"{loss['streams_damaged']:,} of {loss['streams_read']:,} streams damaged ({problems})"
+        )
+    return "; ".join(parts)
+
+
+def report_loss(loss: dict[str, Any], inputs: Iterable[str], out: str) -> None:
+    """End of a run: print what damage cost (if anything), and fail (exit 1, one line on
+    stderr) when it is more than ``max_loss`` of the input.
+
+    Raises:
+        UserError: the share lost is over the threshold; the shards are written all the same.
+    """
+    what = describe_loss(loss)
+    if what:
+        print(
+            f"loss: {what}: {_pct(loss['share'])} of the input "
+            f"(max {_pct(loss['max_loss'])}, --max-loss)"
+        )
+    if loss["share"] <= loss["max_loss"]:
+        return
+    names = ", ".join(fsio.basename(p) for p in inputs) or "input"
+    raise UserError(
+        f"{names}: {describe_loss(loss)}: {_pct(loss['share'])} of the input lost "
+        f"(max {_pct(loss['max_loss'])}, --max-loss to change); shards written to {out}",
+        exit_code=1,
+    )

@@ -17,7 +17,9 @@ from corpus_pipeline.beam.extract import (
     ExtractDocuments,
     cleanup_chunks,
     find_dump_index,
+    loss_report,
     plan_tasks,
+    report_loss,
     skipped_book_files,
 )
 from corpus_pipeline.beam.runner import Timer, format_summary, progress_bar, run_pipeline
@@ -90,6 +92,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--no-templates", action="store_true", help="do not expand templates defined in the dump"
     )
+    p.add_argument(
+        "--max-loss",
+        type=float,
+        default=ExtractConfig.max_loss,
+        metavar="FRACTION",
+        help="exit 1 when damage (malformed pages, truncated or corrupt streams) costs more "
+        f"than this share of the input (default {ExtractConfig.max_loss})",
+    )
     add_beam_flags(p)
     return p
 
@@ -107,6 +117,7 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     ecfg = ExtractConfig(
         pages_per_chunk=positive("--pages-per-chunk", args.pages_per_chunk),
         expand_templates=not args.no_templates,
+        max_loss=args.max_loss,
     )
     scfg = SentenceConfig(
         max_sentence_chars=positive("--max-sentence-chars", args.max_sentence_chars)
@@ -151,6 +162,7 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
         "shards": shards,
         "documents": sum(s["documents"] for s in shards),
         "counters": counts,
+        "loss": loss_report(counts, ecfg.max_loss),
         "config": {"extract": asdict(ecfg), "sentences": asdict(scfg)},
     }
     mf.write_manifest(out, manifest)  # signed, like every manifest
@@ -161,6 +173,7 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
             timer.elapsed,
         )
     )
+    report_loss(manifest["loss"], args.input, out)
     return 0
 
 

@@ -8,11 +8,12 @@ Three layers, each usable on its own:
    its index (``offset:page_id:title`` lines) or, without one, by scanning for bz2 stream
    headers. Any other dump (``.xml``, ``.xml.bz2``, ``.gz``, ``.xz``) is one unit.
 2. :func:`read_pages` / :func:`iter_page_chunks` (workers): decompress the unit's byte range as
-   a stream and parse it incrementally (``XMLPullParser``), clearing each ``<page>`` once read,
-   so memory stays bounded by one page (one bz2 stream for multistream units) whatever the
-   dump size. A single-stream dump cannot be decompressed in parallel, so it is cut into
-   chunks of ``pages_per_chunk`` raw pages that the pipeline reshuffles: cleaning, the
-   expensive part, still runs on every worker.
+   a stream, cut it at each ``<page>`` and parse every page on its own (one damaged page is
+   dropped, the reader resynchronises at the next ``<page>``), so memory stays bounded by
+   one page (one bz2 stream for multistream units) whatever the dump size. A single-stream
+   dump cannot be decompressed in parallel, so it is cut into chunks of ``pages_per_chunk``
+   raw pages that the pipeline reshuffles: cleaning, the expensive part, still runs on every
+   worker.
 3. :func:`clean_page` (pure): one raw page to one :class:`~corpus_pipeline.records.Article`
    through wikiextractor's library (``Extractor.clean_text``), with the same choices as its
    CLI: only the article namespace, no redirects, templates expanded, links and lists
@@ -22,7 +23,10 @@ Bad input is a one-line :class:`~corpus_pipeline.errors.InputFormatError` when i
 the launcher (missing file, not XML, not a MediaWiki export, an index that does not match its
 dump) and a counter when it is found on a worker, where raising would kill the whole job for
 one bad stream: ``extract/dropped:truncated_stream``, ``extract/dropped:corrupt_stream``,
-``extract/dropped:malformed_xml``, ``extract/dropped:malformed_page``. A page of unclosed
+``extract/dropped:malformed_xml``, ``extract/dropped:malformed_page`` (with its reason,
+``extract/malformed_page:<reason>``, see :func:`read_pages`). Volume counters
+(``extract/read:*``, ``extract/lost:bytes``, ``extract/lost_pages:*``) say what share of the
+input such damage cost. A page of unclosed
 markup that would make wikiextractor's regexes quadratic has it escaped first, and is counted
 (``extract/escaped:unclosed_markup``).
 """
@@ -35,6 +39,7 @@ import html
 import logging
 import lzma
 import os
+import pyexpat
 import queue
 import re
 import threading
@@ -646,17 +651,78 @@ def _local(tag: str) -> str:
     return tag[tag.rfind("}") + 1 :]
 
 
-def _wrap_prefix(encoding: str) -> bytes:
-    decl = f'<?xml version="1.0" encoding="{encoding}"?><mediawiki>'
-    data = decl.encode(encoding)
-    if encoding.startswith("utf-16"):
-        bom = codecs.BOM_UTF16_LE if encoding.endswith("le") else codecs.BOM_UTF16_BE
-        data = bom + data
-    return data
+_PAGE_OPEN = b"<page>"
+_PAGE_CLOSE = b"</page>"
+_ROOT_CLOSE = b"</mediawiki>"
+# C0 control characters that XML 1.0 forbids (tab, newline and carriage return are allowed).
+_CONTROL_RE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_UNDEFINED_ENTITY = pyexpat.errors.codes[pyexpat.errors.XML_ERROR_UNDEFINED_ENTITY]
+# Reasons a page is dropped as malformed (``extract/malformed_page:<reason>``).
+MALFORMED_REASONS = (
+    "invalid_encoding",
+    "invalid_char",
+    "undefined_entity",
+    "invalid_xml",
+    "missing_field",
+)
+# Stream-level problems, counted once per unit (``extract/dropped:<problem>``).
+STREAM_PROBLEMS = ("truncated_stream", "corrupt_stream", "malformed_xml")
+
+
+def _no_tally(name: str, n: int = 1) -> None:
+    del name, n
+
+
+def _is_utf8(encoding: str) -> bool:
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        return True  # expat would have refused it on the launcher; read the bytes as UTF-8
+    return name in ("utf-8", "ascii")
+
+
+def _invalid_marker(err: UnicodeError) -> tuple[str, int]:
+    """Undecodable input becomes one lone surrogate, which the UTF-8 encoding below turns
+    into the byte 0xFF: invalid UTF-8, so the page holding it is dropped as malformed."""
+    assert isinstance(err, UnicodeDecodeError)
+    return "\udcff", err.end
+
+
+codecs.register_error("corpus_pipeline.invalid", _invalid_marker)
+
+_XML_DECL_RE = re.compile(r"\A\s*<\?xml[^>]*\?>")
+
+
+def _to_utf8(chunks: Iterable[bytes], encoding: str) -> Iterator[bytes]:
+    """Transcode a non-UTF-8 dump (UTF-16) to UTF-8 on the fly, dropping its BOM and XML
+    declaration (which names the old encoding): pages are then cut and parsed as UTF-8."""
+    decoder = codecs.getincrementaldecoder(encoding)("corpus_pipeline.invalid")
+    head = ""
+    started = False
+    for data in chunks:
+        text = decoder.decode(data)
+        if not started:
+            head += text
+            if ">" not in head and len(head) < 4096:
+                continue
+            started = True
+            text = _XML_DECL_RE.sub("", head.lstrip("\ufeff"), count=1)
+        if text:
+            yield text.encode("utf-8", "surrogateescape")
+    text = decoder.decode(b"", final=True)
+    if not started:
+        text = _XML_DECL_RE.sub("", (head + text).lstrip("\ufeff"), count=1)
+    if text:
+        yield text.encode("utf-8", "surrogateescape")
 
 
 def read_pages(
-    unit: WorkUnit, cfg: ExtractConfig, *, count: Count, opener: _Opener = open_local
+    unit: WorkUnit,
+    cfg: ExtractConfig,
+    *,
+    count: Count,
+    opener: _Opener = open_local,
+    tally: Count = _no_tally,
 ) -> Iterator[RawPage]:
     """Stream the raw pages of a work unit, in file order.
 
@@ -664,57 +730,88 @@ def read_pages(
     held until the stream has decoded cleanly (bz2 checks a block's CRC only after emitting
     it, so a corrupt stream could otherwise leak garbled pages).
 
+    One damaged page costs that page only: the decompressed bytes are cut at each
+    ``<page>`` (page text is XML-escaped, so a raw ``<page>`` or ``</page>`` never occurs
+    inside one) and every page is parsed on its own, so a NUL byte, an invalid UTF-8
+    sequence or an undefined entity drops its page and the reader goes on at the next one.
+
     Args:
         unit: From :func:`plan_units`.
         cfg: ``max_page_bytes``: a larger page is yielded with its text dropped
             (``oversized``), so that it costs no memory downstream.
-        count: Counter callback; counts ``extract/dropped:truncated_stream``,
-            ``extract/dropped:corrupt_stream``, ``extract/dropped:malformed_xml`` (each once per
-            unit) and ``extract/dropped:malformed_page``.
+        count: Counter callback for outcomes. Once per unit: ``extract/dropped:<problem>``
+            for a stream-level problem, ``truncated_stream`` (the data ends inside a stream
+            or before ``</mediawiki>``), ``corrupt_stream`` (compressed data that does not
+            decode: the rest of the stream is lost) or ``malformed_xml`` (the header before
+            the first page is not XML). Once per page: ``extract/dropped:malformed_page``
+            plus ``extract/malformed_page:<reason>``, the reason one of
+            ``invalid_encoding`` (bytes that are not UTF-8, or not valid in the dump's
+            declared encoding), ``invalid_char`` (a control character XML forbids, a NUL
+            byte), ``undefined_entity`` (``&foo;``), ``invalid_xml`` (any other syntax
+            error: a broken tag, a page without ``</page>``, data between pages) or
+            ``missing_field`` (no title or no numeric id).
         opener: Opens the dump as a seekable binary file.
+        tally: Counter callback for volumes, from which the share of the input lost is
+            computed: ``extract/read:units`` (1), ``extract/read:pages`` (``<page>``
+            elements met, damaged ones included), ``extract/read:bytes`` (decompressed XML),
+            ``extract/lost:bytes`` (bytes of the pages dropped as malformed or lost with a
+            damaged stream) and ``extract/lost_pages:<problem>`` (pages lost with a
+            truncated or corrupt stream: the page cut by the end, the pages of a corrupt
+            multistream stream decoded before the error; what a corrupt stream held after
+            the error is unknown, hence the separate count of damaged streams).
 
     Yields:
-        One :class:`RawPage` per complete ``<page>`` element.
+        One :class:`RawPage` per complete, well-formed ``<page>`` element.
 
     Raises:
         InputFormatError: the unit is a whole file whose root is not ``<mediawiki>``.
     """
     hold = unit.end is not None
-    held: list[RawPage] = []
-    reader = _PageReader(unit)
+    held: list[tuple[RawPage, int]] = []
+    reader = _PageReader(unit, count, tally)
+    tally("extract/read:units")
     with opener(unit.path) as f:
         # A whole file is read by one worker while the others wait for its chunks: decompress
         # it in a thread (bz2/zlib/lzma release the GIL), overlapped with the XML parsing
         # and with whatever the consumer does between pages.
         raw = _read_range(f, unit.start, unit.end)
-        pages = reader.pages(raw, count, prefetch=unit.end is None)
+        pages = reader.pages(raw, prefetch=unit.end is None)
         try:
-            for page in pages:
+            for page, size in pages:
                 if _utf8_size_over(page.text, cfg.max_page_bytes):
                     # Dropped by clean_page anyway; blanked now so that a 50 MB text is not
                     # held in a chunk, pickled and copied through the shuffle on its way there.
                     page = replace(page, text="", redirect=is_redirect(page), oversized=True)
                 if hold:
-                    held.append(page)
+                    held.append((page, size))
                 else:
                     yield page
         finally:
             pages.close()  # stops the prefetch thread before the file is closed
-    if reader.problem is not None:
-        count(f"extract/dropped:{reader.problem}")
-        log.warning("%s: %s (%s)", unit.describe(), reader.problem, reader.detail)
-        if reader.problem == "corrupt_stream":
-            return
-    yield from held
+    for problem, detail in reader.problems:
+        count(f"extract/dropped:{problem}")
+        log.warning("%s: %s (%s)", unit.describe(), problem, detail)
+    if any(problem == "corrupt_stream" for problem, _ in reader.problems):
+        if held:
+            tally("extract/lost_pages:corrupt_stream", len(held))
+            tally("extract/lost:bytes", sum(size for _, size in held))
+        return
+    for page, _ in held:
+        yield page
 
 
 def iter_page_chunks(
-    unit: WorkUnit, cfg: ExtractConfig, *, count: Count, opener: _Opener = open_local
+    unit: WorkUnit,
+    cfg: ExtractConfig,
+    *,
+    count: Count,
+    opener: _Opener = open_local,
+    tally: Count = _no_tally,
 ) -> Iterator[list[RawPage]]:
     """:func:`read_pages` cut into lists of ``cfg.pages_per_chunk`` pages (the last shorter)."""
     size = max(1, cfg.pages_per_chunk)
     chunk: list[RawPage] = []
-    for page in read_pages(unit, cfg, count=count, opener=opener):
+    for page in read_pages(unit, cfg, count=count, opener=opener, tally=tally):
         chunk.append(page)
         if len(chunk) >= size:
             yield chunk
@@ -724,74 +821,217 @@ def iter_page_chunks(
 
 
 class _PageReader:
-    """Incremental parse of a unit's XML; records the first problem met (if any)."""
+    """Cuts a unit's decompressed XML into pages and parses each one on its own.
 
-    def __init__(self, unit: WorkUnit) -> None:
+    The header (everything before the first ``<page>``: the ``<mediawiki>`` start tag and
+    ``<siteinfo>``) goes through one incremental parser, for the root check and the
+    namespace names. Then the bytes from one ``<page>`` to the next are a segment: its page
+    ends at its first ``</page>``, and anything but whitespace after it (or ``</mediawiki>``
+    at the very end) is damage. Memory: one decompressed chunk plus one page.
+    """
+
+    def __init__(self, unit: WorkUnit, count: Count, tally: Count) -> None:
         self.unit = unit
-        self.problem: str | None = None
-        self.detail = ""
+        self.count = count
+        self.tally = tally
+        self.problems: list[tuple[str, str]] = []
         self.namespaces = dict(_CANONICAL_NAMESPACES)
+        self._header: Any = None if unit.wrap else ET.XMLPullParser(events=("start", "end"))
+        self._depth = 0
+        self._root: ET.Element | None = None
+        self._header_closed = False
+        # A whole file must end with </mediawiki>; units of a multistream dump need not.
+        self._whole = unit.end is None and not unit.wrap
+        self._stray = bytearray()  # data before the first page of a later stream
+        self._stray_bytes = 0
 
     def pages(
-        self, raw: Iterable[bytes], count: Count, prefetch: bool = False
-    ) -> Generator[RawPage, None, None]:
+        self, raw: Iterable[bytes], prefetch: bool = False
+    ) -> Generator[tuple[RawPage, int], None, None]:
         unit = self.unit
         inflater = _Inflater(unit.compression)
         chunks = inflater.inflate(raw)
         if prefetch and unit.compression != "none":
             chunks = _prefetched(chunks)
-        parser: Any = ET.XMLPullParser(events=("start", "end"))
-        if unit.wrap:
-            parser.feed(_wrap_prefix(unit.encoding))
-        root: ET.Element | None = None
-        depth = 0
-        in_page = False
+        if not _is_utf8(unit.encoding):
+            chunks = _to_utf8(chunks, unit.encoding)
+        buf = bytearray()
+        in_pages = False  # buf starts at a <page>
+        scan = 0  # where the search for the next <page> goes on
+        keep = len(_PAGE_OPEN) - 1  # bytes kept back: a marker cut by a chunk boundary
         try:
             for data in chunks:
-                parser.feed(data)
-                for event, elem in parser.read_events():
-                    if event == "start":
-                        depth += 1
-                        if depth == 1:
-                            root = elem
-                            name = _local(elem.tag)
-                            if name != "mediawiki":
-                                raise InputFormatError(
-                                    f"{unit.describe()}: not a MediaWiki export "
-                                    f"(root element <{name}>)"
-                                )
-                        elif depth == 2 and _local(elem.tag) == "page":
-                            in_page = True
+                self.tally("extract/read:bytes", len(data))
+                buf += data
+                if not in_pages:
+                    at = buf.find(_PAGE_OPEN)
+                    if at < 0:
+                        cut = max(0, len(buf) - keep)
+                        if not self._before_pages(bytes(buf[:cut])):
+                            return
+                        del buf[:cut]
                         continue
-                    depth -= 1
-                    if depth != 1:
-                        continue
-                    name = _local(elem.tag)
-                    if name == "page":
-                        in_page = False
-                        page = self._page(elem)
-                        if root is not None:
-                            root.clear()  # drop the parsed page: memory stays one page
-                        if page is None:
-                            count("extract/dropped:malformed_page")
-                        else:
-                            yield page
-                    elif name == "siteinfo":
-                        self._siteinfo(elem)
+                    if not self._before_pages(bytes(buf[:at])):
+                        return
+                    self._check_stray(at_end=False)
+                    del buf[:at]
+                    in_pages = True
+                    scan = len(_PAGE_OPEN)
+                start = 0
+                while True:
+                    nxt = buf.find(_PAGE_OPEN, scan)
+                    if nxt < 0:
+                        break
+                    found = self._segment(buf, start, nxt)
+                    if found is not None:
+                        yield found
+                    start, scan = nxt, nxt + len(_PAGE_OPEN)
+                del buf[:start]
+                scan = max(len(_PAGE_OPEN), len(buf) - keep)
         except _CorruptData as e:
             self._fail("corrupt_stream", str(e))
+            if in_pages and buf:
+                self._lose("corrupt_stream", len(buf))
             return
-        except ET.ParseError as e:
-            self._fail("malformed_xml", str(e))
+        if not in_pages:
+            if not self._before_pages(bytes(buf)):
+                return
+            self._check_stray(at_end=True)
+            if self._whole and not self._header_closed:
+                self._fail("truncated_stream", "XML ends inside the document")
+            elif not inflater.complete:
+                self._fail("truncated_stream", "compressed data ends inside a stream")
             return
-        if not inflater.complete:
-            self._fail("truncated_stream", "compressed data ends inside a stream")
-        elif in_page or (not unit.wrap and unit.end is None and depth > 0):
-            self._fail("truncated_stream", "XML ends inside the document")
+        yield from self._last_segment(bytes(buf), inflater.complete)
 
     def _fail(self, problem: str, detail: str) -> None:
-        self.problem = problem
-        self.detail = detail
+        if all(p != problem for p, _ in self.problems):
+            self.problems.append((problem, detail))
+
+    def _lose(self, problem: str, size: int) -> None:
+        """A page begun but lost with its stream (cut off, or corrupt after it)."""
+        self.tally("extract/read:pages")
+        self.tally(f"extract/lost_pages:{problem}")
+        self.tally("extract/lost:bytes", size)
+
+    def _malformed(self, reason: str, size: int) -> None:
+        self.count("extract/dropped:malformed_page")
+        self.count(f"extract/malformed_page:{reason}")
+        self.tally("extract/lost:bytes", size)
+
+    def _check_stray(self, at_end: bool) -> None:
+        """A later stream of a multistream dump holds pages, then ``</mediawiki>`` in the
+        last one: anything else before its first page is damage (a page without its tag)."""
+        body = self._stray.strip()
+        if at_end and body == _ROOT_CLOSE:
+            return
+        if body:
+            self.tally("extract/read:pages")
+            self._malformed("invalid_xml", self._stray_bytes)
+
+    def _before_pages(self, data: bytes) -> bool:
+        """Data before the first ``<page>``: the header of a whole file (parsed for the root
+        check and the namespaces) or, in a later stream of a multistream dump, whitespace.
+        Returns False when the unit cannot be read further (its header is not XML)."""
+        if self._header is None:
+            if len(self._stray) < 4096:
+                self._stray += data[:4096]
+            self._stray_bytes += len(data)
+            return True
+        if not data or any(p == "malformed_xml" for p, _ in self.problems):
+            return True
+        try:
+            self._header.feed(data)
+            events = list(self._header.read_events())
+        except ET.ParseError as e:
+            self._fail("malformed_xml", str(e))
+            return self._root is not None  # pages after a broken <siteinfo> are still read
+        for event, elem in events:
+            if event == "start":
+                self._depth += 1
+                if self._depth == 1:
+                    self._root = elem
+                    name = _local(elem.tag)
+                    if name != "mediawiki":
+                        raise InputFormatError(
+                            f"{self.unit.describe()}: not a MediaWiki export "
+                            f"(root element <{name}>)"
+                        )
+                continue
+            self._depth -= 1
+            if self._depth == 0:
+                self._header_closed = True
+            elif self._depth == 1:
+                if _local(elem.tag) == "siteinfo":
+                    self._siteinfo(elem)
+                if self._root is not None:
+                    self._root.clear()
+        return True
+
+    def _last_segment(
+        self, seg: bytes, complete: bool
+    ) -> Generator[tuple[RawPage, int], None, None]:
+        """The last page of the unit, followed by ``</mediawiki>`` in an intact last unit."""
+        body = seg.rstrip()
+        if body.endswith(_ROOT_CLOSE):
+            if not complete:
+                self._fail("truncated_stream", "compressed data ends inside a stream")
+            found = self._segment(body, 0, len(body) - len(_ROOT_CLOSE))
+            if found is not None:
+                yield found
+            return
+        if self._whole:
+            self._fail("truncated_stream", "XML ends inside the document")
+        if not complete:
+            self._fail("truncated_stream", "compressed data ends inside a stream")
+        end = seg.find(_PAGE_CLOSE)
+        if end < 0:
+            if self.unit.wrap:
+                self._fail("truncated_stream", "XML ends inside a page")
+            self._lose("truncated_stream", len(seg))
+            return
+        end += len(_PAGE_CLOSE)
+        found = self._segment(seg, 0, end)
+        if found is not None:
+            yield found
+        if seg[end:].strip():
+            self._lose("truncated_stream", len(seg) - end)  # the start of the next page
+
+    def _segment(self, buf: bytes | bytearray, start: int, stop: int) -> tuple[RawPage, int] | None:
+        """``buf[start:stop]``: a ``<page>`` element, then only whitespace. Returns the page
+        and its size, or None when it is dropped as malformed (counted)."""
+        self.tally("extract/read:pages")
+        end = buf.rfind(_PAGE_CLOSE, start, stop)
+        if end < 0:
+            self._malformed(_damage(bytes(buf[start:stop]), None), stop - start)
+            return None
+        end += len(_PAGE_CLOSE)
+        if end < stop and buf[end:stop].strip():
+            self.tally("extract/read:pages")  # bytes after the last </page>: a damaged page
+            self._malformed("invalid_xml", stop - end)
+            stop = end
+        try:
+            elem = _parse(buf, start, end)
+        except ET.ParseError as e:
+            first = buf.find(_PAGE_CLOSE, start, end) + len(_PAGE_CLOSE)
+            if first == end:
+                self._malformed(_damage(bytes(buf[start:end]), e), end - start)
+                return None
+            # Two pages or more in one segment: the <page> tag of the next one is damaged.
+            # Keep the first page if it is intact, drop the rest as one malformed page.
+            self.tally("extract/read:pages")
+            self._malformed("invalid_xml", end - first)
+            end = first
+            try:
+                elem = _parse(buf, start, end)
+            except ET.ParseError as e:
+                self._malformed(_damage(bytes(buf[start:end]), e), end - start)
+                return None
+        page = self._page(elem)
+        if page is None:
+            self._malformed("missing_field", end - start)
+            return None
+        return page, end - start
 
     def _siteinfo(self, elem: ET.Element) -> None:
         for sub in elem.iter():
@@ -843,6 +1083,27 @@ class _PageReader:
             revid=int(revid) if revid and revid.strip().isdigit() else None,
             timestamp=timestamp,
         )
+
+
+def _parse(buf: bytes | bytearray, start: int, end: int) -> ET.Element:
+    """Parse ``buf[start:end]`` as one XML element (no copy of the bytes)."""
+    parser = ET.XMLParser()
+    with memoryview(buf) as view:
+        parser.feed(view[start:end])
+    return parser.close()
+
+
+def _damage(data: bytes, err: ET.ParseError | None) -> str:
+    """Why a page does not parse (one of :data:`MALFORMED_REASONS`)."""
+    if err is not None and getattr(err, "code", None) == _UNDEFINED_ENTITY:
+        return "undefined_entity"
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "invalid_encoding"
+    if _CONTROL_RE.search(data):
+        return "invalid_char"
+    return "invalid_xml"
 
 
 # ----------------------------------------------------------------------------------------------

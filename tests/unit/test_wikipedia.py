@@ -499,8 +499,13 @@ def test_malformed_xml_midway_is_counted(
     path = tmp_path / "broken.xml"
     path.write_bytes(xml[:cut] + b"<page><title>x</titel>" + xml[cut:])
     got, counts = read_all(path)
-    assert counts == {"extract/dropped:malformed_xml": 1}
-    assert got == pages[:1]
+    # The broken page alone is dropped, the reader resyncs at the next <page> (issue 12: it
+    # used to stop there and lose every page after it, counted as malformed_xml).
+    assert counts == {
+        "extract/dropped:malformed_page": 1,
+        "extract/malformed_page:invalid_xml": 1,
+    }
+    assert got == pages
 
 
 def test_index_that_does_not_match_the_dump(tmp_path: Path, multistream: tuple[Path, Path]) -> None:
