@@ -365,7 +365,8 @@ def loss_report(counts: dict[str, int], max_loss: float) -> dict[str, Any]:
     Only damage counts: pages dropped as malformed (by reason), pages lost with a truncated
     or corrupt stream, and damaged streams (units). Redirects, other namespaces, empty,
     short and oversized pages are choices, not loss. ``share`` is the largest of the page,
-    byte and stream shares: a stream cut off or corrupt loses pages nobody can count.
+    byte and stream shares (``share_of`` says which): a stream cut off or corrupt loses
+    pages nobody can count, so a truncated single-stream dump is 1 of 1 streams lost.
     """
     dropped: dict[str, int] = {}
     for k, v in counts.items():
@@ -398,6 +399,7 @@ def loss_report(counts: dict[str, int], max_loss: float) -> dict[str, Any]:
         "streams_damaged": sum(streams.values()),
         "streams_damaged_by_problem": dict(sorted(streams.items())),
         "share": max(shares),
+        "share_of": ("pages", "bytes", "streams")[shares.index(max(shares))],
         "max_loss": max_loss,
     }
 
@@ -432,16 +434,14 @@ def report_loss(loss: dict[str, Any], inputs: Iterable[str], out: str) -> None:
         UserError: the share lost is over the threshold; the shards are written all the same.
     """
     what = describe_loss(loss)
+    worst = f"{_pct(loss['share'])} of the {loss['share_of']} lost"
     if what:
-        print(
-            f"loss: {what}: {_pct(loss['share'])} of the input "
-            f"(max {_pct(loss['max_loss'])}, --max-loss)"
-        )
+        print(f"loss: {what}; {worst} (max {_pct(loss['max_loss'])}, --max-loss)")
     if loss["share"] <= loss["max_loss"]:
         return
     names = ", ".join(fsio.basename(p) for p in inputs) or "input"
     raise UserError(
-        f"{names}: {describe_loss(loss)}: {_pct(loss['share'])} of the input lost "
-        f"(max {_pct(loss['max_loss'])}, --max-loss to change); shards written to {out}",
+        f"{names}: {what}; {worst} (max {_pct(loss['max_loss'])}, --max-loss to change); "
+        f"shards written to {out}",
         exit_code=1,
     )
