@@ -1,10 +1,13 @@
 """Sentence splitting: an article's paragraphs to one clean sentence per line.
 
-nltk's Punkt (Kiss & Strunk 2006, "Unsupervised Multilingual Sentence Boundary Detection") with
-the parameters bundled in ``corpus_pipeline/data/punkt_tab/<language>/`` (nltk's ``punkt_tab``
+Punkt (Kiss & Strunk 2006, "Unsupervised Multilingual Sentence Boundary Detection") with the
+parameters bundled in ``corpus_pipeline/data/punkt_tab/<language>/`` (nltk's ``punkt_tab``
 format: ``abbrev_types.txt``, ``collocations.tab``, ``ortho_context.tab``, ``sent_starters.txt``).
-The parameters are read from those four files directly, so nltk's data path and downloader are
-never involved; the tokenizer is built once per process (on a Beam worker, at first use).
+The parameters are read from those four files directly, and the boundary decisions are made by
+:mod:`corpus_pipeline.stages.punkt`, which gives exactly nltk's ``PunktSentenceTokenizer``
+spans several times faster (``tests/unit/test_punkt_fast.py`` holds it to nltk's output,
+``bench/sentences.py`` measures it); nltk itself is not imported here. The splitter is built
+once per process (on a Beam worker, at first use).
 
 The cleanup around Punkt fixes what breaks pretraining-data tools downstream: whitespace inside a
 sentence becomes single spaces (one sentence per line, always), a punctuation-only piece is
@@ -17,18 +20,14 @@ from __future__ import annotations
 
 import re
 import threading
-from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from corpus_pipeline.config import SentenceConfig
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.records import Article, Document
 from corpus_pipeline.resources import PUNKT_DIR
-
-if TYPE_CHECKING:  # nltk takes ~2 s to import: only workers that split sentences pay it
-    from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
+from corpus_pipeline.stages.punkt import PunktParams, PunktSplitter, read_punkt_tab
 
 Count = Callable[..., None]
 
@@ -43,7 +42,7 @@ _TITLE_END_RE = re.compile(r"(?<![^\W_])(?:Mr|Mrs|Ms|Messrs|Dr|Prof|Rev|Mme|Mlle
 # "?" or "!" and closing quotes/brackets at the end of a piece.
 _OPEN_END_RE = re.compile(r"[?!][\"'\u201d\u2019)\]]*$")
 
-_tokenizers: dict[str, PunktSentenceTokenizer] = {}
+_tokenizers: dict[str, PunktSplitter] = {}
 _lock = threading.Lock()
 
 
@@ -52,7 +51,7 @@ def _read_lines(path: Path) -> list[str]:
     return [line for line in path.read_text(encoding="utf-8").split("\n") if line]
 
 
-def load_punkt_parameters(directory: str | Path) -> PunktParameters:
+def load_punkt_parameters(directory: str | Path) -> PunktParams:
     """Build Punkt parameters from a ``punkt_tab`` model directory.
 
     Args:
@@ -66,32 +65,13 @@ def load_punkt_parameters(directory: str | Path) -> PunktParameters:
         UserError: A file is missing or malformed.
     """
     directory = Path(directory)
-    from nltk.tokenize.punkt import PunktParameters
-
-    params = PunktParameters()
+    names = ("abbrev_types.txt", "collocations.tab", "ortho_context.tab", "sent_starters.txt")
     try:
-        params.abbrev_types = set(_read_lines(directory / "abbrev_types.txt"))
-        params.sent_starters = set(_read_lines(directory / "sent_starters.txt"))
-        params.collocations = {
-            (first, second)
-            for first, second in (
-                line.split("\t") for line in _read_lines(directory / "collocations.tab")
-            )
-        }
-        params.ortho_context = defaultdict(
-            int,
-            {
-                word: int(flags)
-                for word, flags in (
-                    line.split("\t") for line in _read_lines(directory / "ortho_context.tab")
-                )
-            },
-        )
+        return read_punkt_tab({name: _read_lines(directory / name) for name in names})
     except (OSError, ValueError) as e:
         raise UserError(
             f"{directory}: unreadable punkt_tab parameters ({e}); reinstall corpus-pipeline"
         ) from e
-    return params
 
 
 def available_languages() -> list[str]:
@@ -99,8 +79,11 @@ def available_languages() -> list[str]:
     return sorted(p.name for p in PUNKT_DIR.iterdir() if p.is_dir())
 
 
-def get_tokenizer(language: str = "english") -> PunktSentenceTokenizer:
-    """The per-process Punkt tokenizer for ``language``, built on first use.
+def get_tokenizer(language: str = "english") -> PunktSplitter:
+    """The per-process Punkt splitter for ``language``, built on first use.
+
+    It has nltk's ``PunktSentenceTokenizer`` interface for splitting (``span_tokenize``,
+    ``tokenize``) and gives the same output.
 
     Raises:
         UserError: No parameters are bundled for ``language``.
@@ -115,10 +98,7 @@ def get_tokenizer(language: str = "english") -> PunktSentenceTokenizer:
                     f"--language {language}: no bundled punkt parameters; "
                     f"use one of {', '.join(available_languages())}"
                 )
-            params = load_punkt_parameters(PUNKT_DIR / language)
-            from nltk.tokenize.punkt import PunktSentenceTokenizer
-
-            _tokenizers[language] = PunktSentenceTokenizer(params)
+            _tokenizers[language] = PunktSplitter(load_punkt_parameters(PUNKT_DIR / language))
         return _tokenizers[language]
 
 
@@ -215,7 +195,7 @@ def split_paragraph(paragraph: str, cfg: SentenceConfig, *, count: Count) -> lis
     paragraph = " ".join(paragraph.split())
     if not paragraph:
         return []
-    spans = list(get_tokenizer(cfg.language).span_tokenize(paragraph))
+    spans = get_tokenizer(cfg.language).span_tokenize(paragraph)
     sentences = _merge_spans(paragraph, spans)
     if not sentences:
         if spans:
