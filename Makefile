@@ -45,7 +45,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 $(TRAIN_STAMP): $(STAMP)
-	$(BIN)/pip install -q -e '.[dev,train,consumers]'
+	$(BIN)/pip install -q -e '.[dev,train,consumers,dask]'
 	touch $(TRAIN_STAMP)
 
 install: $(STAMP)
@@ -109,7 +109,7 @@ books: $(STAMP)
 
 # The longer fault runs (more kill/cut iterations, bigger fuzz budgets).
 soak: $(TRAIN_STAMP)
-	$(BIN)/python -m pytest -m soak tests/faults
+	$(BIN)/python -m pytest -m soak tests/faults tests/unit
 
 bench: $(TRAIN_STAMP)
 	@for b in bench/*.py; do case $$b in */_*) continue;; esac; echo "== $$b"; $(BIN)/python $$b || exit 1; done
