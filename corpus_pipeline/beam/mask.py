@@ -5,7 +5,8 @@ Negatives come from a bucket of documents that spans every document file, so the
 (``--doc-shards``), on the number of shards or on the workers. Three steps:
 
 1. ``CountDocuments``: each file's documents and characters, summed into the corpus totals
-   (``N`` documents, ``C`` characters; a side input). The number of buckets is
+   (``N`` documents, ``C`` characters), grouped on one key and handed to each file with its
+   path (no side input). The number of buckets is
    ``B = max(1, ceil(N / bucket_size), ceil(C / bucket_chars))``.
 2. ``EncodeAndBucket`` (one element per file): reads the file in chunks, encodes each chunk,
    and spills its documents grouped by bucket ``stable_hash("mask-bucket", key) % B``, where
@@ -32,20 +33,24 @@ arrival order: ``run`` and ``extract`` + ``mask`` give the same instances.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 import os
+import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
 
-from corpus_pipeline import fsio
+from corpus_pipeline import fsio, resources
 from corpus_pipeline.beam.runner import BeamCounts, Progress
 from corpus_pipeline.beam.shards import ShardSpec, WriteShardFromSpills
 from corpus_pipeline.config import MaskConfig
+from corpus_pipeline.errors import UserError
 from corpus_pipeline.formats.documents import read_documents
 from corpus_pipeline.formats.spill import SpillRange, iter_spills, write_spill
 from corpus_pipeline.hashing import rng_for, stable_hash
@@ -64,6 +69,10 @@ from corpus_pipeline.stages.wordpiece import (
     load_vocab_checked,
 )
 
+# A DoFn with several outputs emits (tag, value) pairs on its one output, split by
+# `select_tagged` (the Dask runner sends every output of a `with_outputs` ParDo, main and
+# tagged alike, to each consumer).
+RANGES_TAG = "ranges"
 STATS_TAG = "stats"
 DOCS_TAG = "docs"
 # Instances per spill write: bounds what masking holds, whatever the documents' length.
@@ -72,10 +81,68 @@ SPILL_CHUNK = 32768
 
 @dataclass(frozen=True)
 class VocabSpec:
-    """How workers rebuild the encoder."""
+    """How workers rebuild the encoder, with nothing from the launcher's disk.
 
-    path: str
+    A bundled vocabulary (``bundled`` = ``"uncased"`` or ``"cased"``) is read from the
+    worker's own installed package; any other vocabulary travels as its bytes (~230 kB for
+    BERT's) inside the DoFns. Either way the worker checks the sha256 of what it loaded, so a
+    worker with another corpus-pipeline version fails in one line instead of encoding with
+    other ids. No path of the launcher ever reaches a worker (a Dataflow container has none
+    of them).
+    """
+
+    name: str  # the file's name, for messages and the manifest
     cased: bool
+    sha256: str
+    bundled: str | None = None
+    content: bytes | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_file(
+        cls, local: str | os.PathLike[str], name: str, cased: bool, bundled: str | None = None
+    ) -> VocabSpec:
+        """The spec of a vocabulary read on the launcher from ``local`` (a local copy)."""
+        data = Path(local).read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if bundled is not None:
+            return cls(name, cased, digest, bundled=bundled)
+        return cls(name, cased, digest, content=data)
+
+    def local_path(self) -> str:
+        """A file with this vocabulary on this machine (a worker's), its sha256 checked."""
+        cached = _VOCAB_FILES.get(self.sha256)
+        if cached is not None and os.path.isfile(cached):
+            return cached
+        if self.bundled is not None:
+            path = str(resources.default_vocab(self.bundled == "cased"))
+            try:
+                data = Path(path).read_bytes()
+            except OSError as e:
+                raise UserError(
+                    f"{path}: bundled vocabulary unreadable on this worker ({e.strerror}): "
+                    "reinstall corpus-pipeline on the workers"
+                ) from None
+        else:
+            assert self.content is not None
+            data = self.content
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != self.sha256:
+            raise UserError(
+                f"vocabulary {self.name}: sha256 {digest[:12]} on this worker, "
+                f"{self.sha256[:12]} on the launcher: install the same corpus-pipeline "
+                "version on the workers as on the launcher"
+            )
+        if self.bundled is None:
+            # The encoder reads a file: one private copy per worker process and vocabulary.
+            fd, path = tempfile.mkstemp(prefix="corpus-pipeline-vocab-", suffix=".txt")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        _VOCAB_FILES[self.sha256] = path
+        return path
+
+
+#: Vocabulary files this process has checked, by sha256 (see ``VocabSpec.local_path``).
+_VOCAB_FILES: dict[str, str] = {}
 
 
 def iter_chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -116,14 +183,14 @@ def canonical_order(docs: list[EncodedDocument]) -> list[EncodedDocument]:
 
 
 class CountDocumentFile(beam.DoFn):
-    """A document file -> (documents, characters)."""
+    """A document file -> (the file, documents, characters)."""
 
-    def process(self, element: tuple[int, str]) -> Iterator[tuple[int, int]]:
+    def process(self, element: tuple[int, str]) -> Iterator[tuple[tuple[int, str], int, int]]:
         docs = chars = 0
         for d in read_documents(element[1]):
             docs += 1
             chars += sum(len(s) for s in d.sentences)
-        yield docs, chars
+        yield element, docs, chars
 
 
 class EncodeAndBucket(beam.DoFn):
@@ -145,11 +212,10 @@ class EncodeAndBucket(beam.DoFn):
         self.count = BeamCounts()
 
     def setup(self) -> None:
-        # A remote vocabulary is downloaded once per worker process.
-        self.encoder = WordPieceEncoder(fsio.local_copy(self.vocab.path), cased=self.vocab.cased)
+        self.encoder = WordPieceEncoder(self.vocab.local_path(), cased=self.vocab.cased)
 
-    def process(self, element: tuple[int, str], totals: tuple[int, int]) -> Iterator[Any]:
-        file_index, path = element
+    def process(self, element: tuple[tuple[int, str], tuple[int, int]]) -> Iterator[Any]:
+        (file_index, path), totals = element
         cfg = self.cfg
         buckets = num_buckets(*totals, cfg)
         for c, docs in enumerate(
@@ -171,9 +237,9 @@ class EncodeAndBucket(beam.DoFn):
             spill = os.path.join(self.spill_dir, f"docs-{file_index:05d}-{c:05d}.spill")
             for b, r in write_spill(spill, (file_index, c), groups).items():
                 if b < 0:
-                    yield beam.pvalue.TaggedOutput(DOCS_TAG, r)
+                    yield DOCS_TAG, r
                 else:
-                    yield b, r
+                    yield RANGES_TAG, (b, r)
         self.progress.tick()
 
 
@@ -192,8 +258,8 @@ class MaskBucket(beam.DoFn):
         self.count = BeamCounts()
 
     def setup(self) -> None:
-        tokens = load_vocab_checked(fsio.local_copy(self.vocab.path))
-        self.mvocab = MaskVocab.from_tokens(tokens, source=self.vocab.path)
+        tokens = load_vocab_checked(self.vocab.local_path())
+        self.mvocab = MaskVocab.from_tokens(tokens, source=self.vocab.name)
 
     def process(self, element: tuple[int, Iterable[SpillRange]]) -> Iterator[Any]:
         bucket, ranges = element
@@ -218,9 +284,9 @@ class MaskBucket(beam.DoFn):
                 stats.add_many(chunk)
                 spill = os.path.join(self.spill_dir, f"bucket-{bucket:06d}-{p:04d}-{c:04d}.spill")
                 for shard, r in write_spill(spill, key, groups).items():
-                    yield shard, r
+                    yield RANGES_TAG, (shard, r)
                 del chunk, groups
-            yield beam.pvalue.TaggedOutput(STATS_TAG, stats)
+            yield STATS_TAG, stats
 
 
 class CombineMaskStats(beam.CombineFn):
@@ -249,12 +315,31 @@ class CombineMaskStats(beam.CombineFn):
         return acc.to_dict()
 
 
-def _sum_totals(element: tuple[None, Iterable[tuple[int, int]]]) -> tuple[int, int]:
+def _select(element: tuple[str, Any], tag: str) -> Iterator[Any]:
+    if element[0] == tag:
+        yield element[1]
+
+
+def select_tagged(pcoll: Any, label: str, tags: Iterable[str]) -> dict[str, Any]:
+    """Split a PCollection of ``(tag, value)`` pairs into one PCollection per tag."""
+    return {tag: pcoll | f"{label}{tag.title()}" >> beam.FlatMap(_select, tag) for tag in tags}
+
+
+def _sum_totals(element: tuple[None, Iterable[tuple[Any, int, int]]]) -> tuple[int, int]:
     docs = chars = 0
-    for d, c in element[1]:
+    for _, d, c in element[1]:
         docs += d
         chars += c
     return docs, chars
+
+
+def _attach_totals(
+    element: tuple[None, Iterable[tuple[tuple[int, str], int, int]]],
+) -> Iterator[tuple[tuple[int, str], tuple[int, int]]]:
+    counted = sorted(element[1])
+    totals = _sum_totals((None, counted))
+    for file, _, _ in counted:
+        yield file, totals
 
 
 class MaskToShards(beam.PTransform):
@@ -292,33 +377,42 @@ class MaskToShards(beam.PTransform):
         if not fsio.is_remote(self.spill_dir):
             os.makedirs(self.spill_dir, exist_ok=True)
         spread = files | "SpreadFiles" >> beam.Reshuffle()
-        # Corpus totals by a plain GroupByKey on one key (no CombineFn: every runner agrees).
-        totals = (
+        # Corpus totals by a plain GroupByKey on one key, handed to every file by the same
+        # group: no CombineFn and no side input, so every runner agrees (the Dask runner
+        # computes a side input apart, recomputing everything upstream of it).
+        counted = (
             spread
             | "CountDocuments" >> beam.ParDo(CountDocumentFile())
             | "KeyTotals" >> beam.Map(lambda t: (None, t))
             | "GroupTotals" >> beam.GroupByKey()
-            | "SumTotals" >> beam.Map(_sum_totals)
         )
-        encoded = spread | "EncodeAndBucket" >> beam.ParDo(
-            EncodeAndBucket(
-                self.vocab, self.cfg, self.spill_dir, self.progress, self.keep_documents
+        totals = counted | "SumTotals" >> beam.Map(_sum_totals)
+        encoded = select_tagged(
+            counted
+            | "AttachTotals" >> beam.FlatMap(_attach_totals)
+            | "SpreadCounted" >> beam.Reshuffle()
+            | "EncodeAndBucket"
+            >> beam.ParDo(
+                EncodeAndBucket(
+                    self.vocab, self.cfg, self.spill_dir, self.progress, self.keep_documents
+                )
             ),
-            beam.pvalue.AsSingleton(totals, default_value=(0, 0)),
-        ).with_outputs(DOCS_TAG, main="ranges")
-        masked = (
-            encoded.ranges
+            "Encoded",
+            (RANGES_TAG, DOCS_TAG),
+        )
+        masked = select_tagged(
+            encoded[RANGES_TAG]
             | "GroupByBucket" >> beam.GroupByKey()
             | "MaskBuckets"
-            >> beam.ParDo(
-                MaskBucket(self.vocab, self.cfg, self.num_shards, self.spill_dir)
-            ).with_outputs(STATS_TAG, main="ranges")
+            >> beam.ParDo(MaskBucket(self.vocab, self.cfg, self.num_shards, self.spill_dir)),
+            "Masked",
+            (RANGES_TAG, STATS_TAG),
         )
         markers = files.pipeline | "ShardMarkers" >> beam.Create(
             [(s, None) for s in range(self.num_shards)]
         )
         shards = (
-            (masked.ranges, markers)
+            (masked[RANGES_TAG], markers)
             | "MergeRanges" >> beam.Flatten()
             | "GroupByShard" >> beam.GroupByKey()
             | "WriteShards" >> beam.ParDo(WriteShardFromSpills(self.specs, self.progress))

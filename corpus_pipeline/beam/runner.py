@@ -26,6 +26,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import (
     DirectOptions,
     PipelineOptions,
+    PortableOptions,
     StandardOptions,
     WorkerOptions,
 )
@@ -39,6 +40,36 @@ NAMESPACE = "corpus_pipeline"
 
 def _has_flag(args: Sequence[str], name: str) -> bool:
     return any(a == name or a.startswith(name + "=") for a in args)
+
+
+#: Runners whose workers run on this machine, in processes started by the launcher.
+_LOCAL_RUNNERS = ("DirectRunner", "FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
+
+
+def is_local_runner(beam_args: Sequence[str] = ()) -> bool:
+    """True when the workers share this machine's file system and temp folder.
+
+    That is our default (no ``--runner``: FnApiRunner's local worker processes), Beam's direct
+    runners, and any runner with ``--environment_type LOOPBACK`` (workers in the launcher).
+    Anything else (Dataflow, Flink, Spark, Dask, a portable runner with an EXTERNAL or DOCKER
+    environment) may run its workers elsewhere: nothing launcher-local (a temp file, a path in
+    this checkout or its site-packages) may be sent to them.
+    """
+    if not _has_flag(beam_args, "--runner"):
+        return True
+    opts = PipelineOptions(list(beam_args))
+    runner = opts.view_as(StandardOptions).runner or ""
+    if runner.rsplit(".", 1)[-1] in _LOCAL_RUNNERS:
+        return True
+    return (opts.view_as(PortableOptions).environment_type or "").upper() == "LOOPBACK"
+
+
+def is_dask_runner(beam_args: Sequence[str] = ()) -> bool:
+    """True when ``--runner`` names Beam's DaskRunner."""
+    if not _has_flag(beam_args, "--runner"):
+        return False
+    runner = PipelineOptions(list(beam_args)).view_as(StandardOptions).runner or ""
+    return runner.rsplit(".", 1)[-1] == "DaskRunner"
 
 
 def make_options(workers: int, beam_args: Sequence[str] = ()) -> PipelineOptions:
@@ -83,7 +114,7 @@ def make_runner(beam_args: Sequence[str] = (), options: PipelineOptions | None =
     :mod:`corpus_pipeline.beam.worker`, which keeps their INFO logging off the terminal.
     """
     if _has_flag(beam_args, "--runner"):
-        if options is not None and options.view_as(StandardOptions).runner == "DaskRunner":
+        if is_dask_runner(beam_args):
             # Beam knows it only by its full name (apache_beam.runners.dask.dask_runner).
             from apache_beam.runners.dask.dask_runner import DaskRunner
 
@@ -126,15 +157,24 @@ def _provision_info(options: PipelineOptions | None) -> Any:
     )
 
 
+#: False while :func:`run_pipeline` builds and runs a pipeline for a non-local runner.
+_LOCAL_RUN = True
+
+
 class Progress:
     """Cross-process progress: workers append ticks to a file, the launcher shows a tqdm bar.
 
-    Works for local runners (workers share the file system). On remote runners the file path
-    does not exist on the workers and ``tick`` is a no-op; use the runner's counters UI.
+    Works for local runners (workers share the file system). The file is a launcher temp
+    path, so it is never sent to other runners' workers: while :func:`run_pipeline` builds
+    and runs a pipeline for a non-local runner (:func:`is_local_runner`), a Progress pickles
+    as ``Progress(None)``, whose ``tick`` is a no-op (use the runner's own UI there).
     """
 
     def __init__(self, path: str | None) -> None:
         self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Progress, (self.path if _LOCAL_RUN else None,))
 
     def tick(self, n: int = 1) -> None:
         """Record ``n`` finished work units (one short append; atomic for small writes)."""
@@ -192,17 +232,134 @@ class BeamCounts:
     """The ``count(name, n)`` callback of the stage abstraction, backed by Beam counters.
 
     Counters are created lazily and cached per name (stages name their outcomes freely).
+    Where no Beam metrics container runs the DoFn (the Dask runner has none: its counters
+    would be lost), counts go to a per-process table instead, which :func:`run_pipeline`
+    collects from every Dask worker after the run (:func:`take_process_counts`).
     """
 
     def __init__(self) -> None:
         self._counters: dict[str, Any] = {}
 
     def __call__(self, name: str, n: int = 1) -> None:
+        from apache_beam.metrics.execution import MetricsEnvironment
+
+        if MetricsEnvironment.current_container() is None:
+            with _PROCESS_COUNTS_LOCK:
+                _PROCESS_COUNTS[name] = _PROCESS_COUNTS.get(name, 0) + n
+            return
         c = self._counters.get(name)
         if c is None:
             c = beam.metrics.Metrics.counter(NAMESPACE, name)
             self._counters[name] = c
         c.inc(n)
+
+
+_PROCESS_COUNTS: dict[str, int] = {}
+_PROCESS_COUNTS_LOCK = threading.Lock()
+
+
+def take_process_counts() -> dict[str, int]:
+    """This process's counts made outside a Beam metrics container, and reset them."""
+    with _PROCESS_COUNTS_LOCK:
+        out = dict(_PROCESS_COUNTS)
+        _PROCESS_COUNTS.clear()
+    return out
+
+
+def _dask_counts(result: Any) -> dict[str, int]:
+    """Our counters from every worker of the Dask cluster that ran ``result``."""
+    counts: dict[str, int] = {}
+    client = getattr(result, "client", None)
+    if client is None:
+        return counts
+    try:
+        for worker_counts in client.run(take_process_counts).values():
+            for k, v in worker_counts.items():
+                counts[k] = counts.get(k, 0) + v
+    finally:
+        client.close()  # the runner opens a client per run and never closes it
+    return counts
+
+
+def join_sinks(p: beam.Pipeline) -> None:
+    """Make one last step depend on every leaf of ``p``.
+
+    The Dask runner computes only the last transform applied and what it depends on; a
+    graph with several sinks (shards, stats, manifests) would silently skip all but one.
+    """
+    from apache_beam.pipeline import PipelineVisitor
+
+    class Leaves(PipelineVisitor):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.made: list[Any] = []
+            self.used: set[int] = set()
+
+        def visit_transform(self, node: Any) -> None:
+            self.made.extend(
+                o for o in node.outputs.values() if isinstance(o, beam.pvalue.PCollection)
+            )
+            self.used.update(id(i) for i in node.inputs)
+            self.used.update(id(si.pvalue) for si in node.side_inputs)
+
+    v = Leaves()
+    p.visit(v)
+    leaves = [o for o in v.made if id(o) not in v.used]
+    if leaves:
+        _ = tuple(leaves) | "JoinSinks" >> beam.Flatten() | "Done" >> beam.FlatMap(_nothing)
+
+
+def _nothing(_: Any) -> Iterator[Any]:
+    return iter(())
+
+
+class _CombineByGroup(beam.PTransform):  # type: ignore[misc]
+    """``CombineGlobally(fn)`` with its default, by a GroupByKey on one key.
+
+    Beam's version injects the default through a side input of the combined value, and the
+    Dask runner computes a side input apart, recomputing everything upstream of it (every
+    counter doubled, every shard written twice). A marker element makes the group exist
+    even for an empty input.
+    """
+
+    def __init__(self, fn: Any) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def expand(self, pcoll: Any) -> Any:
+        marker = pcoll.pipeline | "Marker" >> beam.Create([(None, (False, None))])
+        keyed = pcoll | "Key" >> beam.Map(lambda v: (None, (True, v)))
+        return (
+            (keyed, marker)
+            | "Merge" >> beam.Flatten()
+            | "Group" >> beam.GroupByKey()
+            | "Combine" >> beam.Map(_combine_group, self.fn)
+        )
+
+
+def _combine_group(element: tuple[None, Any], fn: Any) -> Any:
+    fn.setup()
+    values = [v for real, v in element[1] if real]
+    out = fn.extract_output(fn.add_inputs(fn.create_accumulator(), values))
+    fn.teardown()
+    return out
+
+
+def combine_without_side_inputs(p: beam.Pipeline) -> None:
+    """Replace every ``CombineGlobally`` with defaults in ``p`` by :class:`_CombineByGroup`."""
+    from apache_beam.pipeline import PTransformOverride
+
+    class Override(PTransformOverride):  # type: ignore[misc]
+        def matches(self, applied: Any) -> bool:
+            t = applied.transform
+            return isinstance(t, beam.CombineGlobally) and t.has_defaults and not t.as_view
+
+        def get_replacement_transform_for_applied_ptransform(self, applied: Any) -> Any:
+            t = applied.transform
+            if t.args or t.kwargs:
+                raise NotImplementedError("CombineGlobally with extra arguments")
+            return _CombineByGroup(t.fn)
+
+    p.replace_all([Override()])
 
 
 # What FnApiRunner raises when a worker process vanishes (SIGKILL, the OOM killer): the data
@@ -353,11 +510,21 @@ def run_pipeline(
     beam_args: Sequence[str] = (),
 ) -> dict[str, int]:
     """Build and run a pipeline, wait for it, and return our counters by name."""
+    global _LOCAL_RUN
     opts = make_options(workers, beam_args)
     runner = make_runner(beam_args, opts)
+    dask = is_dask_runner(beam_args)
     p = beam.Pipeline(runner=runner, options=opts) if runner else beam.Pipeline(options=opts)
-    build(p)
-    if runner is not None:
+    _LOCAL_RUN = is_local_runner(beam_args)
+    try:
+        build(p)
+        if dask:
+            combine_without_side_inputs(p)
+            join_sinks(p)
+    except BaseException:
+        _LOCAL_RUN = True
+        raise
+    if runner is not None and not dask:
         _WATCH.install()
     _WATCH.running, _WATCH.failure = True, None
     # Local workers write their stderr here (corpus_pipeline.beam.worker), in the verb's
@@ -376,11 +543,14 @@ def run_pipeline(
     except Exception as e:  # a worker's failure comes back wrapped, with its traceback as text
         raise pipeline_error(e, log_path) from None
     finally:
+        _LOCAL_RUN = True
         _WATCH.running = False
         if old_log is None:
             os.environ.pop(LOG_ENV, None)
         else:
             os.environ[LOG_ENV] = old_log
+    if dask:
+        return _dask_counts(result)
     return query_counters(result)
 
 

@@ -162,13 +162,16 @@ def vocab_info(args: argparse.Namespace) -> tuple[VocabSpec, dict[str, Any], Mas
     local = fsio.local_copy(path)  # a remote vocabulary is read from a downloaded copy
     tokens = load_vocab_checked(local)
     mvocab = MaskVocab.from_tokens(tokens, source=path)
+    # Workers get the bundled vocabulary from their own package, any other one by content.
+    bundled = None if args.vocab else ("cased" if args.cased else "uncased")
+    spec = VocabSpec.from_file(local, fsio.basename(path), bool(args.cased), bundled)
     info = {
         "file": fsio.basename(path),
-        "sha256": sha256_file(local),
+        "sha256": spec.sha256,
         "size": len(tokens),
         "cased": bool(args.cased),
     }
-    return VocabSpec(path, bool(args.cased)), info, mvocab
+    return spec, info, mvocab
 
 
 #: Instances per shard that the default shard count aims at. A shard's writer holds the whole
