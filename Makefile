@@ -45,7 +45,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 $(TRAIN_STAMP): $(STAMP)
-	$(BIN)/pip install -q -e '.[dev,train,consumers,dask]'
+	$(BIN)/pip install -q -e '.[dev,train,consumers,dask,hf]'
 	touch $(TRAIN_STAMP)
 
 install: $(STAMP)

@@ -95,6 +95,37 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read a packed dataset one instance per row (to measure what packing buys)",
     )
+    p.add_argument(
+        "--eval-data",
+        default=None,
+        metavar="DIR",
+        help="held-out dataset folder (same vocabulary and P as --data): masked-LM and NSP "
+        "loss and accuracy every --eval-every steps and at the end, logged and written to "
+        '--metrics with "split": "eval"',
+    )
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        metavar="K",
+        help="steps between held-out evaluations (default 0: at the end only)",
+    )
+    p.add_argument(
+        "--eval-batches",
+        type=int,
+        default=None,
+        metavar="N",
+        help="evaluate the first N batches of --eval-data in file order, the same ones "
+        "each time (default 100; 0: all)",
+    )
+    p.add_argument(
+        "--export-hf",
+        default=None,
+        metavar="DIR",
+        help="also write the final model as a Hugging Face BertForPreTraining folder "
+        "(config.json, model.safetensors, vocab.txt, tokenizer_config.json); needs "
+        "pip install 'corpus-pipeline[hf]'",
+    )
     p.add_argument("--vocab", default=None, help="vocab.txt to check the data against")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument(

@@ -103,6 +103,7 @@ class DatasetInfo:
         mask_config: The manifest's masking configuration (dynamic masking reuses it).
         source_packed: The shards are in a packed schema (True with ``packed`` False when a
             packed dataset is read one instance per row: ``open_dataset(unpack=True)``).
+        vocab_cased: The vocabulary keeps case and accents (manifest ``vocab.cased``).
     """
 
     path: str
@@ -119,6 +120,7 @@ class DatasetInfo:
     megatron_prefix: str | None = None
     mask_config: dict[str, Any] = field(default_factory=dict)
     source_packed: bool = False
+    vocab_cased: bool = False
 
     @property
     def masked_width(self) -> int:
@@ -188,12 +190,20 @@ def open_dataset(
             megatron_prefix=(m.get("megatron") or {}).get("prefix"),
             mask_config=dict((m.get("config") or {}).get("mask") or {}),
             source_packed=source_packed,
+            vocab_cased=_cased(vocab),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(
             f"{where}: incomplete manifest (missing or bad {e}): regenerate the dataset"
         ) from None
     return info
+
+
+def _cased(vocab: dict[str, Any]) -> bool:
+    """The manifest's ``vocab.cased``; older manifests: cased iff it is the bundled cased one."""
+    if "cased" in vocab:
+        return bool(vocab["cased"])
+    return str(vocab.get("sha256")) == sha256_file(resources.CASED_VOCAB)
 
 
 def check_signature(info: DatasetInfo, expected: dict[str, Any], what: str) -> None:
@@ -337,6 +347,30 @@ def collate(records: Sequence[Instance | Pack], info: DatasetInfo) -> dict[str, 
         "next_sentence_labels": nsp,
         "nsp_weights": nw,
     }
+
+
+def ordered_batches(
+    info: DatasetInfo, batch_size: int, limit: int | None = None
+) -> Iterator[dict[str, np.ndarray]]:
+    """The first ``limit`` batches (all when None) of a dataset in file order: shards in
+    manifest order, records in shard order, no shuffling. The same batches on every call
+    (held-out evaluation).
+
+    Raises:
+        UserError: ``batch_size`` below 1.
+        FormatError: A shard shorter than the manifest says, or a bad record.
+    """
+    stream = PretrainingStream(info, batch_size, 0, shuffle_buffer=0)
+    records = itertools.chain.from_iterable(
+        stream._read_slice(index, n, 0, n) for index, n in info.shards
+    )
+    produced = 0
+    while limit is None or produced < limit:
+        chunk = list(itertools.islice(records, batch_size))
+        if not chunk:
+            return
+        produced += 1
+        yield collate(chunk, info)
 
 
 # ------------------------------------------------------------------------------------------

@@ -19,7 +19,13 @@ the final weights with the model config and the data signature, and, without an 
 ``checkpoint_dir``, the checkpoints under ``checkpoints/``. SIGTERM and SIGINT (Ctrl-C) end the
 run after the current step with a checkpoint (exit 143 / 130); a resumed run first cuts the
 ``--metrics`` file back to the checkpoint's step, so a step killed after it was logged is not
-logged twice.
+logged twice. With ``export_hf`` the final model is also written as a Hugging Face
+``BertForPreTraining`` folder (``hf_export.py``).
+
+Held-out evaluation (``eval_data``, ``evaluate.py``): every ``eval_every`` steps and at the
+end, masked-LM and NSP loss and accuracy on the first ``eval_batches`` batches of another
+dataset folder in file order, in eval mode without gradients; a log line ``eval step ...``
+and a ``--metrics`` row with ``"split": "eval"`` (training rows have no ``split``).
 """
 
 from __future__ import annotations
@@ -54,8 +60,10 @@ from corpus_pipeline.train.data import (
     PretrainingStream,
     check_signature,
     open_dataset,
+    ordered_batches,
     resolve_vocab,
 )
+from corpus_pipeline.train.evaluate import EvalTotals, evaluate
 from corpus_pipeline.train.loader import make_loader
 from corpus_pipeline.train.model import (
     PRESETS,
@@ -77,6 +85,8 @@ DEFAULT_LR = {
 }
 CHECKPOINT_RE = re.compile(r"^step_(\d{8})\.pt$")
 MODEL_FILE = "model.pt"
+#: Held-out batches evaluated by default (the first ones of the eval dataset, file order).
+DEFAULT_EVAL_BATCHES = 100
 _SEED_MASK = 0x7FFF_FFFF_FFFF_FFFF
 
 
@@ -113,6 +123,10 @@ class TrainConfig:
     progress: bool | None = None
     unpack: bool = False
     threads: int | None = None
+    eval_data: str | None = None
+    eval_every: int = 0
+    eval_batches: int | None = None
+    export_hf: str | None = None
 
 
 class TrainingInterrupted(Exception):
@@ -141,6 +155,9 @@ class TrainResult:
             over ranks (tokens = real tokens, slots = B*S).
         checkpoint: Last checkpoint written, if any.
         model: The final model file written (``output_dir/model.pt``), if any.
+        evals: Every held-out evaluation: ``{"step", "mlm_loss", "mlm_accuracy", "nsp_loss",
+            "nsp_accuracy", "batches", "masked", "sequences"}`` (summed over ranks).
+        hf_export: The Hugging Face folder written by ``--export-hf``, if any.
     """
 
     first_step: int
@@ -150,6 +167,8 @@ class TrainResult:
     intervals: list[dict[str, float]] = field(default_factory=list)
     checkpoint: str | None = None
     model: str | None = None
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    hf_export: str | None = None
 
     def throughput(self, skip_first: bool = True) -> tuple[float, float]:
         """(real tokens/s, real-token fraction) over the logged intervals (the first one,
@@ -346,8 +365,48 @@ class Trainer:
             raise UserError("--workers must be >= 0")
         self.lr = cfg.lr if cfg.lr is not None else DEFAULT_LR[self.preset]
         self.warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, cfg.steps // 10)
+        self.eval_info = self._open_eval()
+        self.export_vocab: Path | None = None
+        if cfg.export_hf:
+            from corpus_pipeline.train.hf_export import check_export_dir, require_transformers
+
+            require_transformers()
+            check_export_dir(cfg.export_hf)
+            # Found and checked now, not after hours of training.
+            self.export_vocab = resolve_vocab(self.info, cfg.vocab)
 
     # --- setup -------------------------------------------------------------------------
+
+    def _open_eval(self) -> DatasetInfo | None:
+        """The held-out dataset (read like the training data: the same format when it has
+        it, packed or unpacked alike), checked against the training data's vocabulary and P."""
+        cfg = self.cfg
+        if cfg.eval_every < 0:
+            raise UserError("--eval-every must be >= 0 (0: evaluate at the end only)")
+        if cfg.eval_batches is not None and cfg.eval_batches < 0:
+            raise UserError("--eval-batches must be >= 0 (0: every batch)")
+        if not cfg.eval_data:
+            if cfg.eval_every or cfg.eval_batches is not None:
+                raise UserError("--eval-every/--eval-batches need --eval-data DIR")
+            return None
+        try:
+            info = open_dataset(cfg.eval_data, self.info.fmt, unpack=cfg.unpack)
+        except UserError:
+            info = open_dataset(cfg.eval_data, None, unpack=cfg.unpack)
+        sig = self.info.signature()
+        check_signature(
+            info,
+            {k: sig[k] for k in ("vocab_sha256", "vocab_size", "max_predictions")},
+            f"training data {self.info.path}",
+        )
+        if info.max_seq_length > self.model_cfg.max_position_embeddings:
+            raise UserError(
+                f"{info.path}: S={info.max_seq_length} exceeds the model's "
+                f"{self.model_cfg.max_position_embeddings} positions"
+            )
+        if info.num_records == 0:
+            raise UserError(f"{info.path}: --eval-data has no records: use a non-empty dataset")
+        return info
 
     def _load_resume(self) -> None:
         cfg = self.cfg
@@ -534,6 +593,7 @@ class Trainer:
                 f"train: nothing to train: checkpoint {self.ckpt_path} is at step {step} "
                 f"of {cfg.steps}"
             )
+            result.hf_export = self._export(model)
             return result
         if cfg.metrics and d.main:
             os.makedirs(os.path.dirname(os.path.abspath(cfg.metrics)), exist_ok=True)
@@ -615,6 +675,12 @@ class Trainer:
                     if step % cfg.log_every == 0 or step == end:
                         self._flush(result, window, counts, t0, step, state, scheduler, tb, metrics)
                         window, counts, t0 = [], [0.0, 0.0, 0.0], time.perf_counter()
+                    if self.eval_info is not None and (
+                        (cfg.eval_every and step % cfg.eval_every == 0) or step == end
+                    ):
+                        e0 = time.perf_counter()
+                        self._evaluate(model, step, autocast, result, tb, metrics)
+                        t0 += time.perf_counter() - e0  # not training time (tokens/s)
                     if self.ckpt_dir and (
                         (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == end
                     ):
@@ -637,6 +703,7 @@ class Trainer:
         result.last_step = step
         if cfg.output_dir:
             result.model = self._save_model(model, step)
+        result.hf_export = self._export(model)
         if d.main and result.mlm_losses:
             k = min(cfg.log_every, len(result.mlm_losses))
             tail = sum(result.mlm_losses[-k:]) / k
@@ -646,8 +713,72 @@ class Trainer:
                 f"end={sum(result.nsp_losses[-k:]) / k:.4f}"
                 + (f"; checkpoint {result.checkpoint}" if result.checkpoint else "")
                 + (f"; model {result.model}" if result.model else "")
+                + (f"; Hugging Face model {result.hf_export}" if result.hf_export else "")
             )
         return result
+
+    def _evaluate(
+        self,
+        model: BertForPreTraining,
+        step: int,
+        autocast: Any,
+        result: TrainResult,
+        tb: Any,
+        metrics: Any,
+    ) -> None:
+        """Held-out MLM/NSP loss and accuracy on the eval dataset's first batches (file order),
+        split over the ranks and summed; logged, appended to ``--metrics`` (``"split":
+        "eval"``) and to TensorBoard under ``eval/``."""
+        info = self.eval_info
+        assert info is not None
+        d, cfg = self.dist, self.cfg
+        t0 = time.perf_counter()
+        limit = DEFAULT_EVAL_BATCHES if cfg.eval_batches is None else cfg.eval_batches
+        totals = evaluate(
+            model,
+            ordered_batches(info, cfg.batch_size, limit or None),
+            self.device,
+            autocast=autocast,
+            rank=d.rank,
+            world=d.world,
+        )
+        summed = EvalTotals.from_list(_all_sum(totals.as_list(), d, self.device))
+        values = summed.metrics()
+        result.evals.append({"step": step, **values})
+        if metrics is not None:
+            row = {
+                k: (None if isinstance(v, float) and math.isnan(v) else v)
+                for k, v in values.items()
+            }
+            metrics.write(json.dumps({"step": step, "split": "eval", **row}) + "\n")
+            metrics.flush()
+        self._log(
+            f"eval step {step}/{cfg.steps} mlm_loss={values['mlm_loss']:.4f} "
+            f"mlm_acc={values['mlm_accuracy']:.4f} nsp_loss={values['nsp_loss']:.4f} "
+            f"nsp_acc={values['nsp_accuracy']:.4f} ({values['batches']} batches, "
+            f"{values['masked']} masked tokens, {values['sequences']} sequences of "
+            f"{info.path}; {time.perf_counter() - t0:.1f}s)"
+        )
+        if tb is not None:
+            for key in ("mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy"):
+                tb.add_scalar(f"eval/{key}", values[key], step)
+
+    def _export(self, model: BertForPreTraining) -> str | None:
+        """``--export-hf``: the model as a Hugging Face BertForPreTraining folder (rank 0)."""
+        directory = self.cfg.export_hf
+        if not directory:
+            return None
+        if self.dist.main:
+            from corpus_pipeline.train.hf_export import export_hf
+
+            assert self.export_vocab is not None
+            export_hf(model, directory, self.export_vocab, self.info.vocab_cased)
+            self._log(
+                f"export: Hugging Face BertForPreTraining in {directory} (config.json, "
+                f"model.safetensors, vocab.txt, tokenizer_config.json do_lower_case="
+                f"{not self.info.vocab_cased})"
+            )
+        return directory
 
     def _interrupt(
         self,
