@@ -20,10 +20,11 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import apache_beam as beam
 
-from corpus_pipeline import fsio
+from corpus_pipeline import fsio, outdir
 from corpus_pipeline.beam.extract import (
     ExtractDocuments,
     cleanup_chunks,
@@ -143,10 +144,26 @@ class _Built:
     docs_dir: str
     docs_json: str
     tasks: int
+    fingerprint: dict[str, Any]
 
 
 def prepare(cfg: PipelineConfig, args: argparse.Namespace) -> _Built:
+    """Claim OUT (one lock for docs/, unpacked/ and packed/; see ``outdir.py``), prepare it."""
     vspec, vinfo, mvocab = mask_cmd.vocab_info(args)
+    fp = mask_cmd.mask_fingerprint(
+        "run",
+        cfg.mask,
+        cfg.pack,
+        cfg.formats,
+        cfg.shards,
+        cfg.name,
+        vinfo,
+        [*(x for pair in cfg.dumps for x in pair if x), *cfg.books],
+        extract=asdict(cfg.extract),
+        sentences=asdict(cfg.sentences),
+        doc_shards=cfg.doc_shards,
+    )
+    outdir.claim(cfg.output, fp, overwrite=bool(getattr(args, "overwrite", False)))
     docs_dir = os.path.join(cfg.output, "docs")
     if fsio.is_remote(docs_dir):
         fsio.check_writable(cfg.output)
@@ -159,9 +176,9 @@ def prepare(cfg: PipelineConfig, args: argparse.Namespace) -> _Built:
         outs.append((os.path.join(cfg.output, "packed"), cfg.pack))
     work = os.path.join(cfg.output, ".work")
     plan = mask_cmd.make_plan(
-        outs, cfg.mask, cfg.formats, cfg.shards, cfg.name, vspec, vinfo, mvocab, work
+        outs, cfg.mask, cfg.formats, cfg.shards, cfg.name, vspec, vinfo, mvocab, work, fp
     )
-    return _Built(plan, docs_dir, os.path.join(work, "docs.json"), 0)
+    return _Built(plan, docs_dir, os.path.join(work, "docs.json"), 0, fp)
 
 
 def build(p: beam.Pipeline, cfg: PipelineConfig, built: _Built, progress: Progress) -> None:
@@ -193,6 +210,7 @@ def build(p: beam.Pipeline, cfg: PipelineConfig, built: _Built, progress: Progre
     mask_cmd.add_mask_branch(files, built.plan, progress)
 
 
+@outdir.releasing
 def run(
     cfg: PipelineConfig, args: argparse.Namespace, workers: int, beam_args: Sequence[str]
 ) -> int:
@@ -211,6 +229,7 @@ def run(
         "documents": sum(s["documents"] for s in doc_shards),
         "loss": loss_report(counts, cfg.extract.max_loss),
         "config": {"extract": asdict(cfg.extract), "sentences": asdict(cfg.sentences)},
+        "fingerprint": built.fingerprint,
     }
     from corpus_pipeline.formats import manifest as mf
 
@@ -221,7 +240,7 @@ def run(
     datasets = {"docs": "docs", "unpacked": "unpacked"}
     if cfg.pack is not None:
         datasets["packed"] = "packed"
-    run_info = {"datasets": datasets, "argv": sys.argv[1:]}
+    run_info = {"datasets": datasets, "argv": sys.argv[1:], "fingerprint": built.fingerprint}
     if fsio.is_remote(cfg.output):
         fsio.write_text(
             fsio.join(cfg.output, "run.json"), json.dumps(run_info, indent=2, sort_keys=True)
@@ -233,6 +252,10 @@ def run(
         ):
             json.dump(run_info, f, indent=2, sort_keys=True)
     mask_cmd.check_not_empty(manifests[0], inputs)
+    keep = ["run.json", *(f"docs/{f}" for f in outdir.manifest_files(docs_manifest))]
+    for name, m in zip(("unpacked", "packed"), manifests, strict=False):
+        keep.extend(f"{name}/{f}" for f in outdir.manifest_files(m))
+    outdir.finish(cfg.output, keep)
     print(
         format_summary(
             f"run: {docs_manifest['documents']:,} documents -> "

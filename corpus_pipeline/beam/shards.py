@@ -5,8 +5,10 @@ existing dataset (``pack``). The writer orders them deterministically (a seeded 
 of the shard's instances, which are first put in key order), optionally packs them, and writes
 each format to temp names renamed on success. A completion marker
 ``.markers/<name>_<i>.json`` holding the shard's summary is written last: a rerun finds it,
-checks the files are still there, and does not redo the shard. The marker also keeps the
-counters the shard's work incremented, and a rerun that keeps the shard counts them again, so
+checks the files are still there and that the marker's fingerprint is the run's (see
+``corpus_pipeline/outdir.py``: a run of another configuration never keeps a shard), and does
+not redo the shard. The marker also keeps the counters the shard's work incremented, and a
+rerun that keeps the shard counts them again, so
 a resumed run's manifest has the same counters as an uninterrupted one.
 """
 
@@ -49,6 +51,9 @@ class ShardSpec:
     vocab_size: int
     seed: int
     pack: PackConfig | None = None
+    # sha256 of what produced the dataset (outdir.fingerprint): recorded in every marker, and a
+    # marker of another fingerprint is not a finished shard of this run.
+    fingerprint: str = ""
 
 
 def manifest_counters(counts: dict[str, int]) -> dict[str, int]:
@@ -91,6 +96,8 @@ def finished_shard(
     counters = summary.pop("counters", None)
     if not isinstance(counters, dict):
         return None  # a marker from before counters were kept: redo the shard
+    if summary.pop("fingerprint", None) != spec.fingerprint:
+        return None  # written by a run of another configuration
     files = summary.get("files", {})
     if sorted(files) != sorted(spec.formats if summary.get("instances") else []):
         return None
@@ -186,7 +193,11 @@ def write_shard(
         summary["timings"] = timings
     os.makedirs(os.path.dirname(marker_path(spec, index)), exist_ok=True)
     with atomic_output(marker_path(spec, index)) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        json.dump({**summary, "counters": count.counts}, f, sort_keys=True)
+        json.dump(
+            {**summary, "counters": count.counts, "fingerprint": spec.fingerprint},
+            f,
+            sort_keys=True,
+        )
     return summary
 
 

@@ -18,6 +18,16 @@ def add_beam_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_overwrite_flag(p: argparse.ArgumentParser) -> None:
+    """``--overwrite``: empty an output folder that holds another dataset (see ``outdir.py``)."""
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace what --output holds (a dataset of another configuration, an unfinished "
+        "run); refused for folders corpus-pipeline did not write",
+    )
+
+
 def positive(name: str, value: int) -> int:
     """Check a flag is >= 1."""
     if value < 1:

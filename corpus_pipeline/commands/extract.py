@@ -12,7 +12,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from corpus_pipeline import fsio
+from corpus_pipeline import fsio, outdir
 from corpus_pipeline.beam.extract import (
     ExtractDocuments,
     cleanup_chunks,
@@ -23,7 +23,7 @@ from corpus_pipeline.beam.extract import (
     skipped_book_files,
 )
 from corpus_pipeline.beam.runner import Timer, format_summary, progress_bar, run_pipeline
-from corpus_pipeline.commands.common import add_beam_flags, positive
+from corpus_pipeline.commands.common import add_beam_flags, add_overwrite_flag, positive
 from corpus_pipeline.config import ExtractConfig, SentenceConfig
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.formats import manifest as mf
@@ -100,10 +100,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="exit 1 when damage (malformed pages, truncated or corrupt streams) costs more "
         f"than this share of the input (default {ExtractConfig.max_loss})",
     )
+    add_overwrite_flag(p)
     add_beam_flags(p)
     return p
 
 
+@outdir.releasing
 def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     if not args.input and not args.books:
         raise UserError("nothing to extract: give --input DUMP and/or --books DIR")
@@ -125,7 +127,15 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     indexes = args.index or [find_dump_index(d) for d in args.input]
     name = args.name or ("wiki" if not args.books else "books" if not args.input else "mixed")
     out = fsio.abspath(args.output)
-    fsio.make_output_dir(out)
+    fp = outdir.fingerprint(
+        "extract",
+        config={"extract": asdict(ecfg), "sentences": asdict(scfg)},
+        inputs=outdir.input_files([*args.input, *[i for i in indexes if i], *args.books]),
+        formats=[args.format],
+        shards=args.shards,
+        name=name,
+    )
+    outdir.claim(out, fp, overwrite=args.overwrite)
 
     timer = Timer()
     tasks = plan_tasks(list(zip(args.input, indexes, strict=True)), args.books, ecfg)
@@ -164,8 +174,10 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
         "counters": counts,
         "loss": loss_report(counts, ecfg.max_loss),
         "config": {"extract": asdict(ecfg), "sentences": asdict(scfg)},
+        "fingerprint": fp,
     }
     mf.write_manifest(out, manifest)  # signed, like every manifest
+    outdir.finish(out, outdir.manifest_files(manifest))
     print(
         format_summary(
             f"extract: {manifest['documents']:,} documents in {len(shards)} shards -> {out}",

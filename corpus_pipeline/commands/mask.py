@@ -13,7 +13,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from corpus_pipeline import fsio, resources
+from corpus_pipeline import fsio, outdir, resources
 from corpus_pipeline.beam.mask import MaskToShards, VocabSpec
 from corpus_pipeline.beam.runner import (
     Progress,
@@ -23,7 +23,7 @@ from corpus_pipeline.beam.runner import (
     run_pipeline,
 )
 from corpus_pipeline.beam.shards import ShardSpec, manifest_counters, prepare_output
-from corpus_pipeline.commands.common import add_beam_flags, positive
+from corpus_pipeline.commands.common import add_beam_flags, add_overwrite_flag, positive
 from corpus_pipeline.config import PRESETS, MaskConfig, PackConfig
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.formats import manifest as mf
@@ -99,6 +99,7 @@ def add_mask_flags(p: argparse.ArgumentParser) -> None:
         default=PackConfig.strategy,
         help="packing strategy: lp, nnlshp, spfhp, lpfhp (default lp)",
     )
+    add_overwrite_flag(p)
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -209,6 +210,30 @@ def default_shards(text_bytes: int, cfg: MaskConfig) -> int:
     return max(4, -(-int(instances) // SHARD_TARGET_INSTANCES))
 
 
+def mask_fingerprint(
+    verb: str,
+    cfg: MaskConfig,
+    pcfg: PackConfig | None,
+    formats: Sequence[str],
+    num_shards: int,
+    name: str,
+    vinfo: dict[str, Any],
+    inputs: Sequence[str],
+    **more: Any,
+) -> dict[str, Any]:
+    """The fingerprint of a masking run (``mask`` or ``run``): see ``outdir.py``."""
+    return outdir.fingerprint(
+        verb,
+        config={"mask": asdict(cfg), "pack": asdict(pcfg) if pcfg else None, **more},
+        inputs=outdir.input_files(inputs),
+        vocab=vinfo["sha256"],
+        formats=list(formats),
+        shards=num_shards,
+        name=name,
+    )
+
+
+@outdir.releasing
 def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     cfg = mask_config(args)
     pcfg = pack_config(args)
@@ -220,7 +245,8 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     positive("--shards", args.shards)
     vspec, vinfo, mvocab = vocab_info(args)
     out = fsio.abspath(args.output)
-    fsio.make_output_dir(out)
+    fp = mask_fingerprint("mask", cfg, pcfg, formats, args.shards, args.name, vinfo, files)
+    outdir.claim(out, fp, overwrite=args.overwrite)
     manifest = mask_documents(
         files,
         out,
@@ -234,7 +260,9 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
         mvocab,
         args.workers,
         beam_args,
+        fp,
     )
+    outdir.finish(out, outdir.manifest_files(manifest))
     print_report(manifest, out)
     return 0
 
@@ -252,6 +280,7 @@ class MaskPlan:
     mvocab: MaskVocab
     work: str
     megatron: bool
+    fingerprint: dict[str, Any] | None = None  # outdir.fingerprint of the run, if any
 
     @property
     def formats(self) -> tuple[str, ...]:
@@ -268,6 +297,7 @@ def make_plan(
     vinfo: dict[str, Any],
     mvocab: MaskVocab,
     work: str,
+    fingerprint: dict[str, Any] | None = None,
 ) -> MaskPlan:
     """Prepare output folders (stale temps removed) and a fresh work folder."""
     if "hdf5" in formats and any(p is not None for _, p in out_dirs) and vinfo["size"] >= 32768:
@@ -289,6 +319,7 @@ def make_plan(
                 vinfo["size"],
                 cfg.seed,
                 pcfg,
+                fingerprint["sha256"] if fingerprint else "",
             )
         )
     fsio.rmtree(work)
@@ -304,6 +335,7 @@ def make_plan(
         mvocab,
         work,
         megatron="mmap" in formats and specs[0].pack is None,
+        fingerprint=fingerprint,
     )
 
 
@@ -384,6 +416,8 @@ def finish_datasets(
         }
         if pcfg:
             manifest["packing"] = packing_report(shards, plan.cfg.max_seq_length)
+        if plan.fingerprint is not None:
+            manifest["fingerprint"] = plan.fingerprint
         mf.write_manifest(spec.out_dir, manifest)
         fsio.rmtree(os.path.join(spec.out_dir, ".markers"))
         manifests.append(manifest)
@@ -403,6 +437,7 @@ def mask_documents(
     mvocab: MaskVocab,
     workers: int,
     beam_args: Sequence[str],
+    fingerprint: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the mask pipeline into ``out`` and write its manifest; returns the manifest."""
     timer = Timer()
@@ -416,6 +451,7 @@ def mask_documents(
         vinfo,
         mvocab,
         os.path.join(out, ".work"),
+        fingerprint,
     )
     with progress_bar(len(files) + num_shards, "mask", unit="task") as progress:
 

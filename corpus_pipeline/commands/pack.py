@@ -17,7 +17,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from corpus_pipeline import fsio
+from corpus_pipeline import fsio, outdir
 from corpus_pipeline.beam.runner import Timer, progress_bar, run_pipeline
 from corpus_pipeline.beam.shards import (
     PackShardFromDataset,
@@ -25,7 +25,7 @@ from corpus_pipeline.beam.shards import (
     manifest_counters,
     prepare_output,
 )
-from corpus_pipeline.commands.common import add_beam_flags, positive
+from corpus_pipeline.commands.common import add_beam_flags, add_overwrite_flag, positive
 from corpus_pipeline.commands.mask import _save_json, packing_report, print_report, split_timings
 from corpus_pipeline.config import PackConfig
 from corpus_pipeline.errors import UserError
@@ -62,10 +62,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--read-format", default=None, help="which input format to read (default: first)"
     )
     p.add_argument("--seed", type=int, default=None, help="default: the input's seed")
+    add_overwrite_flag(p)
     add_beam_flags(p)
     return p
 
 
+@outdir.releasing
 def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     from corpus_pipeline.stages.packing import STRATEGIES
 
@@ -101,7 +103,16 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     out = fsio.abspath(args.output)
     if out == src:
         raise UserError("--output must differ from --input")
-    fsio.make_output_dir(out)
+    fp = outdir.fingerprint(
+        "pack",
+        config={"pack": asdict(pcfg)},
+        # The input dataset is its manifest (every shard's sha256 is in it).
+        inputs={"manifest": fsio.sha256(mf.manifest_path(src)), "read_format": read_fmt},
+        formats=list(formats),
+        shards=len(m["shards"]),
+        name=m["name"],
+    )
+    outdir.claim(out, fp, overwrite=args.overwrite)
     timer = Timer()
     spec = ShardSpec(
         out,
@@ -112,6 +123,7 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
         m["vocab"]["size"],
         seed,
         pcfg,
+        fp["sha256"],
     )
     prepare_output(out, formats)
     work = os.path.join(out, ".work")
@@ -161,7 +173,9 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
         packing=packing_report(shards, m["max_seq_length"]),
         source=os.path.basename(src),
         timings={"elapsed_seconds": round(timer.elapsed, 2), **timings},
+        fingerprint=fp,
     )
     mf.write_manifest(out, manifest)
+    outdir.finish(out, outdir.manifest_files(manifest))
     print_report(manifest, out)
     return 0
