@@ -113,9 +113,11 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         raise UserError("nothing to process: give --input DUMP and/or --books DIR")
     if indexes and len(indexes) != len(dumps):
         raise UserError("give one --index per --input (or none)")
-    for path in [*dumps, *indexes]:
-        if not fsio.isfile(path):
-            raise UserError(f"{path}: no such file")
+    for path in dumps:
+        fsio.check_input_file(path, "--input", ": give the dump file (e.g. *.xml.bz2)")
+    for path in indexes:
+        fsio.check_input_file(path, "--index")
+    fsio.check_output_path(fsio.abspath(args.output), [*dumps, *book_dirs])
     pairs = tuple(zip(dumps, indexes or [find_dump_index(d) for d in dumps], strict=True))
     return PipelineConfig(
         output=fsio.abspath(args.output),
@@ -150,6 +152,19 @@ class _Built:
 def prepare(cfg: PipelineConfig, args: argparse.Namespace) -> _Built:
     """Claim OUT (one lock for docs/, unpacked/ and packed/; see ``outdir.py``), prepare it."""
     vspec, vinfo, mvocab = mask_cmd.vocab_info(args)
+    print(
+        mask_cmd.space_line(
+            cfg.output,
+            mask_cmd.input_text_bytes([d for d, _ in cfg.dumps] + list(cfg.books)),
+            cfg.mask,
+            cfg.formats,
+            packed=cfg.pack is not None,
+            unpacked=True,
+            docs=True,
+            skip=args.no_space_check,
+        ),
+        flush=True,
+    )
     fp = mask_cmd.mask_fingerprint(
         "run",
         cfg.mask,
@@ -291,8 +306,16 @@ def main(argv: Sequence[str] | None = None, *, wiki: bool = True, books: bool = 
 
     parser = make_parser(wiki=wiki, books=books)
     args, beam_args = parser.parse_known_args(argv)
-    fsio.configure(beam_args)
-    return run_guarded(lambda: run(config_from_args(args), args, args.workers, beam_args))
+
+    def go() -> int:
+        from corpus_pipeline.beam.flags import check_beam_args
+
+        ours = [s for a in parser._actions for s in a.option_strings]
+        check_beam_args(beam_args, ours, parser.prog)
+        fsio.configure(beam_args)
+        return run(config_from_args(args), args, args.workers, beam_args)
+
+    return run_guarded(go)
 
 
 if __name__ == "__main__":

@@ -113,9 +113,10 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     positive("--workers", args.workers)
     if args.index and len(args.index) != len(args.input):
         raise UserError("give one --index per --input (or none: indexes beside dumps are found)")
-    for path in [*args.input, *args.index]:
-        if not fsio.isfile(path):
-            raise UserError(f"{path}: no such file")
+    for path in args.input:
+        fsio.check_input_file(path, "--input", ": give the dump file (e.g. *.xml.bz2)")
+    for path in args.index:
+        fsio.check_input_file(path, "--index")
     ecfg = ExtractConfig(
         pages_per_chunk=positive("--pages-per-chunk", args.pages_per_chunk),
         expand_templates=not args.no_templates,
@@ -127,6 +128,7 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     indexes = args.index or [find_dump_index(d) for d in args.input]
     name = args.name or ("wiki" if not args.books else "books" if not args.input else "mixed")
     out = fsio.abspath(args.output)
+    fsio.check_output_path(out, [*args.input, *args.books])
     fp = outdir.fingerprint(
         "extract",
         config={"extract": asdict(ecfg), "sentences": asdict(scfg)},

@@ -13,7 +13,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from corpus_pipeline import fsio, outdir, resources
+from corpus_pipeline import diskspace, fsio, outdir, resources
 from corpus_pipeline.beam.mask import MaskToShards, VocabSpec
 from corpus_pipeline.beam.runner import (
     Progress,
@@ -92,6 +92,11 @@ def add_mask_flags(p: argparse.ArgumentParser) -> None:
         "memory)",
     )
     p.add_argument("--name", default="wiki", help="shard name prefix (default wiki)")
+    p.add_argument(
+        "--no-space-check",
+        action="store_true",
+        help="run even when the estimated output is larger than the free disk space",
+    )
     p.add_argument("--pack", action="store_true", help="write packed shards instead of unpacked")
     p.add_argument("--max-per-pack", type=int, default=PackConfig.max_per_pack)
     p.add_argument(
@@ -203,11 +208,39 @@ def input_text_bytes(paths: Sequence[str]) -> int:
     return int(total)
 
 
+def estimated_instances(text_bytes: int, cfg: MaskConfig) -> float:
+    """Instances that ``text_bytes`` of document text give (for sizing, before encoding)."""
+    tokens = text_bytes / CHARS_PER_TOKEN * _INSTANCE_TOKENS_PER_TOKEN
+    return cfg.dupe_factor * tokens / max(1, cfg.max_seq_length - 3)
+
+
 def default_shards(text_bytes: int, cfg: MaskConfig) -> int:
     """4, or enough shards for ~:data:`SHARD_TARGET_INSTANCES` each (same input, same count)."""
-    tokens = text_bytes / CHARS_PER_TOKEN * _INSTANCE_TOKENS_PER_TOKEN
-    instances = cfg.dupe_factor * tokens / max(1, cfg.max_seq_length - 3)
+    instances = estimated_instances(text_bytes, cfg)
     return max(4, -(-int(instances) // SHARD_TARGET_INSTANCES))
+
+
+def space_line(
+    out: str,
+    text_bytes: int,
+    cfg: MaskConfig,
+    formats: Sequence[str],
+    *,
+    packed: bool,
+    unpacked: bool,
+    docs: bool,
+    skip: bool,
+) -> str:
+    """The estimated output size, checked against the output disk's free space."""
+    need = diskspace.estimate_bytes(
+        estimated_instances(text_bytes, cfg),
+        cfg.max_seq_length,
+        formats,
+        unpacked=unpacked,
+        packed=packed,
+        docs_bytes=text_bytes if docs else 0,
+    )
+    return diskspace.check_space(out, need, skip=skip)
 
 
 def mask_fingerprint(
@@ -245,6 +278,20 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     positive("--shards", args.shards)
     vspec, vinfo, mvocab = vocab_info(args)
     out = fsio.abspath(args.output)
+    fsio.check_output_path(out, args.input)
+    print(
+        space_line(
+            out,
+            input_text_bytes(files),
+            cfg,
+            formats,
+            packed=pcfg is not None,
+            unpacked=pcfg is None,
+            docs=False,
+            skip=args.no_space_check,
+        ),
+        flush=True,
+    )
     fp = mask_fingerprint("mask", cfg, pcfg, formats, args.shards, args.name, vinfo, files)
     outdir.claim(out, fp, overwrite=args.overwrite)
     manifest = mask_documents(

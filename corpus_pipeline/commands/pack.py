@@ -101,8 +101,7 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
         seed=seed,
     )
     out = fsio.abspath(args.output)
-    if out == src:
-        raise UserError("--output must differ from --input")
+    fsio.check_output_path(out, [src])
     fp = outdir.fingerprint(
         "pack",
         config={"pack": asdict(pcfg)},
