@@ -21,6 +21,7 @@ Consumer caveats (they are the ``tfrecord`` package's, nothing the writer can fi
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import os
@@ -39,13 +40,14 @@ from corpus_pipeline.formats.common import (
     named_os_error,
     pad_rows,
 )
-from corpus_pipeline.formats.crc32c import masked_crc32c
+from corpus_pipeline.formats.crc32c import masked_crc32c, masked_crc32c_spans
 from corpus_pipeline.formats.example_proto import (
     DecodedFeature,
+    EncodeScratch,
     ExampleDecodeError,
     decode_example,
     decode_examples,
-    encode_examples,
+    encode_example_batch,
 )
 from corpus_pipeline.records import Instance, Pack
 
@@ -100,6 +102,18 @@ def index_path_for(path: str | Path) -> Path:
     return p.with_suffix(".index") if p.suffix else p.with_name(p.name + ".index")
 
 
+@functools.lru_cache(maxsize=4096)
+def _length_crc(length: int) -> int:
+    return masked_crc32c(length.to_bytes(8, "little"))
+
+
+def _length_crcs(lengths: np.ndarray) -> np.ndarray:
+    """Masked CRCs of the u64le record lengths, as ``<u4`` (few distinct lengths: cached)."""
+    uniq, inverse = np.unique(lengths, return_inverse=True)
+    crcs = np.array([_length_crc(x) for x in uniq.tolist()], dtype="<u4")
+    return crcs[inverse.reshape(-1)]
+
+
 def frame_record(data: bytes) -> bytes:
     """Wraps ``data`` in TFRecord framing (length, masked CRCs)."""
     length = len(data).to_bytes(8, "little")
@@ -121,7 +135,106 @@ def frame_record(data: bytes) -> bytes:
 def instances_to_columns(
     instances: Sequence[Instance], max_seq_length: int, max_predictions: int
 ) -> dict[str, np.ndarray]:
-    """Pads a batch of instances into the Google BERT feature matrices.
+    """Pads a batch of instances into the Google BERT feature matrices (int64 / float32).
+
+    Args:
+        instances: Unpadded instances.
+        max_seq_length: S, the width of the token features.
+        max_predictions: P, the width of the masked-LM features.
+
+    Returns:
+        :data:`UNPACKED_FEATURES` name -> ``(N, S)``, ``(N, P)`` or ``(N, 1)`` matrix.
+
+    Raises:
+        ValueError: An instance does not fit or is inconsistent (an upstream bug).
+    """
+    return _as_int64(_instance_columns(instances, max_seq_length, max_predictions))
+
+
+def _as_int64(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: v.astype(np.int64) if v.dtype.kind in "iub" else v for k, v in cols.items()}
+
+
+def _lengths(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    return np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays))
+
+
+def _concat(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """The arrays back to back, in an integer dtype of at least 32 bits (int64 for non-ints)."""
+    flat = np.concatenate(arrays) if arrays else np.empty(0, dtype=np.int32)
+    if flat.dtype.kind not in "iu":
+        return flat.astype(np.int64)
+    return flat.astype(np.promote_types(flat.dtype, np.int32), copy=False)
+
+
+def _padded(
+    flat: np.ndarray, mask: np.ndarray, scratch: EncodeScratch | None = None, name: str = ""
+) -> np.ndarray:
+    """``flat`` laid out on the true cells of ``mask`` (row-major), zeros elsewhere.
+
+    With ``scratch``, the matrix is one of its reused buffers (valid until the next batch).
+    """
+    out = _zeros(scratch, name, mask.size, flat.dtype.type).reshape(mask.shape)
+    out[mask] = flat
+    return out
+
+
+def _zeros(scratch: EncodeScratch | None, name: str, size: int, dtype: type) -> np.ndarray:
+    """``np.zeros(size, dtype)``, in a reused buffer of ``scratch`` when given."""
+    if scratch is None:
+        return np.zeros(size, dtype=dtype)
+    out = scratch.get(f"{name}:{np.dtype(dtype).str}", size, dtype)
+    out.fill(0)
+    return out
+
+
+def _instance_columns(
+    instances: Sequence[Instance], s: int, p: int, scratch: EncodeScratch | None = None
+) -> dict[str, np.ndarray]:
+    """:func:`instances_to_columns` in compact dtypes (what the writer encodes).
+
+    With ``scratch`` (the writer's), the big matrices live in its reused buffers.
+
+    Vectorised over the batch; on any invalid instance the per-instance reference
+    (:func:`_instances_to_columns_loop`) runs to raise its error for the first culprit.
+    """
+    n = len(instances)
+    ids_l = [i.input_ids for i in instances]
+    seg_l = [i.segment_ids for i in instances]
+    pos_l = [i.masked_lm_positions for i in instances]
+    mid_l = [i.masked_lm_ids for i in instances]
+    lens, nmask = _lengths(ids_l), _lengths(pos_l)
+    if n and (
+        int(lens.max()) > s
+        or int(nmask.max()) > p
+        or not np.array_equal(_lengths(seg_l), lens)
+        or not np.array_equal(_lengths(mid_l), nmask)
+    ):
+        return _instances_to_columns_loop(instances, s, p)
+    tok = np.arange(s)[None, :] < lens[:, None]
+    real = np.arange(p)[None, :] < nmask[:, None]
+    positions = _padded(_concat(pos_l), real)
+    bad = real & ((positions <= 0) | (positions >= lens[:, None]))
+    unsorted = real[:, 1:] & (positions[:, 1:] <= positions[:, :-1])
+    if bad.any() or unsorted.any():
+        return _instances_to_columns_loop(instances, s, p)
+    return {
+        "input_ids": _padded(_concat(ids_l), tok, scratch, "input_ids"),
+        "input_mask": tok.view(np.uint8),
+        "segment_ids": _padded(_concat(seg_l), tok, scratch, "segment_ids"),
+        "masked_lm_positions": positions,
+        "masked_lm_ids": _padded(_concat(mid_l), real),
+        "masked_lm_weights": real.astype(np.float32),
+        "next_sentence_labels": np.array(
+            [i.next_sentence_label for i in instances], dtype=np.int64
+        ).reshape(n, 1),
+    }
+
+
+def _instances_to_columns_loop(
+    instances: Sequence[Instance], max_seq_length: int, max_predictions: int
+) -> dict[str, np.ndarray]:
+    """Reference implementation of :func:`instances_to_columns`, one instance at a time.
 
     Args:
         instances: Unpadded instances.
@@ -169,6 +282,127 @@ def packs_to_columns(
     packs: Sequence[Pack], max_seq_length: int, max_predictions: int, max_per_pack: int
 ) -> dict[str, np.ndarray]:
     """Lays out a batch of packs in the Graphcore packed schema (FORMATS.md).
+
+    Sequence ``k`` (1-based) of a pack: its body (tokens without [CLS]) follows the bodies of
+    sequences ``1..k-1`` from index 0; its [CLS] goes to index ``S - k``; its masked positions
+    become absolute (original position ``j >= 1`` -> ``offset_k + j - 1``). A pack whose lengths
+    sum to S fits exactly: ``k`` [CLS] tokens at the end, bodies in the first ``S - k`` slots.
+
+    Args:
+        packs: Packs of 1..K instances, total length <= S.
+        max_seq_length: S.
+        max_predictions: P, per unpacked sequence; the packed width is ``M = P + K - 1``.
+        max_per_pack: K.
+
+    Returns:
+        :data:`PACKED_FEATURES` name -> ``(N, S)``, ``(N, M)`` or ``(N, K)`` matrix (int64 /
+        float32).
+
+    Raises:
+        ValueError: A pack does not fit or an instance is inconsistent (an upstream bug).
+    """
+    return _as_int64(_pack_columns(packs, max_seq_length, max_predictions, max_per_pack))
+
+
+def _pack_columns(
+    packs: Sequence[Pack], s: int, p: int, k_max: int, scratch: EncodeScratch | None = None
+) -> dict[str, np.ndarray]:
+    """:func:`packs_to_columns` in compact dtypes, vectorised over every instance of the batch.
+
+    With ``scratch`` (the writer's), the ``(N, S)`` matrices live in its reused buffers.
+
+    On any invalid pack the per-pack reference (:func:`_packs_to_columns_loop`) runs to raise
+    its error for the first culprit.
+    """
+    n = len(packs)
+    m = p + k_max - 1
+    counts = np.fromiter((len(q.instances) for q in packs), dtype=np.int64, count=n)
+    if n == 0 or int(counts.min()) < 1 or int(counts.max()) > k_max:
+        return _packs_to_columns_loop(packs, s, p, k_max)
+    insts = [i for q in packs for i in q.instances]
+    ni = len(insts)
+    ids_l = [i.input_ids for i in insts]
+    seg_l = [i.segment_ids for i in insts]
+    pos_l = [i.masked_lm_positions for i in insts]
+    mid_l = [i.masked_lm_ids for i in insts]
+    lens, npos = _lengths(ids_l), _lengths(pos_l)
+    first = np.cumsum(counts) - counts  # each pack's first instance
+    row = np.repeat(np.arange(n), counts)  # each instance's pack
+    k = np.arange(ni) - first[row] + 1  # 1-based place in its pack
+    body = lens - 1
+    cb = np.cumsum(body) - body
+    off = cb - cb[first][row]  # where its body starts in the row
+    cq = np.cumsum(npos) - npos
+    moff = cq - cq[first][row]
+    flat_pos = _concat(pos_l).astype(np.int64)
+    pos_inst = np.repeat(np.arange(ni), npos)
+    if (
+        (np.add.reduceat(lens, first) > s).any()
+        or (np.add.reduceat(npos, first) > m).any()
+        or int(lens.min()) < 1
+        or int(lens.max()) > s
+        or int(npos.max()) > p
+        or not np.array_equal(_lengths(seg_l), lens)
+        or not np.array_equal(_lengths(mid_l), npos)
+        or ((flat_pos < 1) | (flat_pos > body[pos_inst])).any()
+    ):
+        return _packs_to_columns_loop(packs, s, p, k_max)
+    # Bodies: a pack's bodies are back to back from index 0, so the body tokens of the batch,
+    # in order, fill a left-aligned prefix of every row (like unpacked rows). The [CLS] of
+    # sequence k goes to S - k: one scatter per sequence, not per token.
+    tok_start = np.cumsum(lens) - lens
+    is_body = np.ones(int(tok_start[-1] + lens[-1]), dtype=bool)
+    is_body[tok_start] = False
+    pack_body = np.add.reduceat(body, first)
+    in_body = np.arange(s)[None, :] < pack_body[:, None]
+    cls_dest = row * s + s - k
+    flat_ids = _concat(ids_l)
+    ids = _zeros(scratch, "packed_input_ids", n * s, flat_ids.dtype.type)
+    ids.reshape(n, s)[in_body] = flat_ids[is_body]
+    ids[cls_dest] = flat_ids[tok_start]
+    mask = _zeros(scratch, "packed_input_mask", n * s, np.uint8 if k_max < 256 else np.int64)
+    mask.reshape(n, s)[in_body] = np.repeat(k, body)
+    mask[cls_dest] = k
+    flat_seg = _concat(seg_l)
+    seg = _zeros(scratch, "packed_segment_ids", n * s, flat_seg.dtype.type)
+    seg.reshape(n, s)[in_body] = flat_seg[is_body]
+    seg[cls_dest] = flat_seg[tok_start]
+    posid = _zeros(scratch, "packed_position_ids", n * s, np.int32)
+    # Position ids: a body token's index in its own sequence (1..len-1); [CLS] keeps 0.
+    posid.reshape(n, s)[in_body] = np.arange(is_body.shape[0])[is_body] - np.repeat(tok_start, body)
+    # Predictions: slot moff + j of the row, position made absolute.
+    mq = np.arange(pos_inst.shape[0]) - np.repeat(cq, npos)
+    mdest = row[pos_inst] * m + moff[pos_inst] + mq
+    mpos = np.zeros(n * m, dtype=np.int64)
+    mpos[mdest] = flat_pos - 1 + off[pos_inst]
+    flat_mids = _concat(mid_l)
+    mids = np.zeros(n * m, dtype=flat_mids.dtype)
+    mids[mdest] = flat_mids
+    mmask = np.zeros(n * m, dtype=np.float32)
+    mmask[mdest] = k[pos_inst]
+    # Next sentence: sequence k at index K - k.
+    ndest = row * k_max + k_max - k
+    nsl = np.zeros(n * k_max, dtype=np.int64)
+    nsl[ndest] = np.array([i.next_sentence_label for i in insts], dtype=np.int64)
+    nsm = np.zeros(n * k_max, dtype=np.float32)
+    nsm[ndest] = 1.0
+    return {
+        "packed_input_ids": ids.reshape(n, s),
+        "packed_input_mask": mask.reshape(n, s),
+        "packed_segment_ids": seg.reshape(n, s),
+        "packed_position_ids": posid.reshape(n, s),
+        "packed_masked_lm_positions": mpos.reshape(n, m),
+        "packed_masked_lm_ids": mids.reshape(n, m),
+        "packed_masked_lm_mask": mmask.reshape(n, m),
+        "packed_next_sentence_labels": nsl.reshape(n, k_max),
+        "packed_next_sentence_mask": nsm.reshape(n, k_max),
+    }
+
+
+def _packs_to_columns_loop(
+    packs: Sequence[Pack], max_seq_length: int, max_predictions: int, max_per_pack: int
+) -> dict[str, np.ndarray]:
+    """Reference implementation of :func:`packs_to_columns`, one pack at a time.
 
     Sequence ``k`` (1-based) of a pack: its body (tokens without [CLS]) follows the bodies of
     sequences ``1..k-1`` from index 0; its [CLS] goes to index ``S - k``; its masked positions
@@ -274,6 +508,7 @@ class _FramedFileWriter:
         self._offset = 0
         self._hash = hashlib.sha256()
         self._sha256: str | None = None
+        self.scratch = EncodeScratch()
         self._stack = contextlib.ExitStack()
         try:
             # LIFO exit: the index is renamed before the data, so a visible .tfrecord always
@@ -287,29 +522,54 @@ class _FramedFileWriter:
             raise
 
     def write_records(self, records: Sequence[bytes]) -> None:
+        """Appends already-encoded records (framed here)."""
+        frames = [frame_record(data) for data in records]
+        sizes = np.fromiter(map(len, frames), dtype=np.int64, count=len(frames))
+        self._append(np.frombuffer(b"".join(frames), dtype=np.uint8), sizes)
+
+    def write_columns(self, columns: Mapping[str, np.ndarray]) -> None:
+        """Appends one ``tf.train.Example`` per row of ``columns``, encoded and framed together.
+
+        Same bytes as ``write_records(encode_examples(columns))``: the batch encoder leaves
+        room for each frame's header and footer, which are then filled in place (lengths and
+        their CRCs vectorised, one compiled CRC call per record for the data).
+        """
+        buf, starts, lengths = encode_example_batch(
+            columns, head=_HEADER, tail=_FOOTER, scratch=self.scratch
+        )
+        n = lengths.shape[0]
+        if n:
+            heads = starts - _HEADER
+            ends = starts + lengths
+            header = np.empty((n, _HEADER), dtype=np.uint8)
+            header[:, :8] = lengths.astype("<u8").view(np.uint8).reshape(n, 8)
+            header[:, 8:] = _length_crcs(lengths).view(np.uint8).reshape(n, 4)
+            buf[heads[:, None] + np.arange(_HEADER)] = header
+            data_crcs = masked_crc32c_spans(buf, starts, lengths).astype("<u4")
+            buf[ends[:, None] + np.arange(_FOOTER)] = data_crcs.view(np.uint8).reshape(n, 4)
+        self._append(buf, lengths + (_HEADER + _FOOTER))
+
+    def _append(self, blob: np.ndarray, sizes: np.ndarray) -> None:
+        """Writes framed records (``sizes`` bytes each) and their index lines."""
         if self._data is None or self._index is None:
             raise ValueError(f"tfrecord writer for {self.path} is closed")
-        frames = []
-        lines = []
-        offset = self._offset
-        for data in records:
-            frame = frame_record(data)
-            frames.append(frame)
-            lines.append(f"{offset} {len(frame)}\n")
-            offset += len(frame)
-        blob = b"".join(frames)
+        offsets = np.cumsum(sizes) - sizes + self._offset
+        pairs = np.empty(2 * sizes.shape[0], dtype=np.int64)
+        pairs[0::2], pairs[1::2] = offsets, sizes
+        lines = ("%d %d\n" * sizes.shape[0]) % tuple(pairs.tolist())
         try:
-            self._data.write(blob)
-            self._index.write("".join(lines))
+            self._data.write(blob)  # type: ignore[arg-type]  # numpy arrays are buffers
+            self._index.write(lines)
         except OSError as e:
             raise named_os_error(e, self.path) from e
-        self._hash.update(blob)
-        self._offset = offset
-        self.num_records += len(records)
+        self._hash.update(blob)  # type: ignore[arg-type]
+        self._offset += int(sizes.sum())
+        self.num_records += int(sizes.shape[0])
 
     def _close_handles(self) -> None:
         # Closing flushes the buffer, which fails when the disk is full: close both anyway.
         handles, self._data, self._index = (self._data, self._index), None, None
+        self.scratch = EncodeScratch()  # drop the work buffers of the last batch
         error: BaseException | None = None
         for handle in handles:
             if handle is not None:
@@ -437,8 +697,10 @@ class TFRecordShardWriter(_ShardWriterBase):
         """
         if not batch:
             return
-        cols = instances_to_columns(batch, self.max_seq_length, self.max_predictions)
-        self._file.write_records(encode_examples(cols))
+        cols = _instance_columns(
+            batch, self.max_seq_length, self.max_predictions, self._file.scratch
+        )
+        self._file.write_columns(cols)
 
 
 class PackedTFRecordShardWriter(_ShardWriterBase):
@@ -472,8 +734,10 @@ class PackedTFRecordShardWriter(_ShardWriterBase):
         """
         if not batch:
             return
-        cols = packs_to_columns(batch, self.max_seq_length, self.max_predictions, self.max_per_pack)
-        self._file.write_records(encode_examples(cols))
+        cols = _pack_columns(
+            batch, self.max_seq_length, self.max_predictions, self.max_per_pack, self._file.scratch
+        )
+        self._file.write_columns(cols)
 
 
 # --------------------------------------------------------------------------------------------

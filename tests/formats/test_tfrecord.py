@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from corpus_pipeline.formats import crc32c as crc_mod
 from corpus_pipeline.formats import example_proto as ep
+from corpus_pipeline.formats import tfrecord as tfr
 from corpus_pipeline.formats.common import FormatError
 from corpus_pipeline.formats.tfrecord import (
     PACKED_FEATURES,
@@ -442,12 +443,11 @@ def test_output_is_byte_identical_and_sha256_is_of_the_file(tmp_path: Path) -> N
     assert a.num_records == 40
 
 
-def test_real_wordpiece_ids_from_bundled_sample(tmp_path: Path) -> None:
-    """Real WordPiece ids (bundled vocab, Google's sample text) through both schemas."""
+def sample_instances(p: int = 20) -> list[Instance]:
+    """Real WordPiece ids (bundled vocab, Google's sample text), statically masked."""
     tokenizers = pytest.importorskip("tokenizers")
     tok = tokenizers.BertWordPieceTokenizer(str(UNCASED_VOCAB), lowercase=True)
     lines = [ln for ln in SAMPLE_GOOGLE_TEXT.read_text(encoding="utf-8").splitlines() if ln]
-    s, p, k = 128, 20, 3
     insts = []
     for j in range(len(lines) - 1):
         a = tok.encode(lines[j], add_special_tokens=False).ids[:60]
@@ -461,6 +461,25 @@ def test_real_wordpiece_ids_from_bundled_sample(tmp_path: Path) -> None:
         labels = ids[pos].copy()
         ids[pos] = 103  # [MASK]
         insts.append(Instance(ids, seg, pos, labels, j % 2))
+    return insts
+
+
+def greedy_packs(insts: list[Instance], s: int, k: int) -> list[Pack]:
+    """Greedy first-fit, enough to exercise real lengths."""
+    packs, cur = [], []
+    for inst in insts:
+        if cur and (len(cur) == k or sum(map(len, cur)) + len(inst) > s):
+            packs.append(Pack(cur))
+            cur = []
+        cur.append(inst)
+    packs.append(Pack(cur))
+    return packs
+
+
+def test_real_wordpiece_ids_from_bundled_sample(tmp_path: Path) -> None:
+    """Real WordPiece ids (bundled vocab, Google's sample text) through both schemas."""
+    s, p, k = 128, 20, 3
+    insts = sample_instances(p)
     assert max(int(i.input_ids.max()) for i in insts) > 16384  # 3-byte varints occur
 
     path = tmp_path / "sample.tfrecord"
@@ -472,13 +491,7 @@ def test_real_wordpiece_ids_from_bundled_sample(tmp_path: Path) -> None:
         i.input_ids.tolist() for i in insts
     ]
 
-    packs, cur = [], []
-    for inst in insts:  # greedy first-fit, enough to exercise real lengths
-        if cur and (len(cur) == k or sum(map(len, cur)) + len(inst) > s):
-            packs.append(Pack(cur))
-            cur = []
-        cur.append(inst)
-    packs.append(Pack(cur))
+    packs = greedy_packs(insts, s, k)
     ppath = tmp_path / "sample_packed.tfrecord"
     with PackedTFRecordShardWriter(ppath, s, p + 2, k) as pw:  # +2: room for 3 x 20 > 22
         pw.write(packs)
@@ -694,3 +707,139 @@ def test_torch_dataset_shards_across_workers(tmp_path: Path) -> None:
     got = sorted(r["input_ids"].numpy().tolist() for r in loader)
     want = sorted(instances_to_columns(insts, 64, 8)["input_ids"].tolist())
     assert got == want
+
+
+# --------------------------------------------------------------------------------------------
+# The batch encoder (issue #16): byte-identical to the per-record reference
+# --------------------------------------------------------------------------------------------
+
+# sha256 of the sample shards as the per-record writer wrote them before the batch encoder
+# (commit ba97877): sample_instances() at S=128, P=20 and greedy_packs(S=128, K=3) at P=22.
+SAMPLE_SHA256 = {
+    "u.tfrecord": "d2c8a4f12c43031379b95b491f5e6f5812bb74165469e1bfb2f6854a26e17d26",
+    "u.index": "d11c36bfc3ba27efe604be172b1981c58891eff5218fa92e333b7a83070ba5de",
+    "p.tfrecord": "4836fc927eca4da6258b207a1200f4a90f70604b193df0ab7d76ac94027e662f",
+    "p.index": "0e309b2757f8c9a361ee5e4086347a2aa59ee91a1084016e4396dddaf06a257e",
+}
+
+
+def reference_unpacked(insts: list[Instance], s: int, p: int) -> bytes:
+    """The pre-#16 writer: per-instance columns, per-record Example encoding and framing."""
+    cols = tfr._instances_to_columns_loop(insts, s, p)
+    return b"".join(frame_record(r) for r in ep.encode_examples(cols))
+
+
+def reference_packed(packs: list[Pack], s: int, p: int, k: int) -> bytes:
+    cols = tfr._packs_to_columns_loop(packs, s, p, k)
+    return b"".join(frame_record(r) for r in ep.encode_examples(cols))
+
+
+def test_batch_writer_matches_reference_and_pinned_sha_on_bundled_sample(tmp_path: Path) -> None:
+    insts = sample_instances(20)
+    packs = greedy_packs(insts, 128, 3)
+    with TFRecordShardWriter(tmp_path / "u.tfrecord", 128, 20) as w:
+        w.write(insts)
+    with PackedTFRecordShardWriter(tmp_path / "p.tfrecord", 128, 22, 3) as pw:
+        pw.write(packs)
+    assert (tmp_path / "u.tfrecord").read_bytes() == reference_unpacked(insts, 128, 20)
+    assert (tmp_path / "p.tfrecord").read_bytes() == reference_packed(packs, 128, 22, 3)
+    for name, digest in SAMPLE_SHA256.items():
+        assert hashlib.sha256((tmp_path / name).read_bytes()).hexdigest() == digest, name
+
+
+# Values whose varints take 1, 2, 3, 4 and 5 bytes, on both sides of each boundary; ids run up
+# to the vocabulary's last id (30521) and past it (a bigger vocabulary; the int32 maximum).
+EDGE_IDS = [0, 1, 127, 128, 16383, 16384, 30521, 2**21 - 1, 2**21, 2**28 - 1, 2**28, 2**31 - 1]
+
+
+@st.composite
+def edge_instance(draw, s: int, p: int, big: bool) -> Instance:
+    length = draw(st.sampled_from([1, 2, s]) | st.integers(1, s))
+    pool = EDGE_IDS if big else EDGE_IDS[:7]
+    ids = np.array(
+        draw(st.lists(st.sampled_from(pool), min_size=length, max_size=length)), np.int32
+    )
+    seg = np.array(draw(st.lists(st.integers(0, 1), min_size=length, max_size=length)), np.int8)
+    m = draw(st.integers(0, min(p, length - 1)))  # 0: an empty masked list
+    pos = sorted(draw(st.sets(st.integers(1, length - 1), min_size=m, max_size=m))) if m else []
+    mids = draw(st.lists(st.sampled_from(pool), min_size=m, max_size=m))
+    return Instance(
+        ids, seg, np.array(pos, np.int32), np.array(mids, np.int32), draw(st.integers(0, 1))
+    )
+
+
+@HYP
+@given(data=st.data(), s=st.sampled_from([8, 128, 200, 512]), p=st.sampled_from([1, 5, 20, 80]))
+def test_batch_writer_matches_reference_on_edge_values(
+    tmp_path: Path, data, s: int, p: int
+) -> None:
+    big = data.draw(st.booleans())
+    insts = data.draw(st.lists(edge_instance(s, p, big), min_size=1, max_size=6))
+    path = tmp_path / f"e_{s}_{p}.tfrecord"
+    with TFRecordShardWriter(path, s, p) as w:
+        cut = data.draw(st.integers(0, len(insts)))
+        w.write(insts[cut:])  # two batches: the writer's reused buffers change size
+        w.write(insts[:cut])
+    insts = insts[cut:] + insts[:cut]
+    assert path.read_bytes() == reference_unpacked(insts, s, p)
+    assert list(read_tfrecord(path)) == insts
+
+    k = data.draw(st.integers(1, 3))
+    packs, cur = [], []
+    for inst in insts:  # packs within S and the packed prediction budget P + K - 1
+        if cur and (
+            len(cur) == k
+            or sum(map(len, cur)) + len(inst) > s
+            or sum(len(i.masked_lm_positions) for i in cur) + len(inst.masked_lm_positions)
+            > p + k - 1
+        ):
+            packs.append(Pack(cur))
+            cur = []
+        cur.append(inst)
+    packs.append(Pack(cur))
+    ppath = tmp_path / f"pe_{s}_{p}_{k}.tfrecord"
+    with PackedTFRecordShardWriter(ppath, s, p, k) as pw:
+        pw.write(packs)
+    assert ppath.read_bytes() == reference_packed(packs, s, p, k)
+    assert [q.instances for q in read_packed_tfrecord(ppath)] == [q.instances for q in packs]
+
+
+SCRATCH = ep.EncodeScratch()
+
+
+@HYP
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 12), head=st.integers(0, 12))
+def test_encode_example_batch_equals_encode_examples(seed: int, n: int, head: int) -> None:
+    """Any columns: widths 0.., floats, bools, negatives and >= 2^28 (the slow path)."""
+    rng = np.random.default_rng(seed)
+    cols: dict[str, np.ndarray] = {}
+    for c in range(int(rng.integers(1, 6))):
+        w = int(rng.choice([0, 1, 3, 40, 130]))
+        kind = int(rng.integers(0, 4))
+        if kind == 0:
+            cols[f"f{c}"] = rng.standard_normal((n, w)).astype(np.float32)
+        elif kind == 1:
+            cols[f"b{c}"] = rng.random((n, w)) < 0.5
+        else:
+            hi = int(rng.choice([1, 128, 200, 2**14 + 1, 2**16 + 5, 2**21 + 1, 2**28 + 1, 2**40]))
+            lo = -3 if rng.random() < 0.1 else 0
+            cols["k" * int(rng.integers(1, 4)) + str(c)] = rng.integers(lo, hi, (n, w))
+    ref = ep.encode_examples(cols)
+    for scratch in (None, SCRATCH):  # SCRATCH: reused across examples, stale bytes must not leak
+        buf, starts, lengths = ep.encode_example_batch(cols, head=head, tail=4, scratch=scratch)
+        assert [bytes(buf[a : a + b]) for a, b in zip(starts, lengths, strict=True)] == ref
+        assert buf.shape[0] == sum(len(r) + head + 4 for r in ref)
+
+
+def test_masked_crc32c_spans_equals_per_record(tmp_path: Path) -> None:
+    rng = np.random.default_rng(9)
+    buf = rng.integers(0, 256, 5000).astype(np.uint8)
+    starts = np.array([0, 0, 10, 100, 4999, 5000])
+    lengths = np.array([0, 9, 1000, 3000, 1, 0])
+    got = crc_mod.masked_crc32c_spans(buf, starts, lengths)
+    want = [
+        crc_mod.masked_crc32c(buf[a : a + n].tobytes())
+        for a, n in zip(starts, lengths, strict=True)
+    ]
+    assert got.dtype == np.uint32 and got.tolist() == want
+    assert crc_mod.BACKEND.startswith("crc32c C extension")  # the compiled CRC is installed
