@@ -75,7 +75,11 @@ def fingerprint(verb: str, **parts: Any) -> dict[str, Any]:
     canonical = json.dumps(what, sort_keys=True, separators=(",", ":"), default=str)
     # As read back from a manifest (tuples are lists), so that two fingerprints compare.
     what = json.loads(canonical)
-    return {"sha256": hashlib.sha256(canonical.encode("utf-8")).hexdigest(), **what}
+    # The JSON form (tuples as lists), so a fingerprint read back from a file compares equal.
+    return {
+        "sha256": hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
+        **json.loads(canonical),
+    }
 
 
 def input_files(paths: Iterable[str]) -> dict[str, Any]:

@@ -196,7 +196,7 @@ def test_bad_remote_paths_are_one_line_errors(s3, tmp_path, capsys):
     cases = [
         (
             ["extract", "--input", f"s3://{BUCKET}/in/missing.xml.bz2", "--output", tmp_path],
-            f"error: s3://{BUCKET}/in/missing.xml.bz2: no such file",
+            f"error: --input s3://{BUCKET}/in/missing.xml.bz2: no such file",
         ),
         (
             ["mask", "--input", f"s3://{BUCKET}/nothing-here", "--output", tmp_path],

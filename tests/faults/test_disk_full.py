@@ -319,6 +319,7 @@ def mask_into_full_disk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
                     "5",
                     "--workers",
                     "1",
+                    "--no-space-check",  # the disk filling up mid-write is the point here
                 )
             except Exception as e:  # what the lead's one-line handler must turn into rc 2
                 raised = e

@@ -92,6 +92,7 @@ def test_disk_full_with_two_workers_is_one_line(tmp_path: Path) -> None:
                 "5",
                 "--workers",
                 "2",
+                "--no-space-check",
             ],
             capture_output=True,
             text=True,
