@@ -109,7 +109,7 @@ books: $(STAMP)
 
 # The longer fault runs (more kill/cut iterations, bigger fuzz budgets).
 soak: $(TRAIN_STAMP)
-	$(BIN)/python -m pytest -m soak tests/faults tests/unit
+	$(BIN)/python -m pytest -m soak tests
 
 bench: $(TRAIN_STAMP)
 	@for b in bench/*.py; do case $$b in */_*) continue;; esac; echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -110,6 +110,7 @@ def test_run_s3_to_s3_matches_local(s3, tmp_path):
     assert_same_output(remote_files(client, "out/run/"), local_files(local))
 
 
+@pytest.mark.soak  # run s3 -> s3 and the isolated-worker test cover S3 in make test
 def test_extract_then_mask_s3(s3, wiki_docs, wiki_masked):
     """Remote extract, then remote mask of its output with a remote vocabulary: the bytes of
     the local session fixtures with the same flags (mask: the mmap shards and the Megatron
@@ -169,6 +170,7 @@ def test_extract_then_mask_s3(s3, wiki_docs, wiki_masked):
     assert got["megatron"] == want["megatron"]
 
 
+@pytest.mark.soak
 def test_pack_s3(s3, tmp_path, wiki_masked):
     """Remote pack of a remote dataset (shards downloaded per worker): the bytes of a local pack."""
     client, flags = s3

@@ -151,6 +151,7 @@ def test_wikipedia_lp_reaches_the_bound(wiki: tuple[np.ndarray, int]) -> None:
     assert result.num_packs <= 8_143_829 + 100
 
 
+@pytest.mark.soak  # ~40-80 s: NNLSHP's search; the LP and greedy tests cover packing in make test
 def test_wikipedia_nnlshp(wiki: tuple[np.ndarray, int]) -> None:
     hist, s = wiki
     result = nnlshp(hist, s, 3)
