@@ -27,20 +27,24 @@ import apache_beam as beam
 from corpus_pipeline import fsio, outdir
 from corpus_pipeline.beam.extract import (
     ExtractDocuments,
+    add_text_flags,
+    check_text_dirs,
     cleanup_chunks,
     find_dump_index,
     loss_report,
     plan_tasks,
     report_loss,
+    resolve_language,
     skipped_book_files,
 )
 from corpus_pipeline.beam.runner import Progress, Timer, format_summary, progress_bar, run_pipeline
-from corpus_pipeline.commands import mask as mask_cmd
-from corpus_pipeline.commands.common import add_beam_flags, positive
+from corpus_pipeline.commands import mask as mask_cmd  # flags; moving to commands/run.py
+from corpus_pipeline.commands.common import add_beam_flags, add_lang_flag, positive
 from corpus_pipeline.config import ExtractConfig, MaskConfig, PackConfig, SentenceConfig
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.formats import registry
 from corpus_pipeline.formats.common import atomic_output, remove_stale_temps
+from pipelines import mask as mask_graph
 
 EXAMPLES = """examples:
   corpus-pipeline run --input enwiki-latest-pages-articles-multistream.xml.bz2 --output out/wiki-128 \\
@@ -73,8 +77,9 @@ def add_flags(p: argparse.ArgumentParser, *, wiki: bool = True, books: bool = Tr
             "--input",
             action="append",
             default=[],
-            metavar="DUMP",
-            help="Wikipedia dump (multistream index found beside it); repeatable",
+            metavar="FILE",
+            help="Wikipedia dump (multistream index found beside it), or JSON-lines (.jsonl, "
+            ".jsonl.gz, .jsonl.zst) or Parquet (.parquet) with a text field; repeatable",
         )
         p.add_argument("--index", action="append", default=[], metavar="INDEX")
         p.add_argument(
@@ -93,6 +98,8 @@ def add_flags(p: argparse.ArgumentParser, *, wiki: bool = True, books: bool = Tr
             metavar="DIR",
             help="folder of .txt books; repeatable",
         )
+    add_text_flags(p)  # --text-dir, --text-key, --id-key, --doc-per-file, --max-docs
+    add_lang_flag(p)
     p.add_argument("--output", required=True, metavar="DIR")
     p.add_argument(
         "--doc-shards",
@@ -109,21 +116,32 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     dumps = list(getattr(args, "input", []) or [])
     indexes = list(getattr(args, "index", []) or [])
     book_dirs = list(getattr(args, "books", []) or [])
-    if not dumps and not book_dirs:
-        raise UserError("nothing to process: give --input DUMP and/or --books DIR")
+    text_dirs = list(getattr(args, "text_dir", []) or [])
+    if not dumps and not book_dirs and not text_dirs:
+        raise UserError("nothing to process: give --input FILE, --text-dir DIR or --books DIR")
     if indexes and len(indexes) != len(dumps):
         raise UserError("give one --index per --input (or none)")
     for path in dumps:
         fsio.check_input_file(path, "--input", ": give the dump file (e.g. *.xml.bz2)")
     for path in indexes:
         fsio.check_input_file(path, "--index")
-    fsio.check_output_path(fsio.abspath(args.output), [*dumps, *book_dirs])
+    check_text_dirs(text_dirs)
+    fsio.check_output_path(fsio.abspath(args.output), [*dumps, *text_dirs, *book_dirs])
     pairs = tuple(zip(dumps, indexes or [find_dump_index(d) for d in dumps], strict=True))
+    # .txt folders ride with the dumps as (folder, None): plan_tasks tells them apart.
+    pairs += tuple((d, None) for d in text_dirs)
     return PipelineConfig(
         output=fsio.abspath(args.output),
         dumps=pairs,
         books=tuple(book_dirs),
-        extract=ExtractConfig(max_loss=getattr(args, "max_loss", ExtractConfig.max_loss)),
+        extract=ExtractConfig(
+            max_loss=getattr(args, "max_loss", ExtractConfig.max_loss),
+            text_key=args.text_key,
+            id_key=args.id_key,
+            doc_per_file=args.doc_per_file,
+            max_docs=args.max_docs,
+        ),
+        sentences=SentenceConfig(language=resolve_language(getattr(args, "lang", None), dumps)),
         mask=mask_cmd.mask_config(args),
         pack=mask_cmd.pack_config(args),
         formats=registry.parse_formats(args.format),
@@ -132,8 +150,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             "--shards",
             args.shards
             if args.shards is not None
-            else mask_cmd.default_shards(
-                mask_cmd.input_text_bytes([*dumps, *book_dirs]), mask_cmd.mask_config(args)
+            else mask_graph.default_shards(
+                mask_graph.input_text_bytes([*dumps, *book_dirs]), mask_cmd.mask_config(args)
             ),
         ),
         name=args.name,
@@ -142,7 +160,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
 
 @dataclass
 class _Built:
-    plan: mask_cmd.MaskPlan
+    plan: mask_graph.MaskPlan
     docs_dir: str
     docs_json: str
     tasks: int
@@ -153,9 +171,9 @@ def prepare(cfg: PipelineConfig, args: argparse.Namespace) -> _Built:
     """Claim OUT (one lock for docs/, unpacked/ and packed/; see ``outdir.py``), prepare it."""
     vspec, vinfo, mvocab = mask_cmd.vocab_info(args)
     print(
-        mask_cmd.space_line(
+        mask_graph.space_line(
             cfg.output,
-            mask_cmd.input_text_bytes([d for d, _ in cfg.dumps] + list(cfg.books)),
+            mask_graph.input_text_bytes([d for d, _ in cfg.dumps] + list(cfg.books)),
             cfg.mask,
             cfg.formats,
             packed=cfg.pack is not None,
@@ -165,7 +183,7 @@ def prepare(cfg: PipelineConfig, args: argparse.Namespace) -> _Built:
         ),
         flush=True,
     )
-    fp = mask_cmd.mask_fingerprint(
+    fp = mask_graph.mask_fingerprint(
         "run",
         cfg.mask,
         cfg.pack,
@@ -190,7 +208,7 @@ def prepare(cfg: PipelineConfig, args: argparse.Namespace) -> _Built:
     if cfg.pack is not None:
         outs.append((os.path.join(cfg.output, "packed"), cfg.pack))
     work = os.path.join(cfg.output, ".work")
-    plan = mask_cmd.make_plan(
+    plan = mask_graph.make_plan(
         outs, cfg.mask, cfg.formats, cfg.shards, cfg.name, vspec, vinfo, mvocab, work, fp
     )
     return _Built(plan, docs_dir, os.path.join(work, "docs.json"), 0, fp)
@@ -214,7 +232,7 @@ def build(p: beam.Pipeline, cfg: PipelineConfig, built: _Built, progress: Progre
     _ = (
         docs
         | "CollectDocShards" >> beam.combiners.ToList()
-        | "SaveDocShards" >> beam.Map(mask_cmd._save_json, built.docs_json)
+        | "SaveDocShards" >> beam.Map(mask_graph.save_json, built.docs_json)
     )
     files = (
         docs
@@ -222,7 +240,7 @@ def build(p: beam.Pipeline, cfg: PipelineConfig, built: _Built, progress: Progre
         | "DocFiles"
         >> beam.Map(lambda s, d: (s["shard"], os.path.join(d, s["path"])), built.docs_dir)
     )
-    mask_cmd.add_mask_branch(files, built.plan, progress)
+    mask_graph.add_mask_branch(files, built.plan, progress)
 
 
 @outdir.releasing
@@ -239,6 +257,7 @@ def run(
     docs_manifest = {
         "kind": "documents",
         "format": "text",
+        "lang": cfg.sentences.language,
         "inputs": [fsio.abspath(d) for d, _ in cfg.dumps] + [fsio.abspath(b) for b in cfg.books],
         "shards": doc_shards,
         "documents": sum(s["documents"] for s in doc_shards),
@@ -250,7 +269,7 @@ def run(
 
     mf.write_manifest(built.docs_dir, docs_manifest)
     inputs = [os.path.join(built.docs_dir, s["path"]) for s in doc_shards]
-    manifests = mask_cmd.finish_datasets(built.plan, counts, inputs, timer.elapsed)
+    manifests = mask_graph.finish_datasets(built.plan, counts, inputs, timer.elapsed)
     fsio.rmtree(built.plan.work)
     datasets = {"docs": "docs", "unpacked": "unpacked"}
     if cfg.pack is not None:
@@ -266,7 +285,7 @@ def run(
             open(tmp, "w", encoding="utf-8") as f,
         ):
             json.dump(run_info, f, indent=2, sort_keys=True)
-    mask_cmd.check_not_empty(manifests[0], inputs)
+    mask_graph.check_not_empty(manifests[0], inputs)
     keep = ["run.json", *(f"docs/{f}" for f in outdir.manifest_files(docs_manifest))]
     for name, m in zip(("unpacked", "packed"), manifests, strict=False):
         keep.extend(f"{name}/{f}" for f in outdir.manifest_files(m))
@@ -281,8 +300,8 @@ def run(
     )
     for name, m in zip(("unpacked", "packed"), manifests, strict=False):
         print(f"\n{name}: {os.path.join(cfg.output, name)}")
-        mask_cmd.print_report(m, os.path.join(cfg.output, name), counters=False, warnings=False)
-    mask_cmd.print_warnings(manifests[0])  # the same for both datasets: once
+        mask_graph.print_report(m, os.path.join(cfg.output, name), counters=False, warnings=False)
+    mask_graph.print_warnings(manifests[0])  # the same for both datasets: once
     report_loss(docs_manifest["loss"], [d for d, _ in cfg.dumps], built.docs_dir)
     return 0
 

@@ -26,11 +26,11 @@ from corpus_pipeline.beam.shards import (
     prepare_output,
 )
 from corpus_pipeline.commands.common import add_beam_flags, add_overwrite_flag, positive
-from corpus_pipeline.commands.mask import _save_json, packing_report, print_report, split_timings
 from corpus_pipeline.config import PackConfig
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.formats import manifest as mf
 from corpus_pipeline.formats import registry
+from pipelines.mask import packing_report, print_report, save_json, split_timings
 
 EXAMPLES = """examples:
   corpus-pipeline pack --input out/wiki-512 --output out/wiki-512-packed --max-per-pack 3
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
                 | "Pack"
                 >> beam.ParDo(PackShardFromDataset(spec, src, m["name"], read_fmt, progress, empty))
                 | "Collect" >> beam.combiners.ToList()
-                | "Save" >> beam.Map(_save_json, os.path.join(work, "shards.json"))
+                | "Save" >> beam.Map(save_json, os.path.join(work, "shards.json"))
             )
 
         counts = run_pipeline(build, args.workers, beam_args)

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 from corpus_pipeline import diskspace, resources
-from corpus_pipeline.commands.mask import estimated_instances, input_text_bytes
 from corpus_pipeline.config import PRESETS, MaskConfig
 from corpus_pipeline.formats.documents import list_document_paths
+from pipelines.mask import estimated_instances, input_text_bytes
 from tests.faults.test_disk_full import tmpfs
 
 

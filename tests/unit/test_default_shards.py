@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from corpus_pipeline import resources
-from corpus_pipeline.commands.mask import (
+from corpus_pipeline.config import PRESETS, MaskConfig
+from pipelines.mask import (
     SHARD_TARGET_INSTANCES,
     default_shards,
     input_text_bytes,
 )
-from corpus_pipeline.config import PRESETS, MaskConfig
 
 
 def test_small_inputs_keep_four_shards() -> None:

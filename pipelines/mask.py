@@ -1,0 +1,464 @@
+"""The masking graph: documents -> WordPiece -> static masking -> (packing) -> shards.
+
+Used by ``corpus-pipeline mask`` (:func:`mask_documents`) and by the whole-pipeline graph
+(``pipelines/pretraining.py``: :func:`make_plan`, :func:`add_mask_branch`,
+:func:`finish_datasets`). Holds the sizing rules (default shard count, the output estimate),
+the manifest of a masked dataset and the report printed at the end. No flags: the verbs
+build the configs (``corpus_pipeline/commands/``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+
+from corpus_pipeline import diskspace, fsio, outdir
+from corpus_pipeline.beam.mask import MaskToShards, VocabSpec
+from corpus_pipeline.beam.runner import (
+    Progress,
+    Timer,
+    format_summary,
+    progress_bar,
+    run_pipeline,
+)
+from corpus_pipeline.beam.shards import ShardSpec, manifest_counters, prepare_output
+from corpus_pipeline.config import MaskConfig, PackConfig
+from corpus_pipeline.errors import UserError
+from corpus_pipeline.formats import manifest as mf
+from corpus_pipeline.formats.common import atomic_output, sha256_file
+from corpus_pipeline.formats.spill import iter_spills
+from corpus_pipeline.stages.masking import MaskVocab, counter_statistics, statistical_warnings
+from corpus_pipeline.stages.wordpiece import CHARS_PER_TOKEN
+
+#: Instances per shard that the default shard count aims at. A shard's writer holds the whole
+#: shard (to shuffle it) at ~1.2 KB per phase1 instance (286k instances measured at +330 MB),
+#: so ~250k keeps a writer near 350 MB. Bytes per instance scale with S and instances per
+#: token with 1/S, so the target holds for every preset.
+SHARD_TARGET_INSTANCES = 250_000
+#: Instance tokens per document token and duplicate: random next segments come from other
+#: documents and unused segments go back, so instances hold more tokens than the documents.
+#: Measured (phase1, dupe 5): bundled excerpt 2.58M chars -> 27.7k instances (1.29); the same
+#: replicated 40x, 103M bytes -> 1.14M instances (1.32).
+_INSTANCE_TOKENS_PER_TOKEN = 1.3
+#: Document text per byte of a dump, by suffix (bundled excerpt: 5.8 MB XML, 1.6 MB bz2, 2.6 MB
+#: of text); anything else (books, documents) counts byte for byte.
+_TEXT_PER_BYTE = {".bz2": 1.6, ".xz": 1.6, ".gz": 1.3, ".xml": 0.44}
+
+
+def input_text_bytes(paths: Sequence[str]) -> int:
+    """Rough size of the document text in ``paths`` (files or folders; remote ones count 0)."""
+    total = 0.0
+    for path in paths:
+        if fsio.is_remote(path):
+            continue
+        files = [Path(path)] if os.path.isfile(path) else Path(path).rglob("*")
+        for f in files:
+            if f.is_file():
+                total += f.stat().st_size * _TEXT_PER_BYTE.get(f.suffix, 1.0)
+    return int(total)
+
+
+def estimated_instances(text_bytes: int, cfg: MaskConfig) -> float:
+    """Instances that ``text_bytes`` of document text give (for sizing, before encoding)."""
+    tokens = text_bytes / CHARS_PER_TOKEN * _INSTANCE_TOKENS_PER_TOKEN
+    return cfg.dupe_factor * tokens / max(1, cfg.max_seq_length - 3)
+
+
+def default_shards(text_bytes: int, cfg: MaskConfig) -> int:
+    """4, or enough shards for ~:data:`SHARD_TARGET_INSTANCES` each (same input, same count)."""
+    instances = estimated_instances(text_bytes, cfg)
+    return max(4, -(-int(instances) // SHARD_TARGET_INSTANCES))
+
+
+def space_line(
+    out: str,
+    text_bytes: int,
+    cfg: MaskConfig,
+    formats: Sequence[str],
+    *,
+    packed: bool,
+    unpacked: bool,
+    docs: bool,
+    skip: bool,
+) -> str:
+    """The estimated output size, checked against the output disk's free space."""
+    need = diskspace.estimate_bytes(
+        estimated_instances(text_bytes, cfg),
+        cfg.max_seq_length,
+        formats,
+        unpacked=unpacked,
+        packed=packed,
+        docs_bytes=text_bytes if docs else 0,
+    )
+    return diskspace.check_space(out, need, skip=skip)
+
+
+def mask_fingerprint(
+    verb: str,
+    cfg: MaskConfig,
+    pcfg: PackConfig | None,
+    formats: Sequence[str],
+    num_shards: int,
+    name: str,
+    vinfo: dict[str, Any],
+    inputs: Sequence[str],
+    **more: Any,
+) -> dict[str, Any]:
+    """The fingerprint of a masking run (``mask`` or ``run``): see ``outdir.py``."""
+    return outdir.fingerprint(
+        verb,
+        config={"mask": asdict(cfg), "pack": asdict(pcfg) if pcfg else None, **more},
+        inputs=outdir.input_files(inputs),
+        vocab=vinfo["sha256"],
+        formats=list(formats),
+        shards=num_shards,
+        name=name,
+    )
+
+
+@dataclass
+class MaskPlan:
+    """Everything a masking branch of a Beam graph needs, and what it leaves in ``work``."""
+
+    cfg: MaskConfig
+    specs: list[ShardSpec]
+    num_shards: int
+    name: str
+    vspec: VocabSpec
+    vinfo: dict[str, Any]
+    mvocab: MaskVocab
+    work: str
+    megatron: bool
+    fingerprint: dict[str, Any] | None = None  # outdir.fingerprint of the run, if any
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return self.specs[0].formats
+
+
+def make_plan(
+    out_dirs: list[tuple[str, PackConfig | None]],
+    cfg: MaskConfig,
+    formats: tuple[str, ...],
+    num_shards: int,
+    name: str,
+    vspec: VocabSpec,
+    vinfo: dict[str, Any],
+    mvocab: MaskVocab,
+    work: str,
+    fingerprint: dict[str, Any] | None = None,
+) -> MaskPlan:
+    """Prepare output folders (stale temps removed) and a fresh work folder."""
+    if "hdf5" in formats and any(p is not None for _, p in out_dirs) and vinfo["size"] >= 32768:
+        raise UserError(
+            f"{vinfo['file']}: {vinfo['size']} entries, but packed HDF5 (MLPerf) stores int16 ids "
+            "and needs a vocabulary < 32768: drop hdf5 from --format or use a smaller vocabulary"
+        )
+    specs = []
+    for out, pcfg in out_dirs:
+        fsio.make_output_dir(out)
+        prepare_output(out, formats)
+        specs.append(
+            ShardSpec(
+                out,
+                name,
+                formats,
+                cfg.max_seq_length,
+                cfg.max_predictions,
+                vinfo["size"],
+                cfg.seed,
+                pcfg,
+                fingerprint["sha256"] if fingerprint else "",
+            )
+        )
+    fsio.rmtree(work)
+    if not fsio.is_remote(work):  # remote: workers write spill files under OUT/.work
+        os.makedirs(work)
+    return MaskPlan(
+        cfg,
+        specs,
+        num_shards,
+        name,
+        vspec,
+        vinfo,
+        mvocab,
+        work,
+        megatron="mmap" in formats and specs[0].pack is None,
+        fingerprint=fingerprint,
+    )
+
+
+def add_mask_branch(files: Any, plan: MaskPlan, progress: Progress) -> None:
+    """Wire masking + shard writing + collectors after a PCollection of (index, path)."""
+    res = files | "Mask" >> MaskToShards(
+        plan.vspec,
+        plan.cfg,
+        plan.specs,
+        plan.num_shards,
+        os.path.join(plan.work, "spill"),
+        progress,
+        plan.mvocab.mask_id,
+        plan.megatron,
+    )
+    _ = (
+        res["shards"]
+        | "CollectShards" >> beam.combiners.ToList()
+        | "SaveShards" >> beam.Map(save_json, os.path.join(plan.work, "shards.json"))
+    )
+    _ = res["stats"] | "SaveStats" >> beam.Map(save_json, os.path.join(plan.work, "stats.json"))
+    if plan.megatron:
+        _ = (
+            res["docs"]
+            | "CollectDocs" >> beam.combiners.ToList()
+            | "WriteMegatron"
+            >> beam.Map(
+                _write_megatron,
+                plan.specs[0].out_dir,
+                plan.name,
+                plan.vinfo["size"],
+                os.path.join(plan.work, "megatron.json"),
+            )
+        )
+
+
+def finish_datasets(
+    plan: MaskPlan, counts: dict[str, int], inputs: list[str], elapsed: float
+) -> list[dict[str, Any]]:
+    """Write each dataset's manifest from what the pipeline left in ``plan.work``."""
+    entries = load_json(os.path.join(plan.work, "shards.json"))
+    stats = load_json(os.path.join(plan.work, "stats.json"))
+    instances = stats["instances"]
+    stats["short_target_fraction"] = (
+        counts.get("mask/short_target", 0) / instances if instances else None
+    )
+    stats.update(counter_statistics(counts))
+    warnings = statistical_warnings(stats, counts)
+    megatron = load_json(os.path.join(plan.work, "megatron.json")) if plan.megatron else None
+    fsio.rmtree(plan.work)
+    manifests = []
+    for spec in plan.specs:
+        shards = sorted((e for d, e in entries if d == spec.out_dir), key=lambda e: e["index"])
+        timings = split_timings(shards)
+        pcfg = spec.pack
+        manifest: dict[str, Any] = {
+            "kind": "packed" if pcfg else "instances",
+            "name": plan.name,
+            "formats": list(spec.formats),
+            "max_seq_length": plan.cfg.max_seq_length,
+            "max_predictions": plan.cfg.max_predictions,
+            "max_per_pack": pcfg.max_per_pack if pcfg else None,
+            "seed": plan.cfg.seed,
+            "vocab": plan.vinfo,
+            "config": {"mask": asdict(plan.cfg), "pack": asdict(pcfg) if pcfg else None},
+            "inputs": [os.path.basename(f) for f in inputs],
+            "shards": shards,
+            "megatron": megatron if spec is plan.specs[0] else None,
+            "totals": {
+                "instances": sum(s["instances"] for s in shards),
+                "records": sum(s["records"] for s in shards),
+                "documents": counts.get("encode/passed", 0),
+            },
+            "statistics": stats,
+            "warnings": warnings,
+            "counters": manifest_counters(counts),
+            "timings": {"elapsed_seconds": round(elapsed, 2), **timings},
+        }
+        if pcfg:
+            manifest["packing"] = packing_report(shards, plan.cfg.max_seq_length)
+        if plan.fingerprint is not None:
+            manifest["fingerprint"] = plan.fingerprint
+        mf.write_manifest(spec.out_dir, manifest)
+        fsio.rmtree(os.path.join(spec.out_dir, ".markers"))
+        manifests.append(manifest)
+    return manifests
+
+
+def mask_documents(
+    files: list[str],
+    out: str,
+    cfg: MaskConfig,
+    pcfg: PackConfig | None,
+    formats: tuple[str, ...],
+    num_shards: int,
+    name: str,
+    vspec: VocabSpec,
+    vinfo: dict[str, Any],
+    mvocab: MaskVocab,
+    workers: int,
+    beam_args: Sequence[str],
+    fingerprint: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run the mask pipeline into ``out`` and write its manifest; returns the manifest."""
+    timer = Timer()
+    plan = make_plan(
+        [(out, pcfg)],
+        cfg,
+        formats,
+        num_shards,
+        name,
+        vspec,
+        vinfo,
+        mvocab,
+        os.path.join(out, ".work"),
+        fingerprint,
+    )
+    with progress_bar(len(files) + num_shards, "mask", unit="task") as progress:
+
+        def build(p: beam.Pipeline) -> None:
+            files_pc = p | "Files" >> beam.Create(list(enumerate(files)), reshuffle=False)
+            add_mask_branch(files_pc, plan, progress)
+
+        counts = run_pipeline(build, workers, beam_args)
+    (manifest,) = finish_datasets(plan, counts, files, timer.elapsed)
+    check_not_empty(manifest, files)
+    return manifest
+
+
+def check_not_empty(manifest: dict[str, Any], inputs: list[str]) -> None:
+    """No instance at all is a user mistake (wrong input), not a success."""
+    if manifest["totals"]["instances"] == 0:
+        raise UserError(
+            f"{', '.join(inputs)}: no instances were produced (no document had tokens): "
+            "check the input is sentence-split text from `extract`"
+        )
+
+
+def split_timings(shards: list[dict[str, Any]]) -> dict[str, float]:
+    """Remove wall-clock fields from shard entries (they differ between identical runs)."""
+    total = 0.0
+    for s in shards:
+        total += float(s.pop("timings", {}).get("strategy_seconds", 0.0))
+    return {"strategy_seconds": round(total, 3)} if total else {}
+
+
+def packing_report(shards: list[dict[str, Any]], max_seq_length: int) -> dict[str, Any]:
+    """Instances, packs, efficiency before/after and padded packs, summed over shards."""
+    inst = sum(s["instances"] for s in shards)
+    packs = sum(s["records"] for s in shards)
+    real = sum(s.get("packing", {}).get("real_tokens", 0) for s in shards)
+    padded = sum(
+        (s.get("packing", {}).get("strategy") or {}).get("padded_packs", 0) for s in shards
+    )
+    return {
+        "instances": inst,
+        "packs": packs,
+        "efficiency_unpacked": real / (inst * max_seq_length) if inst else None,
+        "efficiency": real / (packs * max_seq_length) if packs else None,
+        "speedup": inst / packs if packs else None,
+        "padded_packs": padded,
+    }
+
+
+def _write_megatron(ranges: list[Any], out: str, name: str, vocab_size: int, result: str) -> None:
+    if fsio.is_remote(out):
+        with fsio.local_dir_for(out) as d:
+            _write_megatron(ranges, d, name, vocab_size, result)
+            fsio.publish(d, [f"mmap/{name}_text_sentence.{ext}" for ext in ("bin", "idx")], out)
+        return
+    from corpus_pipeline.formats.mmap import MegatronSentenceWriter
+
+    os.makedirs(os.path.join(out, "mmap"), exist_ok=True)
+    batch: list[Any] = []
+    with MegatronSentenceWriter(os.path.join(out, "mmap"), name, vocab_size) as w:
+        for doc in iter_spills(sorted(ranges)):
+            batch.append(doc)
+            if len(batch) >= 1024:
+                w.write(batch)
+                batch = []
+        if batch:
+            w.write(batch)
+    prefix = f"mmap/{name}_text_sentence"
+    save_json(
+        {
+            "prefix": prefix,
+            "documents": w.num_documents,
+            "sentences": w.num_records,
+            "files": [
+                {
+                    "path": f"{prefix}.{ext}",
+                    "sha256": sha256_file(os.path.join(out, f"{prefix}.{ext}")),
+                }
+                for ext in ("bin", "idx")
+            ],
+        },
+        result,
+    )
+
+
+def save_json(obj: Any, path: str) -> None:
+    if fsio.is_remote(path):
+        fsio.write_text(path, json.dumps(obj, default=_jsonable))
+        return
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text(json.dumps(obj, default=_jsonable), encoding="utf-8")
+
+
+def _jsonable(o: Any) -> Any:
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def load_json(path: str) -> Any:
+    with fsio.open_text(path) as f:
+        return json.load(f)
+
+
+def print_warnings(manifest: dict[str, Any]) -> None:
+    """The manifest's statistical warnings, one ``warning: `` line each on stderr."""
+    for w in manifest.get("warnings") or []:
+        print(f"warning: {w['message']}", file=sys.stderr)
+
+
+def print_report(
+    manifest: dict[str, Any], out: str, counters: bool = True, warnings: bool = True
+) -> None:
+    """The MASKING.md statistics (and the packing report) in a few lines, then warnings."""
+    s = manifest["statistics"]
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{100 * x:.1f}%"
+
+    lines = [
+        f"instances            {s['instances']:,} in {len(manifest['shards'])} shards "
+        f"({', '.join(manifest['formats'])}) -> {out}",
+        f"mean length          {s['mean_length'] or 0:.1f} tokens (padding {pct(s['padding_fraction'])})",
+        f"short targets        {pct(s['short_target_fraction'])}",
+        f"NSP random next      {pct(s['random_next_fraction'])}",
+        f"masked per instance  {s['masked_per_instance'] or 0:.2f} ({pct(s['masked_fraction'])} of tokens)",
+        f"[MASK]/kept/random   {pct(s['mask_token_fraction'])} / {pct(s['kept_fraction'])} / "
+        f"{pct(s['random_fraction'])}",
+    ]
+    if manifest.get("packing"):
+        pk = manifest["packing"]
+        lines.append(
+            f"packing              {pk['instances']:,} instances -> {pk['packs']:,} packs, "
+            f"efficiency {pct(pk['efficiency_unpacked'])} -> {pct(pk['efficiency'])}, "
+            f"speed-up {pk['speedup'] or 0:.3f}, strategy "
+            f"{manifest.get('timings', {}).get('strategy_seconds', 0.0):.2f} s"
+        )
+    if manifest.get("megatron"):
+        m = manifest["megatron"]
+        lines.append(
+            f"megatron             {m['documents']:,} documents, {m['sentences']:,} sentences "
+            f"-> {m['prefix']}.bin/.idx"
+        )
+    if counters:
+        print(
+            format_summary(
+                f"done in {manifest['timings']['elapsed_seconds']:.1f} s", manifest["counters"]
+            )
+        )
+    print("\n".join(lines))
+    if warnings:
+        sys.stdout.flush()
+        print_warnings(manifest)
