@@ -36,6 +36,7 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import IO, Any
 
 from corpus_pipeline.errors import UserError
@@ -260,8 +261,6 @@ def publish(local_dir: str, rels: Sequence[str], remote_dir: str) -> None:
 def write_bytes(path: str, data: bytes) -> None:
     """Write a whole file: atomically beside a local path, or published to a remote one."""
     if not is_remote(path):
-        from corpus_pipeline.formats.common import atomic_output
-
         with atomic_output(path) as tmp:
             tmp.write_bytes(data)
         return
@@ -300,8 +299,6 @@ def rmtree(folder: str) -> None:
 
 def remove_stale_temps(folder: str) -> list[str]:
     """Delete the ``.<name>.tmp-<random>`` objects a killed writer left anywhere under ``folder``."""
-    from corpus_pipeline.formats.common import is_temp_name
-
     stale = [p for p, _ in list_files(folder) if is_temp_name(posixpath.basename(p))]
     delete(stale)
     return stale
@@ -431,3 +428,75 @@ def local_dir_for(folder: str) -> Iterator[str]:
         return
     with tempfile.TemporaryDirectory(prefix="corpus-pipeline-out-") as d:
         yield d
+
+
+# --- atomic local files (temp name beside the final one, fsync, rename) ---------------------
+
+_TEMP_NAME = re.compile(r"\..+\.tmp-[0-9a-f]{12}.*")
+
+
+def fsync_dir(directory: str | Path) -> None:
+    """Fsyncs a directory so a rename inside it survives a crash (no-op where unsupported)."""
+    try:
+        fd = os.open(str(directory), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        # Some filesystems (and all of Windows) refuse fsync on a directory: best effort only.
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_path(path: Path) -> None:
+    with open(path, "rb+") as f:
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def atomic_output(final_path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yields a temp path beside ``final_path``; on success it becomes ``final_path``.
+
+    The temp file is named ``.<final name>.tmp-<random><suffix>`` in the destination folder, so
+    the final rename is atomic (same filesystem). On normal exit the temp file is fsynced and
+    ``os.replace``-d onto the final path; on an exception it is removed and the exception
+    propagates. A process killed outright (SIGKILL, power loss) leaves the dot-file behind, and
+    DLE's loader keeps every name that contains ``training`` -- hidden files included -- so a
+    job that rewrites an output folder should call :func:`remove_stale_temps` on it first.
+
+    The caller creates the file at the yielded path (it does not exist yet).
+
+    Args:
+        final_path: Where the finished file must appear.
+        suffix: Appended to the temp name (some libraries look at the extension).
+
+    Yields:
+        The temp path to write.
+
+    Raises:
+        UserError: The destination folder does not exist.
+    """
+    final = Path(final_path)
+    parent = final.parent
+    if not parent.is_dir():
+        raise UserError(f"output folder {str(parent)!r} does not exist: create it first")
+    tmp = parent / f".{final.name}.tmp-{secrets.token_hex(6)}{suffix}"
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"atomic_output: nothing was written to {tmp}")
+        _fsync_path(tmp)
+        os.replace(tmp, final)
+        fsync_dir(parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def is_temp_name(name: str) -> bool:
+    """True for the ``.<name>.tmp-<random>*`` names :func:`atomic_output` writes to."""
+    return _TEMP_NAME.fullmatch(name) is not None

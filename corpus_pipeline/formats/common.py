@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
-import re
-import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from corpus_pipeline.errors import InputFormatError, UserError
+from corpus_pipeline.errors import InputFormatError
+from corpus_pipeline.fsio import atomic_output, fsync_dir, is_temp_name
+
+# Re-exported: the formats write through these (they live in the base layer, fsio).
+__all__ = ["atomic_output", "fsync_dir", "is_temp_name"]
 
 __all__ = [
     "FormatError",
@@ -35,76 +36,11 @@ __all__ = [
 ]
 
 
-_TEMP_NAME = re.compile(r"\..+\.tmp-[0-9a-f]{12}.*")
-
-
 class FormatError(InputFormatError):
     """A shard file is truncated, corrupt or of a foreign/wrong schema.
 
     The message is one line that names the file.
     """
-
-
-def fsync_dir(directory: str | Path) -> None:
-    """Fsyncs a directory so a rename inside it survives a crash (no-op where unsupported)."""
-    try:
-        fd = os.open(str(directory), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        # Some filesystems (and all of Windows) refuse fsync on a directory: best effort only.
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_path(path: Path) -> None:
-    with open(path, "rb+") as f:
-        f.flush()
-        os.fsync(f.fileno())
-
-
-@contextlib.contextmanager
-def atomic_output(final_path: str | Path, suffix: str = "") -> Iterator[Path]:
-    """Yields a temp path beside ``final_path``; on success it becomes ``final_path``.
-
-    The temp file is named ``.<final name>.tmp-<random><suffix>`` in the destination folder, so
-    the final rename is atomic (same filesystem). On normal exit the temp file is fsynced and
-    ``os.replace``-d onto the final path; on an exception it is removed and the exception
-    propagates. A process killed outright (SIGKILL, power loss) leaves the dot-file behind, and
-    DLE's loader keeps every name that contains ``training`` -- hidden files included -- so a
-    job that rewrites an output folder should call :func:`remove_stale_temps` on it first.
-
-    The caller creates the file at the yielded path (it does not exist yet).
-
-    Args:
-        final_path: Where the finished file must appear.
-        suffix: Appended to the temp name (some libraries look at the extension).
-
-    Yields:
-        The temp path to write.
-
-    Raises:
-        UserError: The destination folder does not exist.
-    """
-    final = Path(final_path)
-    parent = final.parent
-    if not parent.is_dir():
-        raise UserError(f"output folder {str(parent)!r} does not exist: create it first")
-    tmp = parent / f".{final.name}.tmp-{secrets.token_hex(6)}{suffix}"
-    try:
-        yield tmp
-        if not tmp.exists():
-            raise FileNotFoundError(f"atomic_output: nothing was written to {tmp}")
-        _fsync_path(tmp)
-        os.replace(tmp, final)
-        fsync_dir(parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
 
 
 def named_os_error(e: OSError, path: str | Path) -> OSError:
@@ -117,11 +53,6 @@ def named_os_error(e: OSError, path: str | Path) -> OSError:
     return OSError(e.errno, e.strerror or str(e), str(path))
 
 
-def is_temp_name(name: str) -> bool:
-    """True for the ``.<name>.tmp-<random>*`` names :func:`atomic_output` writes to."""
-    return _TEMP_NAME.fullmatch(name) is not None
-
-
 def remove_stale_temps(directory: str | Path) -> list[Path]:
     """Deletes the ``.<name>.tmp-<random>*`` files a killed writer left in ``directory``.
 
@@ -132,7 +63,7 @@ def remove_stale_temps(directory: str | Path) -> list[Path]:
     """
     removed = []
     for p in sorted(Path(directory).glob(".*.tmp-*")):
-        if p.is_file() and _TEMP_NAME.fullmatch(p.name):
+        if p.is_file() and is_temp_name(p.name):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
                 removed.append(p)
