@@ -23,6 +23,8 @@ WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 RUNNER ?=
 PACK ?= 1
 BEAM_ARGS ?=
+# MAX_DOCS=N: a quick try on the first N documents of the input (--max-docs).
+MAX_DOCS ?=
 DEMO_OUT ?= out/demo
 PRESET_128 := phase1
 PRESET_384 := 384
@@ -34,7 +36,8 @@ comma := ,
 REPORT_FORMAT = $(if $(filter all,$(FORMATS)),hdf5,$(firstword $(filter hdf5 tfrecord mmap,$(subst $(comma), ,$(FORMATS)))))
 
 RUN_FLAGS = --preset $(PRESET) --format $(FORMATS) --workers $(WORKERS) \
-	$(if $(filter 1,$(PACK)),--pack) $(if $(RUNNER),--runner $(RUNNER)) $(BEAM_ARGS)
+	$(if $(filter 1,$(PACK)),--pack) $(if $(RUNNER),--runner $(RUNNER)) \
+	$(if $(MAX_DOCS),--max-docs $(MAX_DOCS)) $(BEAM_ARGS)
 
 .PHONY: install install-train test lint format demo wiki books bench soak clean
 

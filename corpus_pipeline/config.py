@@ -23,6 +23,12 @@ class ExtractConfig:
         expand_templates: Expand templates defined in the dump (wikiextractor's default).
         max_loss: Largest share of the input (pages, bytes or streams) that damage may cost
             (malformed pages, truncated or corrupt streams) before the verb exits 1.
+        text_key: JSON-lines / Parquet inputs: the key (column) holding a document's text.
+        id_key: JSON-lines / Parquet inputs: the key holding its id; None: ``<file>:<line>``.
+        doc_per_file: ``.txt`` folders: one file is one document (else blank lines separate
+            documents).
+        max_docs: Keep only the first N documents of the input, in input order (a quick
+            try); None keeps all.
     """
 
     namespaces: tuple[int, ...] = (0,)
@@ -31,10 +37,18 @@ class ExtractConfig:
     max_page_bytes: int = 8 * 1024 * 1024
     expand_templates: bool = True
     max_loss: float = 0.001
+    text_key: str = "text"
+    id_key: str | None = None
+    doc_per_file: bool = False
+    max_docs: int | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_loss <= 1.0:
             raise UserError(f"--max-loss must be a fraction in [0, 1] (got {self.max_loss})")
+        if self.max_docs is not None and self.max_docs < 1:
+            raise UserError(f"--max-docs must be at least 1 (got {self.max_docs})")
+        if not self.text_key:
+            raise UserError("--text-key must not be empty")
 
 
 @dataclass(frozen=True)

@@ -216,7 +216,7 @@ def prepare(cfg: PipelineConfig, args: argparse.Namespace) -> _Built:
 
 def build(p: beam.Pipeline, cfg: PipelineConfig, built: _Built, progress: Progress) -> None:
     """The whole graph: extract -> split -> encode -> mask -> (pack) -> write every format."""
-    tasks = plan_tasks(cfg.dumps, cfg.books, cfg.extract)
+    tasks = plan_tasks(cfg.dumps, cfg.books, cfg.extract, cfg.sentences)
     built.tasks = len(tasks)
     docs = p | "Extract" >> ExtractDocuments(
         tasks,

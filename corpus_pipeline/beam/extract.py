@@ -16,11 +16,12 @@ ranges in chunk-key order. So the same input gives byte-identical shards with an
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from corpus_pipeline.formats.documents import SUFFIX, write_document
 from corpus_pipeline.formats.spill import SpillRange, iter_spills, read_spill, write_spill
 from corpus_pipeline.hashing import stable_hash
 from corpus_pipeline.records import Article, Document
-from corpus_pipeline.sources import books, wikipedia
+from corpus_pipeline.sources import books, text, wikipedia
 from corpus_pipeline.stages.sentences import split_sentences
 
 ChunkKey = tuple[int, int, int]
@@ -46,16 +47,20 @@ class ExtractTask:
     """One unit of input work planned on the launcher.
 
     Attributes:
-        source_index: Position of the input (dump or books folder) on the command line.
+        source_index: Position of the input (dump, text file or folder, books folder).
         unit_index: Position of the unit inside that input.
-        kind: ``wiki`` or ``book``.
-        unit: A ``wikipedia.WorkUnit`` or a book path (str).
+        kind: ``wiki``, ``book``, ``text`` or ``skip`` (a file of a ``.txt`` folder that is
+            not ``.txt``: only counted, ``extract/skipped:not_txt``).
+        unit: A ``wikipedia.WorkUnit``, a book path (str) or a ``text.TextUnit``.
+        limit: Read only the first ``limit`` raw items of the unit (pages, records, books):
+            ``--max-docs`` cut (:func:`apply_max_docs`); None reads it all.
     """
 
     source_index: int
     unit_index: int
     kind: str
     unit: Any
+    limit: int | None = None
 
 
 class CountSkippedFile(beam.DoFn):
@@ -107,22 +112,223 @@ def find_dump_index(path: str) -> str | None:
     return cand if fsio.isfile(cand) else None
 
 
-def plan_tasks(
-    dumps: Iterable[tuple[str, str | None]], book_dirs: Iterable[str], cfg: ExtractConfig
-) -> list[ExtractTask]:
-    """Work units of every input, in a deterministic order."""
-    tasks: list[ExtractTask] = []
+def is_text_dir(path: str) -> bool:
+    """An ``--input``-list entry that is a folder: a folder of ``.txt`` documents."""
+    if fsio.is_remote(path):
+        return text.input_kind(path) is None and not fsio.isfile(path)
+    return os.path.isdir(path)
+
+
+def scan_text_dir(folder: str) -> tuple[list[text.TextUnit], list[str]]:
+    """The ``.txt`` files of a folder (recursive, sorted by path) as units, and the others.
+
+    Raises:
+        UserError: the folder holds no ``.txt`` file.
+    """
+    if fsio.is_remote(folder):
+        found = [p for p, _ in fsio.list_files(folder)]
+        prefix = folder.rstrip("/") + "/"
+        rel = [p[len(prefix) :] if p.startswith(prefix) else fsio.basename(p) for p in found]
+    else:
+        root = os.path.abspath(folder)
+        found = sorted(
+            os.path.join(d, f) for d, _, files in os.walk(root) for f in files if f != ".DS_Store"
+        )
+        rel = [os.path.relpath(p, root).replace(os.sep, "/") for p in found]
+    units = [
+        text.TextUnit(p, "txt", r)
+        for p, r in zip(found, rel, strict=True)
+        if p.lower().endswith(text.TXT_SUFFIX)
+    ]
+    other = [p for p in found if not p.lower().endswith(text.TXT_SUFFIX)]
+    if not units:
+        what = f"only {len(other)} non-.txt file(s)" if other else "no files"
+        raise UserError(f"--text-dir {folder}: no .txt files in this folder ({what})")
+    return units, other
+
+
+def _iter_tasks(
+    inputs: Iterable[tuple[str, str | None]], book_dirs: Iterable[str], cfg: ExtractConfig
+) -> Iterator[ExtractTask]:
     src = 0
-    for dump, index in dumps:
-        units = wikipedia.plan_units(dump, cfg, index_path=index, opener=dump_opener(dump))
-        for i, unit in enumerate(units):
-            tasks.append(ExtractTask(src, i, "wiki", unit))
+    for path, index in inputs:
+        kind = text.input_kind(path)
+        if kind is not None:
+            yield ExtractTask(src, 0, "text", text.TextUnit(path, kind, fsio.basename(path)))
+        elif is_text_dir(path):
+            units, other = scan_text_dir(path)
+            for i, unit in enumerate(units):
+                yield ExtractTask(src, i, "text", unit)
+            for j, skipped in enumerate(other):
+                yield ExtractTask(src, len(units) + j, "skip", skipped)
+        else:
+            units_ = wikipedia.plan_units(path, cfg, index_path=index, opener=dump_opener(path))
+            for i, unit_ in enumerate(units_):
+                yield ExtractTask(src, i, "wiki", unit_)
         src += 1
     for folder in book_dirs:
-        for i, path in enumerate(scan_book_paths(folder)[0]):
-            tasks.append(ExtractTask(src, i, "book", path))
+        for i, book in enumerate(scan_book_paths(folder)[0]):
+            yield ExtractTask(src, i, "book", book)
         src += 1
-    return tasks
+
+
+def plan_tasks(
+    dumps: Iterable[tuple[str, str | None]],
+    book_dirs: Iterable[str],
+    cfg: ExtractConfig,
+    scfg: SentenceConfig | None = None,
+) -> list[ExtractTask]:
+    """Work units of every input, in a deterministic order.
+
+    Args:
+        dumps: ``(path, index)`` per input, in command-line order: a Wikipedia dump (with its
+            multistream index or None), a JSON-lines or Parquet file (by extension, index
+            None), or a folder of ``.txt`` documents (index None).
+        book_dirs: Folders of books (one ``.txt`` file = one document).
+        cfg: ``max_docs`` cuts the plan to the first N documents (:func:`apply_max_docs`).
+        scfg: The sentence splitting that decides whether an article makes a document.
+    """
+    tasks = _iter_tasks(dumps, book_dirs, cfg)
+    if cfg.max_docs is not None:
+        return apply_max_docs(tasks, cfg, scfg or SentenceConfig())
+    return list(tasks)
+
+
+# ----------------------------------------------------------------------------------------------
+# Flags shared by `extract` and `run` (the config fields they fill are ExtractConfig's)
+
+
+def add_text_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of user corpora (``sources/text.py``) and ``--max-docs``; shared with ``run``."""
+    p.add_argument(
+        "--text-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="folder of plain .txt files: blank lines separate documents (or one file = "
+        "one document with --doc-per-file); repeatable",
+    )
+    p.add_argument(
+        "--text-key",
+        default=ExtractConfig.text_key,
+        metavar="KEY",
+        help=f"JSON-lines/Parquet field holding the text (default {ExtractConfig.text_key})",
+    )
+    p.add_argument(
+        "--id-key",
+        default=None,
+        metavar="KEY",
+        help="JSON-lines/Parquet field holding the document id (default: file name + line)",
+    )
+    p.add_argument(
+        "--doc-per-file",
+        action="store_true",
+        help="--text-dir: one .txt file is one document",
+    )
+    p.add_argument(
+        "--max-docs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="a quick try: only the first N documents of the input, in input order",
+    )
+
+
+def check_text_dirs(dirs: Sequence[str]) -> None:
+    """``--text-dir`` must be an existing folder."""
+    for d in dirs:
+        if fsio.is_remote(d):
+            continue  # checked when listed (no .txt files: one line)
+        if not os.path.isdir(d):
+            what = "is a file, not a folder" if os.path.exists(d) else "no such folder"
+            raise UserError(f"--text-dir {d}: {what}; give a folder of .txt files")
+
+
+def default_name(inputs: Sequence[str], text_dirs: Sequence[str], book_dirs: Sequence[str]) -> str:
+    """``wiki``, ``books``, ``text`` (JSON-lines, Parquet, .txt folders) or ``mixed``."""
+    kinds = {"text" if text.input_kind(i) else "wiki" for i in inputs}
+    kinds |= {"text"} if text_dirs else set()
+    kinds |= {"books"} if book_dirs else set()
+    return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
+def _ignore(name: str, n: int = 1) -> None:
+    del name, n
+
+
+def _raw_items(task: ExtractTask, ecfg: ExtractConfig, count: Any, tally: Any) -> Iterator[Any]:
+    """A unit's raw items in input order: pages (wiki), articles or None (books, text)."""
+    if task.kind == "wiki":
+        yield from wikipedia.read_pages(
+            task.unit, ecfg, count=count, opener=dump_opener(task.unit.path), tally=tally
+        )
+    elif task.kind == "book":
+        remote = fsio.is_remote(task.unit)
+        yield books.read_book(
+            fsio.read_bytes(task.unit) if remote else Path(task.unit),
+            fsio.basename(task.unit) if remote else Path(task.unit).name,
+            ecfg,
+            count=count,
+        )
+    elif task.kind == "text":
+        remote = fsio.is_remote(task.unit.path)
+        opener = fsio.open_read if remote else text.open_local
+        yield from text.read_unit(task.unit, ecfg, count=count, opener=opener, tally=tally)
+
+
+def _to_article(task: ExtractTask, item: Any, ecfg: ExtractConfig, count: Any) -> Article | None:
+    if task.kind == "wiki":
+        return wikipedia.clean_page(item, ecfg, count=count)
+    article: Article | None = item
+    return article
+
+
+def _take(items: Iterator[Any], limit: int | None) -> Iterator[Any]:
+    """The first ``limit`` items, closing the source (stops its reading) when done."""
+    try:
+        for n, item in enumerate(items, 1):
+            yield item
+            if limit is not None and n >= limit:
+                return
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
+
+
+def apply_max_docs(
+    tasks: Iterable[ExtractTask], ecfg: ExtractConfig, scfg: SentenceConfig
+) -> list[ExtractTask]:
+    """Cut a plan to the first ``ecfg.max_docs`` documents, in input order.
+
+    The launcher reads the units in order through the very functions the workers use
+    (read, clean, sentence-split, counting nothing) until N items have made documents, and
+    plans only those units, the last one with a ``limit`` on the raw items (pages, records)
+    to read. Tasks are consumed lazily, so later inputs are not even planned, and reading
+    stops after the last needed item (a single-stream dump is not read to its end).
+    Workers then read exactly these prefixes: the same N documents for any number of
+    workers or runner. The cost is reading the sample twice (meant for small N).
+    """
+    assert ecfg.max_docs is not None
+    need = ecfg.max_docs
+    kept: list[ExtractTask] = []
+    for task in tasks:
+        if task.kind == "skip":
+            kept.append(task)
+            continue
+        read = 0
+        for item in _take(_raw_items(task, ecfg, _ignore, _ignore), None):
+            read += 1
+            article = _to_article(task, item, ecfg, _ignore)
+            if article is not None and split_sentences(article, scfg, count=_ignore):
+                need -= 1
+                if need == 0:
+                    break
+        if need == 0:
+            kept.append(replace(task, limit=read))
+            break
+        kept.append(task)
+    return kept
 
 
 def _documents(
@@ -173,19 +379,24 @@ class SplitIntoChunks(_ChunkDoFn):
     file and emit only its reference (to reshuffle), so memory does not grow with the dump."""
 
     def process(self, task: ExtractTask) -> Iterator[tuple[ChunkKey, SpillRange]]:
-        for c, pages in enumerate(
-            wikipedia.iter_page_chunks(
-                task.unit,
-                self.ecfg,
-                count=self.count,
-                opener=dump_opener(task.unit.path),
-                tally=self.count,
-            )
-        ):
+        left = task.limit
+        chunks = wikipedia.iter_page_chunks(
+            task.unit,
+            self.ecfg,
+            count=self.count,
+            opener=dump_opener(task.unit.path),
+            tally=self.count,
+        )
+        for c, pages in enumerate(_take(chunks, None)):
+            if left is not None:
+                pages = pages[:left]
+                left -= len(pages)
             key = (task.source_index, task.unit_index, c)
             path = fsio.join(self.tmp_dir, "pages-{:05d}-{:07d}-{:05d}.spill".format(*key))
             (ref,) = write_spill(path, key, {0: pages}).values()
             yield key, ref
+            if left == 0:
+                break  # --max-docs: the rest of the dump is not read
 
 
 class CleanChunk(_ChunkDoFn):
@@ -202,36 +413,17 @@ class CleanChunk(_ChunkDoFn):
 
 
 class ExtractUnit(_ChunkDoFn):
-    """A self-contained unit (a bz2 stream by offset, a book file), read and cleaned in one go."""
+    """A self-contained unit (a bz2 stream by offset, a book file, a JSON-lines, Parquet or
+    ``.txt`` file), read and cleaned in one go; only its first ``task.limit`` raw items
+    under ``--max-docs``."""
 
     def process(self, task: ExtractTask) -> Iterator[tuple[int, Any]]:
         key = (task.source_index, task.unit_index, 0)
-        if task.kind == "book" and fsio.is_remote(task.unit):
-            articles: Iterable[Article | None] = [
-                books.read_book(
-                    fsio.read_bytes(task.unit),
-                    fsio.basename(task.unit),
-                    self.ecfg,
-                    count=self.count,
-                )
-            ]
-        elif task.kind == "book":
-            article = books.read_book(
-                Path(task.unit), Path(task.unit).name, self.ecfg, count=self.count
-            )
-            articles = [article]
-        else:
-            articles = (
-                wikipedia.clean_page(p, self.ecfg, count=self.count)
-                for chunk in wikipedia.iter_page_chunks(
-                    task.unit,
-                    self.ecfg,
-                    count=self.count,
-                    opener=dump_opener(task.unit.path),
-                    tally=self.count,
-                )
-                for p in chunk
-            )
+        if task.kind == "skip":
+            self.count("extract/skipped:not_txt")
+            return
+        items = _take(_raw_items(task, self.ecfg, self.count, self.count), task.limit)
+        articles = (_to_article(task, item, self.ecfg, self.count) for item in items)
         yield from self.spill(key, _documents(articles, self.scfg, self.count))
         self.progress.tick()
 

@@ -15,7 +15,10 @@ import apache_beam as beam
 from corpus_pipeline import fsio, outdir
 from corpus_pipeline.beam.extract import (
     ExtractDocuments,
+    add_text_flags,
+    check_text_dirs,
     cleanup_chunks,
+    default_name,
     find_dump_index,
     loss_report,
     plan_tasks,
@@ -34,6 +37,9 @@ EXAMPLES = """examples:
   corpus-pipeline extract --input enwiki-latest-pages-articles-multistream.xml.bz2 \\
       --index enwiki-latest-pages-articles-multistream-index.txt.bz2 --output out/docs --shards 64
   corpus-pipeline extract --books books/ --output out/books --format jsonl
+  corpus-pipeline extract --input corpus.jsonl.zst --text-key content --output out/docs
+  corpus-pipeline extract --text-dir my_texts/ --doc-per-file --output out/docs
+  corpus-pipeline extract --input dump.xml.bz2 --max-docs 1000 --output out/try
 """
 
 
@@ -49,8 +55,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--input",
         action="append",
         default=[],
-        metavar="DUMP",
-        help="Wikipedia dump (.xml, .xml.bz2, .gz, .xz; multistream too); repeatable",
+        metavar="FILE",
+        help="Wikipedia dump (.xml, .xml.bz2, .gz, .xz; multistream too), or JSON-lines "
+        "(.jsonl, .jsonl.gz, .jsonl.zst) or Parquet (.parquet) with a text field; repeatable",
     )
     p.add_argument(
         "--index",
@@ -67,6 +74,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         metavar="DIR",
         help="folder of .txt books, one book = one document; repeatable",
     )
+    add_text_flags(p)
     p.add_argument("--output", required=True, metavar="DIR", help="output folder")
     p.add_argument("--shards", type=int, default=4, help="number of output shards (default 4)")
     p.add_argument("--name", default=None, help="shard name prefix (default: wiki, books or mixed)")
@@ -107,8 +115,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 @outdir.releasing
 def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
-    if not args.input and not args.books:
-        raise UserError("nothing to extract: give --input DUMP and/or --books DIR")
+    if not args.input and not args.books and not args.text_dir:
+        raise UserError("nothing to extract: give --input FILE, --text-dir DIR or --books DIR")
     positive("--shards", args.shards)
     positive("--workers", args.workers)
     if args.index and len(args.index) != len(args.input):
@@ -117,22 +125,29 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
         fsio.check_input_file(path, "--input", ": give the dump file (e.g. *.xml.bz2)")
     for path in args.index:
         fsio.check_input_file(path, "--index")
+    check_text_dirs(args.text_dir)
     ecfg = ExtractConfig(
         pages_per_chunk=positive("--pages-per-chunk", args.pages_per_chunk),
         expand_templates=not args.no_templates,
         max_loss=args.max_loss,
+        text_key=args.text_key,
+        id_key=args.id_key,
+        doc_per_file=args.doc_per_file,
+        max_docs=args.max_docs,
     )
     scfg = SentenceConfig(
         max_sentence_chars=positive("--max-sentence-chars", args.max_sentence_chars)
     )
     indexes = args.index or [find_dump_index(d) for d in args.input]
-    name = args.name or ("wiki" if not args.books else "books" if not args.input else "mixed")
+    name = args.name or default_name(args.input, args.text_dir, args.books)
     out = fsio.abspath(args.output)
-    fsio.check_output_path(out, [*args.input, *args.books])
+    fsio.check_output_path(out, [*args.input, *args.text_dir, *args.books])
     fp = outdir.fingerprint(
         "extract",
         config={"extract": asdict(ecfg), "sentences": asdict(scfg)},
-        inputs=outdir.input_files([*args.input, *[i for i in indexes if i], *args.books]),
+        inputs=outdir.input_files(
+            [*args.input, *[i for i in indexes if i], *args.text_dir, *args.books]
+        ),
         formats=[args.format],
         shards=args.shards,
         name=name,
@@ -140,7 +155,8 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     outdir.claim(out, fp, overwrite=args.overwrite)
 
     timer = Timer()
-    tasks = plan_tasks(list(zip(args.input, indexes, strict=True)), args.books, ecfg)
+    inputs = [*zip(args.input, indexes, strict=True), *((d, None) for d in args.text_dir)]
+    tasks = plan_tasks(inputs, args.books, ecfg, scfg)
     shard_list = os.path.join(out, ".chunks", "shards.json")
     with progress_bar(len(tasks), "extract", unit="chunk") as progress:
 
@@ -170,7 +186,7 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     manifest = {
         "kind": "documents",
         "format": args.format,
-        "inputs": [fsio.abspath(x) for x in [*args.input, *args.books]],
+        "inputs": [fsio.abspath(x) for x in [*args.input, *args.text_dir, *args.books]],
         "shards": shards,
         "documents": sum(s["documents"] for s in shards),
         "counters": counts,
@@ -187,7 +203,7 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
             timer.elapsed,
         )
     )
-    report_loss(manifest["loss"], args.input, out)
+    report_loss(manifest["loss"], [*args.input, *args.text_dir], out)
     return 0
 
 
