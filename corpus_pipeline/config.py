@@ -53,15 +53,18 @@ class ExtractConfig:
 
 @dataclass(frozen=True)
 class SentenceConfig:
-    """Sentence splitting with nltk punkt.
+    """Sentence splitting (``stages/sentences.py``).
 
     Attributes:
-        language: punkt parameter set (bundled: english).
+        language: Wikipedia language code of the text (``en``, ``ja``, ``el``): English uses
+            Punkt with the bundled parameters, Chinese and Japanese split at ``。！？``, the
+            others use sentencex. ``extract`` and ``run`` read it from the dump's
+            ``<dbname>`` unless ``--lang`` is given (books and other text: ``en``).
         max_sentence_chars: Runaway "sentences" (lists, tables) are cut at whitespace below this.
         min_sentence_chars: Shorter pieces are dropped (``split/dropped:short_sentence``).
     """
 
-    language: str = "english"
+    language: str = "en"
     max_sentence_chars: int = 1000
     min_sentence_chars: int = 1
 

@@ -30,14 +30,14 @@ import apache_beam as beam
 from corpus_pipeline import fsio
 from corpus_pipeline.beam.runner import BeamCounts, Progress
 from corpus_pipeline.config import ExtractConfig, SentenceConfig
-from corpus_pipeline.errors import UserError
+from corpus_pipeline.errors import InputFormatError, UserError
 from corpus_pipeline.formats.common import atomic_output, sha256_file
 from corpus_pipeline.formats.documents import SUFFIX, write_document
 from corpus_pipeline.formats.spill import SpillRange, iter_spills, read_spill, write_spill
 from corpus_pipeline.hashing import stable_hash
 from corpus_pipeline.records import Article, Document
 from corpus_pipeline.sources import books, text, wikipedia
-from corpus_pipeline.stages.sentences import split_sentences
+from corpus_pipeline.stages.sentences import normalize_language, split_sentences
 
 ChunkKey = tuple[int, int, int]
 
@@ -170,6 +170,40 @@ def _iter_tasks(
         for i, book in enumerate(scan_book_paths(folder)[0]):
             yield ExtractTask(src, i, "book", book)
         src += 1
+
+
+def resolve_language(lang: str | None, dumps: Iterable[str]) -> str:
+    """The language of a run's text, decided on the launcher (workers get it in their config).
+
+    ``--lang`` when given; else the language the dumps' ``<siteinfo>`` names (``<dbname>``
+    ``jawiki`` -> ``ja``; the root's ``xml:lang`` without one), which must be the same for
+    every dump; else (books and other text, or dumps that name none) ``en``.
+
+    Args:
+        lang: The ``--lang`` flag, or None.
+        dumps: The ``--input`` paths; those that are not MediaWiki dumps (other text, a
+            folder) are passed over here, and planning reports them if they are broken.
+
+    Raises:
+        UserError: ``lang`` is not a language code, or the dumps are of different languages.
+    """
+    if lang:
+        return normalize_language(lang)
+    found: dict[str, list[str]] = {}
+    for dump in dumps:
+        try:
+            code = wikipedia.dump_language(dump, opener=dump_opener(dump))
+        except InputFormatError:
+            continue
+        if code:
+            found.setdefault(normalize_language(code), []).append(fsio.basename(dump))
+    if len(found) > 1:
+        which = "; ".join(f"{code}: {', '.join(names)}" for code, names in sorted(found.items()))
+        raise UserError(
+            f"the dumps are in different languages ({which}); extract each language on its "
+            "own, or give --lang to split all text as one language"
+        )
+    return next(iter(found), "en")
 
 
 def plan_tasks(

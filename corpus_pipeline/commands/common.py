@@ -18,6 +18,18 @@ def add_beam_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_lang_flag(p: argparse.ArgumentParser) -> None:
+    """``--lang``: the language of the text, for sentence splitting."""
+    p.add_argument(
+        "--lang",
+        default=None,
+        metavar="CODE",
+        help="Wikipedia language code of the text (en, ja, el, zh-yue), for sentence "
+        "splitting; default: read from the dump's <siteinfo> <dbname> (jawiki -> ja), "
+        "en for books",
+    )
+
+
 def add_overwrite_flag(p: argparse.ArgumentParser) -> None:
     """``--overwrite``: empty an output folder that holds another dataset (see ``outdir.py``)."""
     p.add_argument(

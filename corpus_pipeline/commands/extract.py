@@ -23,10 +23,16 @@ from corpus_pipeline.beam.extract import (
     loss_report,
     plan_tasks,
     report_loss,
+    resolve_language,
     skipped_book_files,
 )
 from corpus_pipeline.beam.runner import Timer, format_summary, progress_bar, run_pipeline
-from corpus_pipeline.commands.common import add_beam_flags, add_overwrite_flag, positive
+from corpus_pipeline.commands.common import (
+    add_beam_flags,
+    add_lang_flag,
+    add_overwrite_flag,
+    positive,
+)
 from corpus_pipeline.config import ExtractConfig, SentenceConfig
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.formats import manifest as mf
@@ -85,6 +91,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="text: one sentence per line, blank line between documents (Google's "
         "format); jsonl: id, title, source, sentences (default text)",
     )
+    add_lang_flag(p)
     p.add_argument(
         "--max-sentence-chars",
         type=int,
@@ -136,7 +143,8 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
         max_docs=args.max_docs,
     )
     scfg = SentenceConfig(
-        max_sentence_chars=positive("--max-sentence-chars", args.max_sentence_chars)
+        language=resolve_language(args.lang, args.input),
+        max_sentence_chars=positive("--max-sentence-chars", args.max_sentence_chars),
     )
     indexes = args.index or [find_dump_index(d) for d in args.input]
     name = args.name or default_name(args.input, args.text_dir, args.books)
@@ -186,6 +194,7 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     manifest = {
         "kind": "documents",
         "format": args.format,
+        "lang": scfg.language,
         "inputs": [fsio.abspath(x) for x in [*args.input, *args.text_dir, *args.books]],
         "shards": shards,
         "documents": sum(s["documents"] for s in shards),

@@ -154,6 +154,8 @@ class WorkUnit:
             stream after the first one of a multistream dump): the reader adds a root.
         encoding: The dump's character encoding, declared to the parser when ``wrap`` is set.
         stream: Position of the unit in the dump (0 for a single-stream dump).
+        lang: The wiki's language code from its ``<siteinfo>`` (:func:`dump_language`), ``""``
+            when the header does not name one.
     """
 
     path: str
@@ -163,6 +165,7 @@ class WorkUnit:
     wrap: bool = False
     encoding: str = "utf-8"
     stream: int = 0
+    lang: str = ""
 
     def describe(self) -> str:
         """``path[start:end]`` for messages."""
@@ -254,8 +257,8 @@ def plan_units(
     with opener(p) as f:
         magic = f.read(8)
     compression = _compression_of(p, magic)
-    encoding = _probe_header(p, compression, opener)
-    whole = [WorkUnit(p, compression, 0, None, False, encoding, 0)]
+    encoding, lang = _probe_header(p, compression, opener)
+    whole = [WorkUnit(p, compression, 0, None, False, encoding, 0, lang)]
     if compression != "bz2":
         return whole
     if index_path is None:
@@ -268,7 +271,7 @@ def plan_units(
         return whole
     bounds = [*offsets, size]
     return [
-        WorkUnit(p, "bz2", bounds[i], bounds[i + 1], bounds[i] != 0, encoding, i)
+        WorkUnit(p, "bz2", bounds[i], bounds[i + 1], bounds[i] != 0, encoding, i, lang)
         for i in range(len(offsets))
     ]
 
@@ -338,49 +341,98 @@ def _declared_encoding(head: bytes) -> str:
     return m.group(1).decode("ascii").lower() if m else "utf-8"
 
 
-def _probe_header(path: str, compression: str, opener: _Opener) -> str:
+# Project suffixes of MediaWiki database names (``jawiki``, ``dewiktionary``).
+_DBNAME_RE = re.compile(
+    r"^([a-z][a-z0-9_]*?)(?:wiki|wiktionary|wikibooks|wikinews|wikiquote|wikisource|"
+    r"wikiversity|wikivoyage)$"
+)
+# Database names of wikis that are not in one language (commonswiki, metawiki, ...).
+_NOT_A_LANGUAGE = frozenset({"commons", "meta", "species", "wikidata", "incubator", "sources"})
+_XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+
+
+def language_of(dbname: str, xml_lang: str = "") -> str:
+    """The language code of a wiki from its database name (``jawiki`` -> ``ja``,
+    ``zh_yuewiki`` -> ``zh-yue``, ``simplewiki`` -> ``en``), else from the root's
+    ``xml:lang``; ``""`` when neither names one."""
+    m = _DBNAME_RE.match(dbname.strip().lower())
+    if m and m.group(1) not in _NOT_A_LANGUAGE:
+        code = m.group(1).replace("_", "-")
+        return "en" if code == "simple" else code
+    return xml_lang.strip().lower().replace("_", "-")
+
+
+def dump_language(path: str | os.PathLike[str], *, opener: _Opener = open_local) -> str:
+    """The language of a dump, read from its ``<siteinfo>`` (see :func:`language_of`).
+
+    Raises:
+        InputFormatError: as :func:`plan_units` (missing, empty, not a MediaWiki dump).
+    """
+    p = os.fspath(path)
+    _file_size(p, opener)
+    with opener(p) as f:
+        magic = f.read(8)
+    return _probe_header(p, _compression_of(p, magic), opener)[1]
+
+
+def _probe_header(path: str, compression: str, opener: _Opener) -> tuple[str, str]:
     """Read the start of the dump: raise unless it is XML with a ``<mediawiki>`` root.
 
     A file that ends (truncated) before the root is not an error here: the reader counts it.
-    Returns the document encoding.
+    Returns the document encoding and the wiki's language (:func:`language_of` of the
+    ``<siteinfo>``'s ``<dbname>``, read up to the end of ``<siteinfo>`` or the first page).
     """
-    parser: Any = ET.XMLPullParser(events=("start",))
+    parser: Any = ET.XMLPullParser(events=("start", "end"))
     head = b""
     seen = 0
     inflater = _Inflater(compression)
+    xml_lang: str | None = None  # set once the root is seen
     with opener(path) as f:
         try:
             for data in inflater.inflate(_read_range(f, 0, None)):
                 if len(head) < 512:
                     head += data[: 512 - len(head)]
                 parser.feed(data)
-                for _event, elem in parser.read_events():
-                    root = _local(elem.tag)
-                    if root != "mediawiki":
-                        raise InputFormatError(
-                            f"{path}: not a MediaWiki XML dump (root element <{root}>, not "
-                            "<mediawiki>); give a pages-articles dump from dumps.wikimedia.org"
-                        )
-                    return _declared_encoding(head)
+                for event, elem in parser.read_events():
+                    name = _local(elem.tag)
+                    if xml_lang is None:
+                        if name != "mediawiki":
+                            raise InputFormatError(
+                                f"{path}: not a MediaWiki XML dump (root element <{name}>, not "
+                                "<mediawiki>); give a pages-articles dump from dumps.wikimedia.org"
+                            )
+                        xml_lang = elem.get(_XML_LANG) or ""
+                    elif event == "end" and name == "dbname":
+                        return _declared_encoding(head), language_of(elem.text or "", xml_lang)
+                    elif (event == "start" and name == "page") or (
+                        event == "end" and name in ("siteinfo", "mediawiki")
+                    ):
+                        return _declared_encoding(head), language_of("", xml_lang)
                 seen += len(data)
                 if seen > _PROBE_BYTES:
                     break
         except ET.ParseError as e:
+            if xml_lang is not None:  # damage after the root: the reader counts it
+                return _declared_encoding(head), language_of("", xml_lang)
             raise InputFormatError(
                 f"{path}: not an XML file ({e}); give a Wikipedia dump (.xml, .xml.bz2)"
             ) from None
         except _CorruptData as e:
+            if xml_lang is not None:
+                return _declared_encoding(head), language_of("", xml_lang)
             raise InputFormatError(
                 f"{path}: corrupt {compression} data at the start of the file ({e}); "
                 "download it again"
             ) from None
+    if xml_lang is not None:  # a root, then the end of the file or of the probe
+        return _declared_encoding(head), language_of("", xml_lang)
     if seen > _PROBE_BYTES or inflater.complete:
         raise InputFormatError(
             f"{path}: no XML element in "
             f"{'the first ' + str(_PROBE_BYTES >> 20) + ' MiB' if seen else 'the file'}; "
             "not a MediaWiki dump"
         )
-    return _declared_encoding(head)  # truncated before the root: the reader counts it
+    return _declared_encoding(head), ""  # truncated before the root: the reader counts it
 
 
 def _index_offsets(index: str, dump: str, size: int, opener: _Opener) -> list[int]:

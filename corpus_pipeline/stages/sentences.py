@@ -14,12 +14,32 @@ sentence becomes single spaces (one sentence per line, always), a punctuation-on
 attached to its neighbour instead of becoming a sentence of its own, a personal title
 (``Mr.``) never ends a sentence, and runaway "sentences" (lists, tables) are cut below
 ``max_sentence_chars``.
+
+Languages (``SentenceConfig.language``, a Wikipedia language code; ``--lang`` on the CLI):
+
+- ``en`` (and ``simple``, and the legacy name ``english``): Punkt with the bundled English
+  parameters, as above. Its output is what the English tests hold.
+- ``ja``, ``zh`` and the other Chinese-script wikis (:data:`CJK_LANGUAGES`): a sentence ends at
+  ``。！？`` or their variants (full-width ``．``, half-width ``｡``), taking the closing quotes
+  and brackets after it (``」』）】``); an ender inside an open ``「…」``-style bracket does not
+  end the sentence (``「はい。」と彼は言った。`` is one), unless the brackets of the paragraph
+  do not balance (then every ender splits).
+- Every other language: Wikimedia's ``sentencex`` (MIT; rules and abbreviation lists for the
+  Wikipedia languages, falling back along its language chain), then two fixes: a piece that
+  starts with a lower-case letter continues the previous one (``αι. και``, ``т.е. пример``,
+  abbreviations sentencex does not know), and the CJK enders above also split (Korean text
+  uses both ``.`` and ``。``). sentencex is imported at first use, so English never needs it.
+
+A Punkt parameter set name other than ``english`` is not accepted: nltk's other ``punkt_tab``
+sets are downloaded data, not a package, and we bundle only English.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,6 +61,21 @@ _TITLE_END_RE = re.compile(r"(?<![^\W_])(?:Mr|Mrs|Ms|Messrs|Dr|Prof|Rev|Mme|Mlle
 
 # "?" or "!" and closing quotes/brackets at the end of a piece.
 _OPEN_END_RE = re.compile(r"[?!][\"'\u201d\u2019)\]]*$")
+
+# Wikipedia language codes whose text is written without spaces between sentences and ends
+# them with ideographic punctuation (Chinese script wikis and Japanese).
+CJK_LANGUAGES = frozenset(
+    {"ja", "zh", "zh-yue", "zh-classical", "zh-min-nan", "yue", "wuu", "gan", "lzh", "cdo", "hak"}
+)
+# Codes that mean English punkt ("english" is the punkt set name the config used to hold).
+_ENGLISH = frozenset({"en", "simple", "english"})
+_LANG_CODE_RE = re.compile(r"^[a-z]{2,3}(?:-[a-z0-9]{1,8})*$")
+
+_CJK_ENDERS = "。！？．｡"
+_CJK_OPEN = "「『（【〔〈《〘〖｛［\u201c"
+_CJK_CLOSE = "」』）】〕〉》〙〗｝］\u201d"
+# An ender run, then closing quotes/brackets (CJK or Western) and spaces.
+_CJK_END_RE = re.compile(rf"[{_CJK_ENDERS}]+[{_CJK_CLOSE}\"'”’)\]]*[ ]*")
 
 _tokenizers: dict[str, PunktSplitter] = {}
 _lock = threading.Lock()
@@ -102,11 +137,139 @@ def get_tokenizer(language: str = "english") -> PunktSplitter:
         return _tokenizers[language]
 
 
-def cut_long_sentence(sentence: str, max_chars: int) -> list[str]:
+@functools.lru_cache(maxsize=64)
+def normalize_language(language: str) -> str:
+    """A language code as ``--lang`` takes it: lower case, ``-`` (``zh_yue`` -> ``zh-yue``).
+
+    Raises:
+        UserError: ``language`` is not a language code (nor ``english``).
+    """
+    code = language.strip().lower().replace("_", "-")
+    if code in _ENGLISH or _LANG_CODE_RE.match(code):
+        return code
+    raise UserError(
+        f"--lang {language}: not a Wikipedia language code (like en, ja, de, zh-yue); "
+        f"no bundled punkt parameters of that name either (bundled: "
+        f"{', '.join(available_languages())})"
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def splitter_kind(language: str) -> str:
+    """Which splitter a language gets: ``punkt`` (English), ``cjk`` or ``sentencex``."""
+    code = normalize_language(language)
+    if code in _ENGLISH:
+        return "punkt"
+    if code in CJK_LANGUAGES:
+        return "cjk"
+    return "sentencex"
+
+
+def _cjk_spans(paragraph: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+    """Sentence spans of CJK text: after each ender run and its closing brackets, outside
+    brackets (all of them when the paragraph's brackets do not balance)."""
+    end = len(paragraph) if end is None else end
+    found = [(m.start(), m.end()) for m in _CJK_END_RE.finditer(paragraph, start, end)]
+    cuts = [e for _, e in found]
+    if found and any(c in _CJK_OPEN for c in paragraph[start:end]):
+        # Bracket depth where each ender run starts, from one pass over the characters.
+        wanted = {s for s, _ in found}
+        depth_at: dict[int, int] = {}
+        depth = 0
+        for i in range(start, end):
+            if i in wanted:
+                depth_at[i] = depth
+            c = paragraph[i]
+            if c in _CJK_OPEN:
+                depth += 1
+            elif c in _CJK_CLOSE:
+                depth = max(0, depth - 1)
+        if depth == 0:  # balanced: an ender inside brackets is quoted speech, not an end
+            cuts = [e for s, e in found if depth_at[s] == 0]
+    spans: list[tuple[int, int]] = []
+    prev = start
+    for cut in [*cuts, end]:
+        piece_end = cut
+        while piece_end > prev and paragraph[piece_end - 1] == " ":
+            piece_end -= 1
+        if piece_end > prev:
+            spans.append((prev, piece_end))
+        prev = cut
+    return spans
+
+
+def _sentencex_spans(paragraph: str, code: str) -> list[tuple[int, int]]:
+    import sentencex  # noqa: PLC0415 - optional at import time: English never needs it
+
+    spans: list[tuple[int, int]] = []
+    for b in sentencex.get_sentence_boundaries(code, paragraph):
+        start, end = int(b["start_index"]), int(b["end_index"])
+        # sentencex keeps the spaces after a sentence; CJK enders inside it also split.
+        for s, e in _cjk_spans(paragraph, start, end):
+            while e > s and paragraph[e - 1] == " ":
+                e -= 1
+            while s < e and paragraph[s] == " ":
+                s += 1
+            if e <= s:
+                continue
+            if spans and paragraph[s].islower() and paragraph[spans[-1][1] - 1] == ".":
+                spans[-1] = (spans[-1][0], e)  # an abbreviation sentencex does not know
+            else:
+                spans.append((s, e))
+    return spans
+
+
+def sentence_spans(paragraph: str, language: str = "en") -> list[tuple[int, int]]:
+    """Raw sentence spans of a whitespace-normalised paragraph in ``language``."""
+    kind = splitter_kind(language)
+    if kind == "punkt":
+        return get_tokenizer("english").span_tokenize(paragraph)
+    if kind == "cjk":
+        return _cjk_spans(paragraph)
+    return _sentencex_spans(paragraph, normalize_language(language))
+
+
+def _unbreakable_before(s: str, i: int) -> bool:
+    """True when a cut before ``s[i]`` would split a grapheme: ``s[i]`` is a combining mark,
+    a joiner, a variation selector, an emoji modifier or a conjoining Hangul vowel/final
+    jamo, or ``s[i - 1]`` is a zero-width joiner."""
+    if i <= 0 or i >= len(s):
+        return False
+    c = s[i]
+    o = ord(c)
+    return (
+        unicodedata.combining(c) != 0
+        or unicodedata.category(c) in ("Mn", "Me", "Mc")
+        or o in (0x200C, 0x200D)
+        or 0xFE00 <= o <= 0xFE0F
+        or 0xE0100 <= o <= 0xE01EF
+        or 0x1F3FB <= o <= 0x1F3FF
+        or 0x1160 <= o <= 0x11FF
+        or 0xD7B0 <= o <= 0xD7FF
+        or s[i - 1] == "\u200d"
+    )
+
+
+def _grapheme_cut(s: str, cut: int) -> int:
+    """``cut`` moved back to a grapheme boundary (forward if none is before it)."""
+    back = cut
+    while back > 0 and _unbreakable_before(s, back):
+        back -= 1
+    if back > 0:
+        return back
+    while cut < len(s) and _unbreakable_before(s, cut):
+        cut += 1
+    return cut
+
+
+def cut_long_sentence(sentence: str, max_chars: int, *, cjk: bool = False) -> list[str]:
     """Cut ``sentence`` into pieces of at most ``max_chars`` characters.
 
     Cuts prefer a ``;`` then a ``,`` boundary in the second half of the allowed window, then
-    the last space; a run without any space (a long URL) is cut hard at ``max_chars``.
+    the last space; a run without any space (a long URL) is cut hard at ``max_chars``, moved
+    back so that it never splits a grapheme (before a combining mark, a joiner or variation
+    selector, after a ZWJ, inside a Hangul jamo syllable); a single grapheme longer than
+    ``max_chars`` stays whole.
 
     Args:
         sentence: Whitespace-normalised text (single spaces).
@@ -117,19 +280,20 @@ def cut_long_sentence(sentence: str, max_chars: int) -> list[str]:
     """
     pieces: list[str] = []
     rest = sentence
+    boundaries = ("; ", ", ", "；", "，", "、") if cjk else ("; ", ", ")
     while len(rest) > max_chars:
         window = rest[: max_chars + 1]  # a space right after the limit is a valid cut
         half = max_chars // 2
         cut = -1
-        for boundary in ("; ", ", "):
-            found = window.rfind(boundary, half)
+        for boundary in boundaries:
+            found = window.rfind(boundary, half, max_chars + len(boundary) - 1)
             if found >= 0:
                 cut = found + 1  # keep the punctuation with the left piece
                 break
         if cut < 0:
             cut = window.rfind(" ")
         if cut <= 0:
-            cut = max_chars
+            cut = _grapheme_cut(rest, max_chars)
         piece = rest[:cut].strip()
         if piece:
             pieces.append(piece)
@@ -195,7 +359,7 @@ def split_paragraph(paragraph: str, cfg: SentenceConfig, *, count: Count) -> lis
     paragraph = " ".join(paragraph.split())
     if not paragraph:
         return []
-    spans = get_tokenizer(cfg.language).span_tokenize(paragraph)
+    spans = sentence_spans(paragraph, cfg.language)
     sentences = _merge_spans(paragraph, spans)
     if not sentences:
         if spans:
@@ -203,11 +367,12 @@ def split_paragraph(paragraph: str, cfg: SentenceConfig, *, count: Count) -> lis
         return []
     max_chars = cfg.max_sentence_chars
     if max(map(len, sentences)) > max_chars:
+        cjk = splitter_kind(cfg.language) != "punkt"
         cut: list[str] = []
         for sentence in sentences:
             if len(sentence) > max_chars:
                 count("split/long_sentences_cut")
-                for piece in cut_long_sentence(sentence, max_chars):
+                for piece in cut_long_sentence(sentence, max_chars, cjk=cjk):
                     # A cut through a run of dashes or dots can leave symbols only.
                     if _WORDLIKE_RE.search(piece) is None:
                         count("split/dropped:punctuation_only")

@@ -102,7 +102,7 @@ def test_tokenizer_is_cached_per_process():
 
 
 def test_unknown_language_is_a_user_error():
-    with pytest.raises(UserError, match="--language klingon: no bundled punkt parameters"):
+    with pytest.raises(UserError, match="--lang klingon: not a Wikipedia language code"):
         split(REQUIRED, SentenceConfig(language="klingon"))
 
 
