@@ -29,6 +29,20 @@ at a time, except the canonical reordering of NFD (uncased only). So:
   or whose replacement our regex would split differently marks its sentence "unsafe": such a
   sentence goes through the real normalizer and pre-tokenizer (exact, slower, rare).
 
+Case and accents are separate choices (``cased``, ``strip_accents``; BERT's rule, the default,
+strips exactly when uncased), so a cased multilingual vocabulary keeps ``ガ`` and ``ά``.
+
+CJK: like BERT (``handle_chinese_chars``), every CJK ideograph (the CJK Unified Ideographs
+blocks and their extensions, compatibility ideographs) is a word of its own; kana and Hangul
+are not split. Decision measured on real text (``tests/unit/test_languages.py``): with the
+bundled vocabularies, putting each kana/Hangul syllable on its own never lowers the
+``[UNK]`` count (uncased: 7 of 62 tokens either way for a Japanese sentence, since
+stripping accents decomposes ガ -> カ and Hangul syllables into jamo that the vocabulary
+has; cased: 16 of 38 -> 19 of 62 for Japanese, 7 of 8 -> 20 of 25 for Korean) and only
+adds tokens, and a vocabulary trained on the language (``corpus-pipeline vocab``) learns
+multi-character kana and Hangul pieces, which splitting would forbid. It also keeps the ids
+identical to HF's ``BertWordPieceTokenizer``, which downstream models expect.
+
 Two documented differences from ``BertWordPieceTokenizer``'s defaults:
 
 - The literal strings ``[CLS]``, ``[SEP]``, ``[MASK]``, ``[PAD]``, ``[UNK]`` in text are plain
@@ -160,33 +174,44 @@ class BasicTokenizer:
     """BERT's normalization and word splitting, exact and fast (see the module docstring).
 
     Equivalent to ``BertNormalizer(clean_text=True, handle_chinese_chars=True,
-    strip_accents=not cased, lowercase=not cased)`` followed by ``BertPreTokenizer``.
+    strip_accents=strip_accents, lowercase=not cased)`` followed by ``BertPreTokenizer``.
 
     Args:
-        cased: Keep case and accents; else NFD, drop non-spacing marks and lower-case.
+        cased: Keep case; else lower-case.
+        strip_accents: NFD and drop non-spacing marks (``ά`` -> ``α``, ``ガ`` -> ``カ``);
+            None (default): strip when uncased, as BERT.
     """
 
-    def __init__(self, cased: bool = False) -> None:
-        self._setup(bool(cased))
+    def __init__(self, cased: bool = False, strip_accents: bool | None = None) -> None:
+        self._setup(bool(cased), (not cased) if strip_accents is None else bool(strip_accents))
 
-    def _setup(self, cased: bool) -> None:
+    def _setup(self, cased: bool, strip_accents: bool) -> None:
         self._cased = cased
+        self._strip = strip_accents
         self._normalizer = BertNormalizer(
-            clean_text=True, handle_chinese_chars=True, strip_accents=not cased, lowercase=not cased
+            clean_text=True,
+            handle_chinese_chars=True,
+            strip_accents=strip_accents,
+            lowercase=not cased,
         )
         self._pre_tokenizer = BertPreTokenizer()
         self._chars = _CharTable(self._char_replacement)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"cased": self._cased}
+        return {"cased": self._cased, "strip_accents": self._strip}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self._setup(state["cased"])
+        self._setup(state["cased"], state.get("strip_accents", not state["cased"]))
 
     @property
     def cased(self) -> bool:
-        """True when case and accents are kept."""
+        """True when case is kept."""
         return self._cased
+
+    @property
+    def strip_accents(self) -> bool:
+        """True when accents (non-spacing marks after NFD) are removed."""
+        return self._strip
 
     def split(self, sentence: str) -> list[str]:
         """The normalized words of one sentence."""
@@ -274,7 +299,7 @@ class BasicTokenizer:
         n = self._normalizer.normalize_str(c)
         if not n:
             return ""
-        if not self._cased and any(
+        if self._strip and any(
             unicodedata.combining(ch) or unicodedata.category(ch) == "Cn" for ch in n
         ):
             return _UNSAFE  # NFD could reorder it with its neighbours
@@ -300,7 +325,7 @@ class WordPieceEncoder:
     """BERT WordPiece encoding of sentences to int32 id arrays, with a bounded word cache.
 
     Ids are identical to ``BertWordPieceTokenizer(vocab, lowercase=not cased,
-    strip_accents=not cased, clean_text=True, handle_chinese_chars=True)``'s
+    strip_accents=strip_accents, clean_text=True, handle_chinese_chars=True)``'s
     ``encode(s, add_special_tokens=False).ids`` with ``encode_special_tokens = True`` (see the
     module docstring for why literal ``[MASK]`` is text).
 
@@ -310,7 +335,10 @@ class WordPieceEncoder:
 
     Args:
         vocab_path: WordPiece vocabulary, one token per line.
-        cased: Keep case and accents (for cased vocabularies); else lower-case + strip accents.
+        cased: Keep case (for cased vocabularies); else lower-case.
+        strip_accents: Remove accents (NFD, drop non-spacing marks); None: strip when uncased
+            (BERT's rule). A cased multilingual vocabulary wants ``cased=True`` and no strip
+            (it keeps ``ガ`` and ``ά``).
         cache_size: Distinct words cached; the cache is emptied (keeping the current chunk's
             words) when a chunk would exceed it.
 
@@ -319,11 +347,17 @@ class WordPieceEncoder:
     """
 
     def __init__(
-        self, vocab_path: str | Path, cased: bool = False, cache_size: int = DEFAULT_CACHE_SIZE
+        self,
+        vocab_path: str | Path,
+        cased: bool = False,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        *,
+        strip_accents: bool | None = None,
     ) -> None:
-        self._setup(Path(vocab_path), bool(cased), int(cache_size))
+        strip = (not cased) if strip_accents is None else bool(strip_accents)
+        self._setup(Path(vocab_path), bool(cased), int(cache_size), strip)
 
-    def _setup(self, vocab_path: Path, cased: bool, cache_size: int) -> None:
+    def _setup(self, vocab_path: Path, cased: bool, cache_size: int, strip: bool) -> None:
         if cache_size < 1:
             raise ValueError(f"cache_size must be >= 1 (got {cache_size})")
         tokens = load_vocab_checked(vocab_path)
@@ -342,7 +376,7 @@ class WordPieceEncoder:
         # Shared arrays: callers must not write into them.
         self._ordinary_ids.flags.writeable = False
         self._is_subword.flags.writeable = False
-        self._basic = BasicTokenizer(cased)
+        self._basic = BasicTokenizer(cased, strip)
         # The WordPiece model alone: our words are already normalized and split, and
         # normalizing twice is not always idempotent (lower-casing can emit marks).
         model = WordPiece(
@@ -361,12 +395,14 @@ class WordPieceEncoder:
         return {
             "vocab_path": str(self._vocab_path),
             "cased": self._cased,
+            "strip_accents": self._basic.strip_accents,
             "cache_size": self._cache_size,
             "vocab_sha256": self._sha256,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self._setup(Path(state["vocab_path"]), state["cased"], state["cache_size"])
+        strip = state.get("strip_accents", not state["cased"])
+        self._setup(Path(state["vocab_path"]), state["cased"], state["cache_size"], strip)
         if self._sha256 != state["vocab_sha256"]:
             raise UserError(
                 f"{self._vocab_path}: vocabulary changed since the pipeline started "
@@ -384,6 +420,11 @@ class WordPieceEncoder:
     def cased(self) -> bool:
         """True when case and accents are kept."""
         return self._cased
+
+    @property
+    def strip_accents(self) -> bool:
+        """True when accents are removed (see ``BasicTokenizer``)."""
+        return self._basic.strip_accents
 
     @property
     def basic_tokenizer(self) -> BasicTokenizer:

@@ -4,16 +4,21 @@ the language read from a dump's ``<siteinfo>``."""
 from __future__ import annotations
 
 import bz2
+import pickle
+import re
 import unicodedata
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from tokenizers import BertWordPieceTokenizer
 
+from corpus_pipeline import resources
 from corpus_pipeline.config import ExtractConfig, SentenceConfig
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.sources import wikipedia as wiki
 from corpus_pipeline.stages.sentences import cut_long_sentence, split_paragraph, splitter_kind
+from corpus_pipeline.stages.wordpiece import WordPieceEncoder
 
 
 class Counts(Counter):
@@ -150,3 +155,60 @@ def test_language_is_read_from_the_dump(tmp_path: Path, dbname, xml_lang, want):
     path.write_bytes(bz2.compress(_dump(dbname, xml_lang).encode()))
     assert wiki.dump_language(str(path)) == want
     assert wiki.plan_units(str(path), ExtractConfig())[0].lang == want
+
+
+# --- vocabulary choices: case and accents are separate ----------------------------------------
+
+
+def _reference(vocab: str, cased: bool, strip: bool) -> BertWordPieceTokenizer:
+    ref = BertWordPieceTokenizer(
+        vocab, lowercase=not cased, strip_accents=strip, clean_text=True, handle_chinese_chars=True
+    )
+    ref._tokenizer.encode_special_tokens = True
+    return ref
+
+
+@pytest.mark.parametrize(("cased", "strip"), [(True, False), (False, False), (True, True)])
+def test_strip_accents_is_its_own_choice_and_matches_hf(cased: bool, strip: bool):
+    vocab = str(resources.default_vocab(cased))
+    enc = WordPieceEncoder(vocab, cased=cased, strip_accents=strip)
+    ref = _reference(vocab, cased, strip)
+    for text in (
+        "Η Ακρόπολη της Αθήνας είναι ένας βράχος. ΆΛΦΑ ά",
+        "東京はガイドブックで有名です。",
+        "서울은 한국의 수도이다.",
+        "Café naïve Ångström e\u0301 Straße",
+    ):
+        assert enc.encode(text).tolist() == ref.encode(text, add_special_tokens=False).ids
+    assert pickle.loads(pickle.dumps(enc)).strip_accents == strip
+
+
+def test_no_strip_accents_keeps_accents_with_a_cased_vocab():
+    cased = WordPieceEncoder(resources.default_vocab(True), cased=True, strip_accents=False)
+    assert [cased.id_to_token(i) for i in cased.encode("ガά")] == ["ガ", "##ά"]
+    bert = WordPieceEncoder(resources.default_vocab(False))  # BERT's rule: strip when uncased
+    assert bert.strip_accents and [bert.id_to_token(i) for i in bert.encode("ガά")] == ["カ", "##α"]
+
+
+_KANA = re.compile(r"([\u3040-\u30ff])")
+_HANGUL = re.compile(r"([\uac00-\ud7a3])")
+_JA = (
+    "東京都は日本の首都であり、人口は約1400万人です。"
+    "カタカナとひらがなを使って書かれた文章は、コンピュータで処理されることが多い。"
+)
+_KO = "서울특별시는 대한민국의 수도이며 인구는 약 천만 명이다."
+
+
+@pytest.mark.parametrize("cased", [False, True])
+def test_splitting_kana_or_hangul_would_not_lower_unk(cased: bool):
+    """The measurement behind the decision in wordpiece.py's docstring: no kana/Hangul split."""
+    enc = WordPieceEncoder(resources.default_vocab(cased), cased=cased)
+
+    def unk_share(text: str) -> tuple[int, int]:
+        ids = enc.encode(text).tolist()
+        return ids.count(enc.unk_id), len(ids)
+
+    for text, pattern in ((_JA, _KANA), (_KO, _HANGUL)):
+        unk, n = unk_share(text)
+        unk_split, n_split = unk_share(pattern.sub(r" \1 ", text))
+        assert unk_split >= unk and n_split >= n
