@@ -59,6 +59,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check corpus_pipeline pipelines tests bench
 	$(BIN)/ruff format --check corpus_pipeline pipelines tests bench
 	$(BIN)/mypy corpus_pipeline pipelines
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format corpus_pipeline pipelines tests bench

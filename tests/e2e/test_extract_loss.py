@@ -98,14 +98,14 @@ def test_damage_under_the_threshold_is_in_the_summary_and_the_manifest(
 
 
 def test_max_loss_flag_is_checked_and_reaches_the_run_config(tmp_path: Path) -> None:
-    from pipelines import pretraining
+    from corpus_pipeline.cli import build_parser
+    from corpus_pipeline.commands import run as run_cmd
 
-    parser = pretraining.make_parser()
-    args = parser.parse_args(
-        ["--input", str(resources.SAMPLE_WIKI_DUMP), "--output", str(tmp_path / "o")]
+    args = build_parser().parse_args(
+        ["run", "--input", str(resources.SAMPLE_WIKI_DUMP), "--output", str(tmp_path / "o")]
         + ["--max-loss", "0.05"]
     )
-    assert pretraining.config_from_args(args).extract.max_loss == 0.05
+    assert run_cmd.config_from_args(args).extract.max_loss == 0.05
     out = tmp_path / "out"
     rc = run_cli(
         "extract", "--input", resources.SAMPLE_WIKI_DUMP, "--output", out, "--max-loss", "2"

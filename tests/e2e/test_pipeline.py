@@ -138,6 +138,8 @@ def test_dataflow_graph_and_staging_without_the_service(tmp_path):
 
     from corpus_pipeline.beam.runner import Progress, make_options
     from corpus_pipeline.cli import build_parser
+    from corpus_pipeline.commands import mask as mask_cmd
+    from corpus_pipeline.commands import run as run_cmd
     from pipelines import pretraining
 
     argv = [*BASE, "--output", str(tmp_path / "out")]
@@ -158,8 +160,8 @@ def test_dataflow_graph_and_staging_without_the_service(tmp_path):
     assert opts.get_all_options()["runner"] == "DataflowRunner"
     # Our local defaults are not forced onto a remote runner.
     assert opts.get_all_options()["direct_running_mode"] != "multi_processing"
-    cfg = pretraining.config_from_args(args)
-    built = pretraining.prepare(cfg, args)
+    cfg = run_cmd.config_from_args(args)
+    built = pretraining.prepare(cfg, mask_cmd.vocab_info(args))
     p = beam.Pipeline(options=opts)
     pretraining.build(p, cfg, built, Progress(None))
     labels = {t.full_label for t in p.transforms_stack[0].parts}
