@@ -81,7 +81,9 @@ def prepare(
     print(
         mask_graph.space_line(
             cfg.output,
-            mask_graph.input_text_bytes([d for d, _ in cfg.dumps] + list(cfg.books)),
+            mask_graph.input_text_bytes(
+                [d for d, _ in cfg.dumps] + list(cfg.books), cfg.extract.max_docs
+            ),
             cfg.mask,
             cfg.formats,
             packed=cfg.pack is not None,

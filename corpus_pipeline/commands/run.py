@@ -118,7 +118,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             args.shards
             if args.shards is not None
             else mask_graph.default_shards(
-                mask_graph.input_text_bytes([*dumps, *book_dirs]), mask_cmd.mask_config(args)
+                mask_graph.input_text_bytes([*dumps, *book_dirs], args.max_docs),
+                mask_cmd.mask_config(args),
             ),
         ),
         name=args.name,
