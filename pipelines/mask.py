@@ -124,7 +124,7 @@ def mask_fingerprint(
         verb,
         config={"mask": asdict(cfg), "pack": asdict(pcfg) if pcfg else None, **more},
         inputs=outdir.input_files(inputs),
-        vocab=vinfo["sha256"],
+        vocab={k: vinfo.get(k) for k in ("sha256", "cased", "strip_accents")},
         formats=list(formats),
         shards=num_shards,
         name=name,

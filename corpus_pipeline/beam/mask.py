@@ -96,17 +96,23 @@ class VocabSpec:
     sha256: str
     bundled: str | None = None
     content: bytes | None = field(default=None, repr=False)
+    strip_accents: bool | None = None  # None: BERT's rule (strip when uncased)
 
     @classmethod
     def from_file(
-        cls, local: str | os.PathLike[str], name: str, cased: bool, bundled: str | None = None
+        cls,
+        local: str | os.PathLike[str],
+        name: str,
+        cased: bool,
+        bundled: str | None = None,
+        strip_accents: bool | None = None,
     ) -> VocabSpec:
         """The spec of a vocabulary read on the launcher from ``local`` (a local copy)."""
         data = Path(local).read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         if bundled is not None:
-            return cls(name, cased, digest, bundled=bundled)
-        return cls(name, cased, digest, content=data)
+            return cls(name, cased, digest, bundled=bundled, strip_accents=strip_accents)
+        return cls(name, cased, digest, content=data, strip_accents=strip_accents)
 
     def local_path(self) -> str:
         """A file with this vocabulary on this machine (a worker's), its sha256 checked."""
@@ -212,7 +218,9 @@ class EncodeAndBucket(beam.DoFn):
         self.count = BeamCounts()
 
     def setup(self) -> None:
-        self.encoder = WordPieceEncoder(self.vocab.local_path(), cased=self.vocab.cased)
+        self.encoder = WordPieceEncoder(
+            self.vocab.local_path(), cased=self.vocab.cased, strip_accents=self.vocab.strip_accents
+        )
 
     def process(self, element: tuple[tuple[int, str], tuple[int, int]]) -> Iterator[Any]:
         (file_index, path), totals = element

@@ -71,6 +71,13 @@ def add_mask_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vocab", default=None, help="WordPiece vocab.txt (default: bundled BERT)")
     p.add_argument("--cased", action="store_true", help="cased vocabulary and no lower-casing")
     p.add_argument(
+        "--strip-accents",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="strip accents before WordPiece (default: strip when uncased, keep when --cased, "
+        "as BERT; --no-strip-accents keeps ά and ガ with an uncased vocabulary)",
+    )
+    p.add_argument(
         "--format",
         default="hdf5",
         help="comma-separated: hdf5, tfrecord, mmap, or all (default hdf5)",
@@ -162,12 +169,14 @@ def vocab_info(args: argparse.Namespace) -> tuple[VocabSpec, dict[str, Any], Mas
     mvocab = MaskVocab.from_tokens(tokens, source=path)
     # Workers get the bundled vocabulary from their own package, any other one by content.
     bundled = None if args.vocab else ("cased" if args.cased else "uncased")
-    spec = VocabSpec.from_file(local, fsio.basename(path), bool(args.cased), bundled)
+    strip = getattr(args, "strip_accents", None)
+    spec = VocabSpec.from_file(local, fsio.basename(path), bool(args.cased), bundled, strip)
     info = {
         "file": fsio.basename(path),
         "sha256": spec.sha256,
         "size": len(tokens),
         "cased": bool(args.cased),
+        "strip_accents": (not args.cased) if strip is None else bool(strip),
     }
     return spec, info, mvocab
 

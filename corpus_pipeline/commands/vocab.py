@@ -79,6 +79,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--cased", action="store_true", help="keep case and accents (default: lower-case, strip)"
     )
     p.add_argument(
+        "--strip-accents",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="strip accents (default: strip when uncased, keep when --cased); give the same "
+        "choice to mask/run",
+    )
+    p.add_argument(
         "--unused",
         type=int,
         default=0,
@@ -135,7 +142,7 @@ def _sentence_batches(
 
 
 def count_characters(
-    files: Sequence[Path], cased: bool, stats: _Stats
+    files: Sequence[Path], cased: bool, stats: _Stats, strip_accents: bool | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Character counts over the normalized words of the input, as the trainer sees them.
 
@@ -143,7 +150,7 @@ def count_characters(
         (occurrences of each code point, occurrences not at the start of a word), int64
         arrays indexed by code point.
     """
-    basic = BasicTokenizer(cased)
+    basic = BasicTokenizer(cased, strip_accents)
     total = np.zeros(_NUM_CODE_POINTS, dtype=np.int64)
     inner = np.zeros(_NUM_CODE_POINTS, dtype=np.int64)
     for batch in _sentence_batches(files, stats, _COUNT_BATCH):
@@ -181,6 +188,7 @@ def train_vocab(
     size: int,
     *,
     cased: bool = False,
+    strip_accents: bool | None = None,
     unused: int = 0,
     min_frequency: int = 2,
     limit_alphabet: int = 1000,
@@ -190,7 +198,8 @@ def train_vocab(
     Args:
         files: Text or JSON-lines document files, streamed in order.
         size: Target vocabulary size, special tokens included (a small corpus may give fewer).
-        cased: Keep case and accents.
+        cased: Keep case (and accents, unless ``strip_accents``).
+        strip_accents: Strip accents; None: BERT's rule (strip when uncased).
         unused: Number of ``[unused*]`` slots reserved after ``[PAD]``.
         min_frequency: Minimum pair count for a merge.
         limit_alphabet: Maximum number of distinct characters.
@@ -210,7 +219,8 @@ def train_vocab(
             f"--size {size} leaves no room for words after {len(specials)} special tokens"
         )
     stats = _Stats()
-    total, inner = count_characters(files, cased, stats)
+    strip = (not cased) if strip_accents is None else bool(strip_accents)
+    total, inner = count_characters(files, cased, stats, strip)
     if stats.error is not None:
         raise stats.error
     if stats.sentences == 0 or not total.any():
@@ -225,7 +235,7 @@ def train_vocab(
             "--limit-alphabet"
         )
     tok = BertWordPieceTokenizer(
-        lowercase=not cased, strip_accents=not cased, clean_text=True, handle_chinese_chars=True
+        lowercase=not cased, strip_accents=strip, clean_text=True, handle_chinese_chars=True
     )
     documents, sentences = stats.documents, stats.sentences
     stats = _Stats()
@@ -288,13 +298,14 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
         files,
         args.size,
         cased=args.cased,
+        strip_accents=args.strip_accents,
         unused=args.unused,
         min_frequency=args.min_frequency,
         limit_alphabet=args.limit_alphabet,
     )
     write_vocab(out, tokens)
     # The file must be usable by every other verb: load it the way they do.
-    enc = WordPieceEncoder(out, cased=args.cased)
+    enc = WordPieceEncoder(out, cased=args.cased, strip_accents=args.strip_accents)
     note = "" if enc.vocab_size == args.size else f" (asked {args.size:,}: corpus too small)"
     print(
         f"vocab: {documents:,} documents, {sentences:,} sentences -> {enc.vocab_size:,} tokens"
