@@ -51,6 +51,7 @@ def dask_flags(address: str) -> list[str]:
     return ["--runner", "DaskRunner", "--dask_client_address", address]
 
 
+@pytest.mark.soak  # make test keeps the mask graph on Dask (every format, Megatron included)
 def test_run_on_dask_matches_fnapi(dask_address, tmp_path):
     args = [
         "run",

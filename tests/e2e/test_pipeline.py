@@ -85,7 +85,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("runner", ["in_memory", "multi_processing_1", "portable_loopback"])
+@pytest.mark.parametrize(
+    "runner",
+    [pytest.param("in_memory", marks=pytest.mark.soak), "multi_processing_1", "portable_loopback"],
+)
 def test_same_bytes_on_every_runner(tmp_path, reference, runner):
     _, expected = reference
     out = tmp_path / runner

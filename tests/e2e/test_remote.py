@@ -226,6 +226,7 @@ def test_bad_remote_paths_are_one_line_errors(s3, tmp_path, capsys):
         assert len(lines) == 1 and lines[0].startswith(expected), err
 
 
+@pytest.mark.soak  # the refusal logic is tested locally in tests/faults/test_reused_output.py
 def test_a_reused_s3_output_is_refused_then_overwritten(s3, capsys):
     """outdir.py on an object store: another configuration is refused in one line, --overwrite
     replaces it, and no object the manifest does not name is left (lock and state included)."""

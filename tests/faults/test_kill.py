@@ -146,6 +146,7 @@ def test_killed_pack_resumes_to_identical_output(
     )
 
 
+@pytest.mark.soak  # make test kills mask and pack; the soak loop kills run 8 times
 def test_killed_runs_resume_to_identical_output(tmp_path: Path, run_reference: Reference) -> None:
     """The whole pipeline (extract, mask, pack; wiki and book): docs, unpacked and packed."""
     kill_then_finish(
