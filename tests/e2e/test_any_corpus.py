@@ -54,7 +54,10 @@ def _extract(out, *args, workers=1):
     )
 
 
-@pytest.mark.parametrize("name", ["corpus.jsonl", "corpus.jsonl.gz", "corpus.jsonl.zst"])
+@pytest.mark.parametrize(
+    "name",
+    ["corpus.jsonl", pytest.param("corpus.jsonl.gz", marks=pytest.mark.soak), "corpus.jsonl.zst"],
+)
 def test_jsonl_text_is_extracted_and_masked(tmp_path, name):
     texts = _google_docs()
     src = tmp_path / name

@@ -87,7 +87,13 @@ def _free_port() -> int:
 
 @pytest.mark.parametrize(
     "runner",
-    [pytest.param("in_memory", marks=pytest.mark.soak), "multi_processing_1", "portable_loopback"],
+    [
+        pytest.param("in_memory", marks=pytest.mark.soak),
+        pytest.param(
+            "multi_processing_1", marks=pytest.mark.soak
+        ),  # 1 vs 2 workers: mask/extract tests
+        "portable_loopback",
+    ],
 )
 def test_same_bytes_on_every_runner(tmp_path, reference, runner):
     _, expected = reference

@@ -95,6 +95,7 @@ def assert_same_output(remote: dict[str, bytes], local: dict[str, bytes]) -> Non
             )
 
 
+@pytest.mark.soak  # make test: tests/e2e/test_isolated_workers.py runs `run` S3 -> S3 too
 def test_run_s3_to_s3_matches_local(s3, tmp_path):
     client, flags = s3
     # HDF5 and TFRecord here (every upload costs a new boto3 client in Beam's S3 filesystem);

@@ -132,6 +132,7 @@ def test_killed_mask_resumes_to_identical_output(
     )
 
 
+@pytest.mark.soak  # make test kills mask; the soak loop kills pack 8 times
 def test_killed_pack_resumes_to_identical_output(
     tmp_path: Path, mask_reference: Reference, pack_reference: Reference
 ) -> None:

@@ -33,7 +33,11 @@ def _workers(root: int) -> list[int]:
 
 
 @pytest.mark.timeout(400)
-@pytest.mark.parametrize("after", [0.0, 1.5], ids=["before-connecting", "mid-run"])
+@pytest.mark.parametrize(
+    "after",
+    [pytest.param(0.0, marks=pytest.mark.soak), 1.5],  # make test: the mid-run kill
+    ids=["before-connecting", "mid-run"],
+)
 def test_a_killed_worker_gives_one_line_and_the_rerun_finishes(
     tmp_path: Path, after: float
 ) -> None:
