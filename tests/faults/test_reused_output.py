@@ -193,10 +193,16 @@ def test_a_second_run_into_a_folder_being_written_stops_in_one_line(
     )
     try:
         _wait_for(lambda: (out / outdir.LOCK).exists(), first, "lock file")
-        second = subprocess.run(
-            cmd, cwd=ROOT, env=_env(tmp_path / "tmp2"), capture_output=True, timeout=120
-        )
-        still_running = first.poll() is None
+        # The first run is paused (alive, holding its lock) while the second one starts, so
+        # the test does not race the first run's end on a slow machine.
+        os.killpg(first.pid, signal.SIGSTOP)
+        try:
+            second = subprocess.run(
+                cmd, cwd=ROOT, env=_env(tmp_path / "tmp2"), capture_output=True, timeout=120
+            )
+            still_running = first.poll() is None
+        finally:
+            os.killpg(first.pid, signal.SIGCONT)
     finally:
         _, first_err = first.communicate(timeout=300)
     assert still_running, "the first run ended before the second one checked the lock"
