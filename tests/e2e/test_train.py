@@ -32,19 +32,10 @@ from corpus_pipeline.train.data import (  # noqa: E402
 )
 from corpus_pipeline.train.loader import make_loader  # noqa: E402
 from corpus_pipeline.train.loop import TrainConfig, train  # noqa: E402
+from tests.support.torch_threads import one_torch_thread  # noqa: E402, F401 (autouse)
 
 S, P = 64, 10
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tests share a couple of cores: OpenMP threads spinning against other processes make a
-    # tiny model ~10x slower than one thread.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -21,16 +21,9 @@ from corpus_pipeline.train.data import collate, open_dataset, ordered_batches  #
 from corpus_pipeline.train.evaluate import evaluate  # noqa: E402
 from corpus_pipeline.train.loop import TrainConfig, train  # noqa: E402
 from corpus_pipeline.train.model import BertConfig, BertForPreTraining, preset_config  # noqa: E402
+from tests.support.torch_threads import one_torch_thread  # noqa: E402, F401 (autouse)
 
 S, P = 64, 10
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -19,17 +19,10 @@ torch = pytest.importorskip("torch")
 from corpus_pipeline.testing.datasets import build_dataset  # noqa: E402
 from corpus_pipeline.train import main  # noqa: E402
 from corpus_pipeline.train.loop import TrainConfig, TrainingInterrupted, train  # noqa: E402
+from tests.support.torch_threads import one_torch_thread  # noqa: E402, F401 (autouse)
 
 S, P = 64, 10
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
