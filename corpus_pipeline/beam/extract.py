@@ -17,7 +17,6 @@ ranges in chunk-key order. So the same input gives byte-identical shards with an
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -569,16 +568,6 @@ class ExtractDocuments(beam.PTransform):
 def cleanup_chunks(out_dir: str) -> None:
     """Remove the chunk spill folder after a run."""
     fsio.rmtree(os.path.join(out_dir, ".chunks"))
-
-
-def write_summary(path: str, summary: dict[str, Any]) -> None:
-    """Write the documents manifest atomically."""
-    if fsio.is_remote(path):
-        fsio.write_text(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
-        return
-    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2, sort_keys=True)
-        f.write("\n")
 
 
 # ----------------------------------------------------------------------------------------------

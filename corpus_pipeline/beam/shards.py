@@ -22,7 +22,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import apache_beam as beam
-import numpy as np
 
 from corpus_pipeline import fsio
 from corpus_pipeline.beam.runner import BeamCounts, Progress
@@ -244,10 +243,6 @@ def prepare_output(out_dir: str, formats: Sequence[str]) -> None:
         remove_stale_temps(d)
     os.makedirs(os.path.join(out_dir, ".markers"), exist_ok=True)
     remove_stale_temps(os.path.join(out_dir, ".markers"))
-
-
-def total_length(instances: Iterable[Instance]) -> int:
-    return int(np.sum([len(i) for i in instances], dtype=np.int64))
 
 
 def _write_remote_shard(
