@@ -27,7 +27,8 @@ import numpy as np
 from corpus_pipeline import resources
 from corpus_pipeline.config import PRESETS, MaskConfig
 from corpus_pipeline.records import EncodedDocument
-from corpus_pipeline.stages.masking import MaskStats, MaskVocab, create_instances
+from corpus_pipeline.stages.mask_stats import MaskStats
+from corpus_pipeline.stages.masking import MaskVocab, create_instances
 
 
 def load_documents() -> list[tuple[str, list[np.ndarray]]]:

@@ -30,7 +30,8 @@ import numpy as np
 
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.resources import HISTOGRAMS_DIR
-from corpus_pipeline.stages import packing
+from corpus_pipeline.stages.pack_histogram import PackingStrategy
+from corpus_pipeline.stages.pack_strategies import choose_strategy
 
 DEFAULT_FILES = (HISTOGRAMS_DIR / "wikipedia_512.json", HISTOGRAMS_DIR / "squad_384.json")
 LENGTH_KEYS = ("max_sequence_length", "max_seq_length")
@@ -72,7 +73,7 @@ def load_histogram(path: Path) -> tuple[np.ndarray, int]:
     return h, s
 
 
-def _row(label: str, k: int, st: packing.PackingStrategy) -> str:
+def _row(label: str, k: int, st: PackingStrategy) -> str:
     note = "  (" + st.note.split(":")[0] + ")" if st.note else ""
     return (
         f"  {label:<14} K={k:<3} {st.efficiency:9.3%} {st.num_packs:>12,} {st.padded_packs:>12,} "
@@ -94,10 +95,10 @@ def bench_histogram(name: str, hist: np.ndarray, s: int, strategies: list[str]) 
     )
     print(f"  {'none':<14} {'':<5} {unpacked:9.3%} {n:>12,} {'':>12} {1.0:8.4f} {'-':>10}")
     for strategy in strategies:
-        print(_row(strategy, 3, packing.choose_strategy(strategy, hist, s, 3)), flush=True)
+        print(_row(strategy, 3, choose_strategy(strategy, hist, s, 3)), flush=True)
     for strategy in ("spfhp", "lpfhp"):
-        print(_row(strategy, 12, packing.choose_strategy(strategy, hist, s, 12)), flush=True)
-    st = packing.choose_strategy("lp", hist, s, 12)
+        print(_row(strategy, 12, choose_strategy(strategy, hist, s, 12)), flush=True)
+    st = choose_strategy("lp", hist, s, 12)
     print(_row("lp (default)", 12, st), flush=True)
     if st.note:
         print(f"      note: {st.note}")
@@ -124,11 +125,11 @@ def bench_shards(
         shard = rng.multivariate_hypergeometric(remaining, size, method="marginals")
         remaining -= shard
         union += shard
-        st = packing.choose_strategy(strategy, shard, s, 3)
+        st = choose_strategy(strategy, shard, s, 3)
         real += st.real_tokens
         packs += st.num_packs
         seconds += st.seconds
-    together = packing.choose_strategy(strategy, union, s, 3)
+    together = choose_strategy(strategy, union, s, 3)
     eff = real / (packs * s)
     print(
         f"  {name}: {strategy}, {samples} shards of {shard_size:,}: per shard {eff:.3%} "

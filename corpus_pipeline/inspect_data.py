@@ -35,7 +35,7 @@ from corpus_pipeline.formats.common import FormatError, atomic_output, sha256_fi
 from corpus_pipeline.formats.example_proto import ExampleDecodeError, decode_example
 from corpus_pipeline.formats.manifest import MANIFEST, read_manifest
 from corpus_pipeline.records import Instance, Pack
-from corpus_pipeline.stages.masking import MaskStats
+from corpus_pipeline.stages.mask_stats import MaskStats
 from corpus_pipeline.stages.wordpiece import load_vocab_checked
 
 __all__ = [

@@ -34,7 +34,8 @@ from corpus_pipeline.errors import UserError
 from corpus_pipeline.formats import manifest as mf
 from corpus_pipeline.formats.common import atomic_output, sha256_file
 from corpus_pipeline.formats.spill import iter_spills
-from corpus_pipeline.stages.masking import MaskVocab, counter_statistics, statistical_warnings
+from corpus_pipeline.stages.mask_stats import counter_statistics, statistical_warnings
+from corpus_pipeline.stages.masking import MaskVocab
 from corpus_pipeline.stages.wordpiece import CHARS_PER_TOKEN
 
 #: Instances per shard that the default shard count aims at. A shard's writer holds the whole

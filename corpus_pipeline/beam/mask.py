@@ -55,13 +55,9 @@ from corpus_pipeline.formats.documents import read_documents
 from corpus_pipeline.formats.spill import SpillRange, iter_spills, write_spill
 from corpus_pipeline.hashing import rng_for, stable_hash
 from corpus_pipeline.records import Document, EncodedDocument
-from corpus_pipeline.stages.masking import (
-    MaskStats,
-    MaskVocab,
-    content_digest,
-    create_instances,
-    iter_buckets,
-)
+from corpus_pipeline.stages.buckets import iter_buckets
+from corpus_pipeline.stages.mask_stats import MaskStats
+from corpus_pipeline.stages.masking import MaskVocab, content_digest, create_instances
 from corpus_pipeline.stages.wordpiece import (
     CHARS_PER_TOKEN,
     WordPieceEncoder,

@@ -151,7 +151,7 @@ def mask_config(args: argparse.Namespace) -> MaskConfig:
 def pack_config(args: argparse.Namespace) -> PackConfig | None:
     if not args.pack:
         return None
-    from corpus_pipeline.stages.packing import STRATEGIES
+    from corpus_pipeline.stages.pack_strategies import STRATEGIES
 
     if args.strategy not in STRATEGIES:
         raise UserError(f"--strategy {args.strategy!r}: choose from {', '.join(STRATEGIES)}")

@@ -69,7 +69,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 @outdir.releasing
 def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
-    from corpus_pipeline.stages.packing import STRATEGIES
+    from corpus_pipeline.stages.pack_strategies import STRATEGIES
 
     src = fsio.abspath(args.input)
     m = mf.read_manifest(src)

@@ -34,7 +34,8 @@ from corpus_pipeline.formats.manifest import write_manifest
 from corpus_pipeline.formats.mmap import MegatronSentenceWriter
 from corpus_pipeline.records import EncodedDocument, Instance, Pack
 from corpus_pipeline.sources.books import read_book
-from corpus_pipeline.stages.masking import MaskStats, MaskVocab, create_instances
+from corpus_pipeline.stages.mask_stats import MaskStats
+from corpus_pipeline.stages.masking import MaskVocab, create_instances
 from corpus_pipeline.stages.packing import pack_instances
 from corpus_pipeline.stages.sentences import split_paragraph
 from corpus_pipeline.stages.wordpiece import WordPieceEncoder

@@ -585,7 +585,8 @@ class PretrainingStream:
     def dynamic_records(self, epoch: int, stream: int, workers: int) -> Iterator[Instance]:
         """Freshly masked instances of the documents of ``stream`` in ``epoch``."""
         from corpus_pipeline.formats.mmap import IndexedDatasetReader
-        from corpus_pipeline.stages.masking import MaskVocab, create_instances, iter_buckets
+        from corpus_pipeline.stages.buckets import iter_buckets
+        from corpus_pipeline.stages.masking import MaskVocab, create_instances
         from corpus_pipeline.stages.wordpiece import CHARS_PER_TOKEN
 
         assert self._mask_cfg is not None and self._vocab_path is not None

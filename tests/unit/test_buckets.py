@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from corpus_pipeline.beam.mask import iter_chunks
 from corpus_pipeline.records import Document
-from corpus_pipeline.stages.masking import iter_buckets
+from corpus_pipeline.stages.buckets import iter_buckets
 
 
 def docs_of(lengths: list[int]) -> list[Document]:

@@ -13,13 +13,8 @@ import pytest
 from corpus_pipeline import resources
 from corpus_pipeline.config import MaskConfig
 from corpus_pipeline.records import Document
-from corpus_pipeline.stages.masking import (
-    MaskStats,
-    MaskVocab,
-    counter_statistics,
-    create_instances,
-    statistical_warnings,
-)
+from corpus_pipeline.stages.mask_stats import MaskStats, counter_statistics, statistical_warnings
+from corpus_pipeline.stages.masking import MaskVocab, create_instances
 from corpus_pipeline.stages.wordpiece import WordPieceEncoder, encode_documents
 
 CFG = MaskConfig(max_seq_length=128, max_predictions=20, dupe_factor=2, seed=3)

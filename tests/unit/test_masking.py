@@ -28,13 +28,13 @@ from corpus_pipeline import resources
 from corpus_pipeline.config import PRESETS, MaskConfig
 from corpus_pipeline.errors import InputFormatError, UserError
 from corpus_pipeline.records import EncodedDocument, Instance
-from corpus_pipeline.stages import masking
+from corpus_pipeline.stages import mask_rows, masking
+from corpus_pipeline.stages.mask_rows import num_to_predict
+from corpus_pipeline.stages.mask_stats import MaskStats
 from corpus_pipeline.stages.masking import (
     GoogleCompat,
-    MaskStats,
     MaskVocab,
     create_instances,
-    num_to_predict,
     truncated_lengths,
 )
 
@@ -587,7 +587,9 @@ def test_output_does_not_depend_on_batch_size(
         big, counts = run(real_docs, cfg, vocab)
         assert not big[0].input_ids.flags.writeable  # views of shared buffers: read-only
         for rows in (1, 7):  # flush after every document, vectorise 1 or 7 rows at a time
-            monkeypatch.setattr(masking, "_batch_rows", lambda cfg, rows=rows: rows)
+            # The planner flushes and the assembler slices at this many rows.
+            for module in (masking, mask_rows):
+                monkeypatch.setattr(module, "batch_rows", lambda cfg, rows=rows: rows)
             small, small_counts = run(real_docs, cfg, vocab)
             monkeypatch.undo()
             assert big == small and counts == small_counts

@@ -16,27 +16,15 @@ from corpus_pipeline.errors import UserError
 from corpus_pipeline.records import Instance, Pack
 from corpus_pipeline.resources import HISTOGRAMS_DIR
 from corpus_pipeline.stages import packing
-from corpus_pipeline.stages.packing import (
-    PackingStrategy,
-    arrays_to_pack,
-    assign,
-    bucket_by_length,
+from corpus_pipeline.stages.pack_histogram import PackingStrategy, length_histogram, lpfhp, spfhp
+from corpus_pipeline.stages.pack_strategies import (
     choose_strategy,
     count_exact_sum_combinations,
     exact_sum_combinations,
-    length_histogram,
     lp,
-    lpfhp,
-    make_plan,
     nnlshp,
-    pack_from_slots,
-    pack_instances,
-    pack_to_arrays,
-    shuffle_bucket,
-    spfhp,
-    split_overflow,
-    unpack,
 )
+from corpus_pipeline.stages.packing import assign, bucket_by_length, pack_instances, split_overflow
 
 ALGORITHMS = {"spfhp": spfhp, "lpfhp": lpfhp, "nnlshp": nnlshp, "lp": lp}
 
@@ -272,6 +260,10 @@ def make_instance(rng: np.random.Generator, length: int, masked: int) -> Instanc
     )
 
 
+def members(packs: list[Pack]) -> list[Instance]:
+    return [inst for pack in packs for inst in pack.instances]
+
+
 def keys(instances: list[Instance]) -> Counter[bytes]:
     return Counter(i.key() for i in instances)
 
@@ -294,7 +286,7 @@ def test_pack_instances_loses_nothing(
     cfg = PackConfig(max_per_pack=k, strategy=strategy, seed=seed)
     counts, count = counter()
     packs = list(pack_instances(instances, cfg, s, p, count=count))
-    assert keys(list(unpack(packs))) == keys(instances)
+    assert keys(members(packs)) == keys(instances)
     width = p + k - 1
     for pack in packs:
         assert 1 <= len(pack.instances) <= k
@@ -330,7 +322,7 @@ def test_assembly_on_real_lengths_is_efficient_and_deterministic(
     assert counts["pack/real_tokens"] / counts["pack/slots"] > 0.97
     # A pack overflows P + K - 1 = 58 only when rounding up adds up; each such pack splits in 2.
     assert counts["pack/packs"] == seen[0].num_packs + counts["pack/split_overflow"]
-    assert keys(list(unpack(packs))) == keys(instances)
+    assert keys(members(packs)) == keys(instances)
     other = list(pack_instances(instances, PackConfig(seed=1), s, 56, count=counter()[1]))
     assert [x.length for x in other] != [x.length for x in packs]  # the seed shuffles
 
@@ -349,7 +341,7 @@ def test_overflow_split_pinned() -> None:
     assert counts["pack/instances"] == 3
     masked = sorted(sum(len(i.masked_lm_positions) for i in x.instances) for x in packs)
     assert masked == [4, 7]  # first-fit decreasing: {5, 2} and {4}
-    assert keys(list(unpack(packs))) == keys([a, b, c])
+    assert keys(members(packs)) == keys([a, b, c])
     # split_overflow directly: order within each piece is kept.
     pieces = split_overflow(Pack([a, b, c]), 7)
     assert [[len(i.masked_lm_positions) for i in x.instances] for x in pieces] == [[5, 2], [4]]
@@ -364,69 +356,3 @@ def test_assign_rejects_mismatched_strategy() -> None:
     strategy = spfhp(length_histogram([4], 8), 8, 2)
     with pytest.raises(ValueError, match="do not match"):
         assign(bucket_by_length(insts), strategy, 0)
-
-
-def test_pack_arrays_round_trip() -> None:
-    rng = np.random.default_rng(1)
-    members = [make_instance(rng, 10, 3), make_instance(rng, 6, 2), make_instance(rng, 4, 1)]
-    arrays = pack_to_arrays(Pack(members))
-    assert arrays.input_ids.tolist() == np.concatenate([m.input_ids for m in members]).tolist()
-    assert arrays.input_lengths.tolist() == [10, 6, 4]
-    assert arrays.masked_lengths.tolist() == [3, 2, 1]
-    expected = np.concatenate(
-        [
-            members[0].masked_lm_positions,
-            members[1].masked_lm_positions + 10,
-            members[2].masked_lm_positions + 16,
-        ]
-    )
-    assert arrays.masked_lm_positions.tolist() == expected.tolist()
-    assert arrays.next_sentence_labels.tolist() == [m.next_sentence_label for m in members]
-    assert arrays_to_pack(arrays) == Pack(members)
-
-
-def test_plan_matches_assign() -> None:
-    rng = np.random.default_rng(5)
-    lengths = rng.integers(1, 17, size=200)
-    instances = [make_instance(rng, int(n), 1) for n in lengths]
-    buckets = bucket_by_length(instances)
-    strategy = lp(length_histogram(lengths, 16), 16, 3)
-    plan = make_plan(strategy)
-    slots: dict[int, list[tuple[int, Instance]]] = {}
-    for length, bucket in buckets.items():
-        for rank, inst in enumerate(shuffle_bucket(bucket, length, 9)):
-            pack_id, pos = plan.slot(length, rank)
-            slots.setdefault(pack_id, []).append((pos, inst))
-    assert sorted(slots) == list(range(plan.num_packs))
-    planned = [pack_from_slots(slots[i]) for i in range(plan.num_packs)]
-    assigned = list(assign(buckets, strategy, 9, shuffle_packs=False))
-    assert planned == assigned
-    # The global mode's rank order: a content hash, the same for equal content, seed-dependent.
-    first = instances[0]
-    twin = Instance(
-        first.input_ids.copy(),
-        first.segment_ids.copy(),
-        first.masked_lm_positions.copy(),
-        first.masked_lm_ids.copy(),
-        first.next_sentence_label,
-    )
-    assert packing.order_key(twin, 9) == packing.order_key(instances[0], 9)
-    assert packing.order_key(instances[0], 9) != packing.order_key(instances[0], 10)
-
-
-def test_plan_is_a_bijection_on_squad(squad: tuple[np.ndarray, int]) -> None:
-    hist, s = squad
-    strategy = lp(hist, s, 3)
-    plan = make_plan(strategy)
-    shape_of = np.repeat(np.arange(len(strategy.packs)), [n for _, n in strategy.packs])
-    seen = []
-    for i in np.flatnonzero(hist):
-        length = int(i) + 1
-        pack_ids, pos = plan.slots(length, np.arange(hist[i]))
-        combos = [strategy.packs[j][0] for j in shape_of[pack_ids]]
-        assert all(c[q] == length for c, q in zip(combos, pos.tolist(), strict=True))
-        seen.append(pack_ids * 3 + pos)
-    flat = np.concatenate(seen)
-    assert len(flat) == len(np.unique(flat)) == int(hist.sum())
-    with pytest.raises(ValueError, match="rank out of range"):
-        plan.slot(384, int(hist[383]))
