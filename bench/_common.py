@@ -26,7 +26,12 @@ CACHE = ROOT / ".bench"  # git-ignored; bench/extract.py keeps its dumps here to
 
 # Sources of the extract verb's output: the cached documents are rebuilt when one changes.
 _EXTRACT_SOURCES = (
-    "corpus_pipeline/sources/wikipedia.py",
+    "corpus_pipeline/sources/wikipedia_records.py",
+    "corpus_pipeline/sources/wikipedia_plan.py",
+    "corpus_pipeline/sources/wikipedia_inflate.py",
+    "corpus_pipeline/sources/wikipedia_pages.py",
+    "corpus_pipeline/sources/wikipedia_guards.py",
+    "corpus_pipeline/sources/wikipedia_clean.py",
     "corpus_pipeline/stages/sentences.py",
     "corpus_pipeline/beam/extract.py",
     "corpus_pipeline/commands/extract.py",

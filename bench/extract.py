@@ -37,7 +37,12 @@ from pathlib import Path
 from corpus_pipeline.config import ExtractConfig
 from corpus_pipeline.formats.common import atomic_output
 from corpus_pipeline.resources import SAMPLE_WIKI_DUMP
-from corpus_pipeline.sources import wikipedia as wiki
+from corpus_pipeline.sources import (
+    wikipedia_clean,
+    wikipedia_pages,
+    wikipedia_plan,
+    wikipedia_records,
+)
 from corpus_pipeline.testing.multistream import build_multistream
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,16 +69,16 @@ def build_dumps(copies: int) -> tuple[Path, Path, int]:
     return single, multi, json.loads(meta.read_text())["xml_bytes"]
 
 
-def extract_unit(unit: wiki.WorkUnit) -> collections.Counter[str]:
+def extract_unit(unit: wikipedia_records.WorkUnit) -> collections.Counter[str]:
     """Read and clean one unit; returns its counters (articles stay in the worker)."""
     counts: collections.Counter[str] = collections.Counter()
 
     def count(name: str, n: int = 1) -> None:
         counts[name] += n
 
-    for chunk in wiki.iter_page_chunks(unit, CFG, count=count):
+    for chunk in wikipedia_pages.iter_page_chunks(unit, CFG, count=count):
         for page in chunk:
-            wiki.clean_page(page, CFG, count=count)
+            wikipedia_clean.clean_page(page, CFG, count=count)
     return counts
 
 
@@ -86,9 +91,9 @@ def run_ours_cli(dump: str, out: str) -> None:
 
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "articles.jsonl"), "w", encoding="utf-8") as f:
-        for unit in wiki.plan_units(dump, CFG):
-            for page in wiki.read_pages(unit, CFG, count=count):
-                a = wiki.clean_page(page, CFG, count=count)
+        for unit in wikipedia_plan.plan_units(dump, CFG):
+            for page in wikipedia_pages.read_pages(unit, CFG, count=count):
+                a = wikipedia_clean.clean_page(page, CFG, count=count)
                 if a is not None:
                     f.write(json.dumps({"id": a.id, "title": a.title, "text": a.text}) + "\n")
     print(json.dumps(counts))
@@ -109,7 +114,7 @@ def best(runs: list[tuple[float, float]]) -> tuple[float, float]:
     return min(runs)
 
 
-def count_pages(units: list[wiki.WorkUnit]) -> collections.Counter[str]:
+def count_pages(units: list[wikipedia_records.WorkUnit]) -> collections.Counter[str]:
     total: collections.Counter[str] = collections.Counter()
     for u in units:
         total.update(extract_unit(u))
@@ -190,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     # 2. Scaling over the work units of the multistream dump: serial loop vs a process pool.
-    units = wiki.plan_units(multi, CFG)
+    units = wikipedia_plan.plan_units(multi, CFG)
     serial, pooled = [], []
     for _ in range(args.repeat):
         t = time.perf_counter()

@@ -36,7 +36,7 @@ from _common import Best, print_table, timed  # noqa: E402
 from corpus_pipeline.config import ExtractConfig, SentenceConfig  # noqa: E402
 from corpus_pipeline.records import Article  # noqa: E402
 from corpus_pipeline.resources import SAMPLE_BOOK, SAMPLE_WIKI_DUMP  # noqa: E402
-from corpus_pipeline.sources import wikipedia as wiki  # noqa: E402
+from corpus_pipeline.sources import wikipedia_clean, wikipedia_pages, wikipedia_plan  # noqa: E402
 from corpus_pipeline.sources.books import read_book  # noqa: E402
 from corpus_pipeline.stages import sentences as sentences_module  # noqa: E402
 from corpus_pipeline.stages.punkt import PunktParams, PunktSplitter  # noqa: E402
@@ -63,9 +63,9 @@ def load_texts(stress_paragraphs: int) -> dict[str, list[str]]:
     """Name -> texts (paragraphs separated by newlines)."""
     cfg = ExtractConfig()
     articles = []
-    for unit in wiki.plan_units(str(SAMPLE_WIKI_DUMP), cfg):
-        for page in wiki.read_pages(unit, cfg, count=_no_count):
-            article = wiki.clean_page(page, cfg, count=_no_count)
+    for unit in wikipedia_plan.plan_units(str(SAMPLE_WIKI_DUMP), cfg):
+        for page in wikipedia_pages.read_pages(unit, cfg, count=_no_count):
+            article = wikipedia_clean.clean_page(page, cfg, count=_no_count)
             if article is not None:
                 articles.append(article.text)
     book = read_book(SAMPLE_BOOK, "sherlock.txt", count=_no_count)

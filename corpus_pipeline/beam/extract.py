@@ -35,7 +35,14 @@ from corpus_pipeline.formats.documents import SUFFIX, write_document
 from corpus_pipeline.formats.spill import SpillRange, iter_spills, read_spill, write_spill
 from corpus_pipeline.hashing import stable_hash
 from corpus_pipeline.records import Article, Document
-from corpus_pipeline.sources import books, text, wikipedia
+from corpus_pipeline.sources import (
+    books,
+    text,
+    wikipedia_clean,
+    wikipedia_pages,
+    wikipedia_plan,
+    wikipedia_records,
+)
 from corpus_pipeline.stages.sentences import normalize_language, split_sentences
 
 ChunkKey = tuple[int, int, int]
@@ -50,7 +57,7 @@ class ExtractTask:
         unit_index: Position of the unit inside that input.
         kind: ``wiki``, ``book``, ``text`` or ``skip`` (a file of a ``.txt`` folder that is
             not ``.txt``: only counted, ``extract/skipped:not_txt``).
-        unit: A ``wikipedia.WorkUnit``, a book path (str) or a ``text.TextUnit``.
+        unit: A ``wikipedia_records.WorkUnit``, a book path (str) or a ``text.TextUnit``.
         limit: Read only the first ``limit`` raw items of the unit (pages, records, books):
             ``--max-docs`` cut (:func:`apply_max_docs`); None reads it all.
     """
@@ -96,13 +103,13 @@ def scan_book_paths(folder: str) -> tuple[list[str], list[str]]:
 
 def dump_opener(path: str) -> Any:
     """How a dump is opened: the local default, or Beam's FileSystems (no decompression)."""
-    return fsio.open_read if fsio.is_remote(path) else wikipedia.open_local
+    return fsio.open_read if fsio.is_remote(path) else wikipedia_records.open_local
 
 
 def find_dump_index(path: str) -> str | None:
-    """``wikipedia.find_index`` for local and remote dumps."""
+    """``wikipedia_plan.find_index`` for local and remote dumps."""
     if not fsio.is_remote(path):
-        return wikipedia.find_index(path)
+        return wikipedia_plan.find_index(path)
     name = fsio.basename(path)
     if "multistream" not in name:
         return None
@@ -161,7 +168,9 @@ def _iter_tasks(
             for j, skipped in enumerate(other):
                 yield ExtractTask(src, len(units) + j, "skip", skipped)
         else:
-            units_ = wikipedia.plan_units(path, cfg, index_path=index, opener=dump_opener(path))
+            units_ = wikipedia_plan.plan_units(
+                path, cfg, index_path=index, opener=dump_opener(path)
+            )
             for i, unit_ in enumerate(units_):
                 yield ExtractTask(src, i, "wiki", unit_)
         src += 1
@@ -191,7 +200,7 @@ def resolve_language(lang: str | None, dumps: Iterable[str]) -> str:
     found: dict[str, list[str]] = {}
     for dump in dumps:
         try:
-            code = wikipedia.dump_language(dump, opener=dump_opener(dump))
+            code = wikipedia_plan.dump_language(dump, opener=dump_opener(dump))
         except InputFormatError:
             continue
         if code:
@@ -292,7 +301,7 @@ def _ignore(name: str, n: int = 1) -> None:
 def _raw_items(task: ExtractTask, ecfg: ExtractConfig, count: Any, tally: Any) -> Iterator[Any]:
     """A unit's raw items in input order: pages (wiki), articles or None (books, text)."""
     if task.kind == "wiki":
-        yield from wikipedia.read_pages(
+        yield from wikipedia_pages.read_pages(
             task.unit, ecfg, count=count, opener=dump_opener(task.unit.path), tally=tally
         )
     elif task.kind == "book":
@@ -311,7 +320,7 @@ def _raw_items(task: ExtractTask, ecfg: ExtractConfig, count: Any, tally: Any) -
 
 def _to_article(task: ExtractTask, item: Any, ecfg: ExtractConfig, count: Any) -> Article | None:
     if task.kind == "wiki":
-        return wikipedia.clean_page(item, ecfg, count=count)
+        return wikipedia_clean.clean_page(item, ecfg, count=count)
     article: Article | None = item
     return article
 
@@ -413,7 +422,7 @@ class SplitIntoChunks(_ChunkDoFn):
 
     def process(self, task: ExtractTask) -> Iterator[tuple[ChunkKey, SpillRange]]:
         left = task.limit
-        chunks = wikipedia.iter_page_chunks(
+        chunks = wikipedia_pages.iter_page_chunks(
             task.unit,
             self.ecfg,
             count=self.count,
@@ -439,7 +448,7 @@ class CleanChunk(_ChunkDoFn):
     def process(self, element: tuple[ChunkKey, SpillRange]) -> Iterator[tuple[int, Any]]:
         key, ref = element
         pages = read_spill(ref)
-        articles = (wikipedia.clean_page(p, self.ecfg, count=self.count) for p in pages)
+        articles = (wikipedia_clean.clean_page(p, self.ecfg, count=self.count) for p in pages)
         yield from self.spill(key, _documents(articles, self.scfg, self.count))
         fsio.delete([ref.path])
         self.progress.tick()
@@ -525,10 +534,12 @@ class ExtractDocuments(beam.PTransform):
             os.makedirs(self.tmp_dir, exist_ok=True)
         args = (self.ecfg, self.scfg, self.tmp_dir, self.num_shards, self.progress)
         whole = [
-            t for t in self.tasks if not (t.kind == "wiki" and wikipedia.needs_chunking(t.unit))
+            t
+            for t in self.tasks
+            if not (t.kind == "wiki" and wikipedia_plan.needs_chunking(t.unit))
         ]
         sequential = [
-            t for t in self.tasks if t.kind == "wiki" and wikipedia.needs_chunking(t.unit)
+            t for t in self.tasks if t.kind == "wiki" and wikipedia_plan.needs_chunking(t.unit)
         ]
         parts = []
         if whole:
@@ -591,7 +602,7 @@ def loss_report(counts: dict[str, int], max_loss: float) -> dict[str, Any]:
                 dropped[reason] = dropped.get(reason, 0) + v
     streams = {
         p: counts[f"extract/dropped:{p}"]
-        for p in wikipedia.STREAM_PROBLEMS
+        for p in wikipedia_pages.STREAM_PROBLEMS
         if counts.get(f"extract/dropped:{p}")
     }
     pages_read = counts.get("extract/read:pages", 0)

@@ -31,7 +31,7 @@ from corpus_pipeline.formats import registry
 from corpus_pipeline.formats.documents import read_documents
 from corpus_pipeline.formats.manifest import read_manifest
 from corpus_pipeline.formats.mmap import IndexedDatasetReader
-from corpus_pipeline.sources import wikipedia
+from corpus_pipeline.sources import wikipedia_clean, wikipedia_pages, wikipedia_records
 from corpus_pipeline.stages.sentences import split_sentences
 from corpus_pipeline.testing.multistream import (
     build_multistream,
@@ -80,8 +80,10 @@ def reference_docs(xml: bytes, tmp: Path) -> dict[str, list[str]]:
     path.write_bytes(xml)
     ecfg, scfg = ExtractConfig(), SentenceConfig()
     out: dict[str, list[str]] = {}
-    for page in wikipedia.read_pages(wikipedia.WorkUnit(str(path)), ecfg, count=_noop):
-        article = wikipedia.clean_page(page, ecfg, count=_noop)
+    for page in wikipedia_pages.read_pages(
+        wikipedia_records.WorkUnit(str(path)), ecfg, count=_noop
+    ):
+        article = wikipedia_clean.clean_page(page, ecfg, count=_noop)
         doc = split_sentences(article, scfg, count=_noop) if article is not None else None
         if doc is not None:
             out[doc.id] = doc.sentences
@@ -242,7 +244,7 @@ def test_enormous_templates_and_tables_are_handled_in_bounded_time(tmp_path: Pat
 
 
 # Unclosed markup on which wikiextractor's regexes backtrack quadratically or worse (each took
-# one to ten minutes at ~200 kB before the guard in sources/wikipedia.py): opener -> repeats
+# one to ten minutes at ~200 kB before the guard in sources/wikipedia_guards.py): opener -> repeats
 # for ~200 kB. What is quadratic in each is written beside it.
 _UNCLOSED: dict[str, tuple[str, int]] = {
     # ignored / self-closing / discarded tag patterns scan from every "<ref" to a later ">"
@@ -295,8 +297,8 @@ def _clean_pathological(text: str) -> tuple[Any, Counter[str]]:
     def count(name: str, n: int = 1) -> None:
         counts[name] += n
 
-    page = wikipedia.RawPage(1, "Pathological", 0, False, text)
-    return wikipedia.clean_page(page, ExtractConfig(), count=count), counts
+    page = wikipedia_records.RawPage(1, "Pathological", 0, False, text)
+    return wikipedia_clean.clean_page(page, ExtractConfig(), count=count), counts
 
 
 @pytest.mark.timeout(30)

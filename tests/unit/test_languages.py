@@ -16,7 +16,7 @@ from tokenizers import BertWordPieceTokenizer
 from corpus_pipeline import resources
 from corpus_pipeline.config import ExtractConfig, SentenceConfig
 from corpus_pipeline.errors import UserError
-from corpus_pipeline.sources import wikipedia as wiki
+from corpus_pipeline.sources import wikipedia_plan
 from corpus_pipeline.stages.sentences import cut_long_sentence, split_paragraph, splitter_kind
 from corpus_pipeline.stages.wordpiece import WordPieceEncoder
 
@@ -153,8 +153,8 @@ def _dump(dbname: str | None, lang: str = "en") -> str:
 def test_language_is_read_from_the_dump(tmp_path: Path, dbname, xml_lang, want):
     path = tmp_path / "dump.xml.bz2"
     path.write_bytes(bz2.compress(_dump(dbname, xml_lang).encode()))
-    assert wiki.dump_language(str(path)) == want
-    assert wiki.plan_units(str(path), ExtractConfig())[0].lang == want
+    assert wikipedia_plan.dump_language(str(path)) == want
+    assert wikipedia_plan.plan_units(str(path), ExtractConfig())[0].lang == want
 
 
 # --- vocabulary choices: case and accents are separate ----------------------------------------

@@ -21,7 +21,7 @@ from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
 from corpus_pipeline.config import ExtractConfig, SentenceConfig
 from corpus_pipeline.records import Article
 from corpus_pipeline.resources import SAMPLE_BOOK, SAMPLE_WIKI_DUMP
-from corpus_pipeline.sources import wikipedia as wiki
+from corpus_pipeline.sources import wikipedia_clean, wikipedia_pages, wikipedia_plan
 from corpus_pipeline.sources.books import read_book
 from corpus_pipeline.stages import punkt
 from corpus_pipeline.stages import sentences as sentences_module
@@ -58,9 +58,9 @@ def wiki_texts() -> list[str]:
     """The article texts of the bundled enwiki excerpt (paragraphs on lines)."""
     cfg = ExtractConfig()
     texts = []
-    for unit in wiki.plan_units(str(SAMPLE_WIKI_DUMP), cfg):
-        for page in wiki.read_pages(unit, cfg, count=_no_count):
-            article = wiki.clean_page(page, cfg, count=_no_count)
+    for unit in wikipedia_plan.plan_units(str(SAMPLE_WIKI_DUMP), cfg):
+        for page in wikipedia_pages.read_pages(unit, cfg, count=_no_count):
+            article = wikipedia_clean.clean_page(page, cfg, count=_no_count)
             if article is not None:
                 texts.append(article.text)
     assert len(texts) > 50

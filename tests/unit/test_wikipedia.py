@@ -33,7 +33,13 @@ from corpus_pipeline.config import ExtractConfig
 from corpus_pipeline.errors import InputFormatError
 from corpus_pipeline.records import Article
 from corpus_pipeline.resources import SAMPLE_BOOK, SAMPLE_WIKI_DUMP
-from corpus_pipeline.sources import wikipedia as wiki
+from corpus_pipeline.sources import (
+    wikipedia_clean,
+    wikipedia_guards,
+    wikipedia_pages,
+    wikipedia_plan,
+    wikipedia_records,
+)
 from corpus_pipeline.testing.multistream import build_multistream, read_dump_bytes, read_index
 
 CFG = ExtractConfig()
@@ -51,16 +57,16 @@ class Counts(collections.Counter[str]):
         self[name] += n
 
 
-def read_all(unit_source: object, **kw: object) -> tuple[list[wiki.RawPage], Counts]:
+def read_all(unit_source: object, **kw: object) -> tuple[list[wikipedia_records.RawPage], Counts]:
     counts = Counts()
-    units = wiki.plan_units(unit_source, CFG, **kw)  # type: ignore[arg-type]
-    pages = [p for u in units for p in wiki.read_pages(u, CFG, count=counts)]
+    units = wikipedia_plan.plan_units(unit_source, CFG, **kw)  # type: ignore[arg-type]
+    pages = [p for u in units for p in wikipedia_pages.read_pages(u, CFG, count=counts)]
     return pages, counts
 
 
-def clean_all(pages: list[wiki.RawPage], **kw: object) -> tuple[list[Article], Counts]:
+def clean_all(pages: list[wikipedia_records.RawPage], **kw: object) -> tuple[list[Article], Counts]:
     counts = Counts()
-    arts = [wiki.clean_page(p, CFG, count=counts, **kw) for p in pages]  # type: ignore[arg-type]
+    arts = [wikipedia_clean.clean_page(p, CFG, count=counts, **kw) for p in pages]  # type: ignore[arg-type]
     return [a for a in arts if a is not None], counts
 
 
@@ -69,14 +75,14 @@ def lines(text: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def pages() -> list[wiki.RawPage]:
+def pages() -> list[wikipedia_records.RawPage]:
     result, counts = read_all(SAMPLE_WIKI_DUMP)
     assert not counts  # no stream problem on a good file
     return result
 
 
 @pytest.fixture(scope="module")
-def cleaned(pages: list[wiki.RawPage]) -> tuple[list[Article], Counts]:
+def cleaned(pages: list[wikipedia_records.RawPage]) -> tuple[list[Article], Counts]:
     return clean_all(pages)
 
 
@@ -116,7 +122,9 @@ def cli_docs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, st
 # The excerpt against wikiextractor's CLI
 
 
-def test_excerpt_counts(pages: list[wiki.RawPage], cleaned: tuple[list[Article], Counts]) -> None:
+def test_excerpt_counts(
+    pages: list[wikipedia_records.RawPage], cleaned: tuple[list[Article], Counts]
+) -> None:
     arts, counts = cleaned
     assert len(pages) == 206
     assert counts == {
@@ -142,7 +150,7 @@ def test_article_set_equals_wikiextractor_cli(
 
 
 def test_text_equals_wikiextractor_cli(
-    pages: list[wiki.RawPage], cli_docs: dict[str, dict[str, str]]
+    pages: list[wikipedia_records.RawPage], cli_docs: dict[str, dict[str, str]]
 ) -> None:
     # The CLI reads the wall clock for {{CURRENTYEAR}}; pin ours to now to compare.
     now = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -174,7 +182,7 @@ def test_no_markup_left(cleaned: tuple[list[Article], Counts]) -> None:
 
 
 def test_ids_and_titles_kept(
-    pages: list[wiki.RawPage], cleaned: tuple[list[Article], Counts]
+    pages: list[wikipedia_records.RawPage], cleaned: tuple[list[Article], Counts]
 ) -> None:
     arts, _ = cleaned
     by_id = {p.id: p for p in pages}
@@ -187,7 +195,7 @@ def test_ids_and_titles_kept(
     assert anarchism.text.startswith("Anarchism is a political philosophy")
 
 
-def test_headings_dropped_by_default(pages: list[wiki.RawPage]) -> None:
+def test_headings_dropped_by_default(pages: list[wikipedia_records.RawPage]) -> None:
     anarchism = [p for p in pages if p.id == 12]
     (plain,), _ = clean_all(anarchism)
     (kept,), _ = clean_all(anarchism, keep_sections=True)
@@ -199,7 +207,7 @@ def test_headings_dropped_by_default(pages: list[wiki.RawPage]) -> None:
     assert len(kept_lines) - len(plain_lines) > 5
 
 
-def test_clock_magic_words_pinned_to_revision(pages: list[wiki.RawPage]) -> None:
+def test_clock_magic_words_pinned_to_revision(pages: list[wikipedia_records.RawPage]) -> None:
     autism = next(p for p in pages if p.title == "Autism")
     assert autism.timestamp.startswith("2016-") and "{{inflation|US|" in autism.text
     (a,), _ = clean_all([autism])
@@ -208,18 +216,22 @@ def test_clock_magic_words_pinned_to_revision(pages: list[wiki.RawPage]) -> None
     assert "in 2030 dollars" in b.text
 
 
-def test_templates_from_the_dump_are_expanded(pages: list[wiki.RawPage]) -> None:
+def test_templates_from_the_dump_are_expanded(pages: list[wikipedia_records.RawPage]) -> None:
     acid = next(p for p in pages if p.title == "Acid")
     defs = [
-        wiki.RawPage(1, "Template:Eqm", 10, False, "<noinclude>doc</noinclude>&#x21CC;"),
-        wiki.RawPage(2, "Template:Equilibrium", 10, True, "#REDIRECT [[Template:Eqm]]"),
-        wiki.RawPage(3, "Not a template", 0, False, "text"),
+        wikipedia_records.RawPage(
+            1, "Template:Eqm", 10, False, "<noinclude>doc</noinclude>&#x21CC;"
+        ),
+        wikipedia_records.RawPage(
+            2, "Template:Equilibrium", 10, True, "#REDIRECT [[Template:Eqm]]"
+        ),
+        wikipedia_records.RawPage(3, "Not a template", 0, False, "text"),
     ]
-    store = wiki.collect_templates(defs)
+    store = wikipedia_clean.collect_templates(defs)
     assert dict(store.templates) == {"Template:Eqm": "&#x21CC;"}  # noinclude part removed
     assert dict(store.redirects) == {"Template:Equilibrium": "Template:Eqm"}
     counts = Counts()
-    a = wiki.clean_page(acid, CFG, count=counts, templates=store)
+    a = wikipedia_clean.clean_page(acid, CFG, count=counts, templates=store)
     assert a is not None and "generalized in the form HA ⇌ H+ + A−, where" in a.text
 
 
@@ -227,14 +239,14 @@ def test_templates_from_the_dump_are_expanded(pages: list[wiki.RawPage]) -> None
 # Config knobs and page rules
 
 
-def test_too_large_and_short_pages(pages: list[wiki.RawPage]) -> None:
+def test_too_large_and_short_pages(pages: list[wikipedia_records.RawPage]) -> None:
     limit = 60_000
     articles = [p for p in pages if p.ns == 0 and not p.redirect]
     big = sum(len(p.text.encode()) > limit for p in articles)
     assert 0 < big < len(articles)
     counts = Counts()
     cfg = dataclasses.replace(CFG, max_page_bytes=limit, min_article_chars=2000)
-    kept = [a for p in pages if (a := wiki.clean_page(p, cfg, count=counts))]
+    kept = [a for p in pages if (a := wikipedia_clean.clean_page(p, cfg, count=counts))]
     assert counts["extract/dropped:too_large"] == big
     assert counts["extract/dropped:short"] > 0
     assert all(len(a.text) >= 2000 for a in kept)
@@ -244,11 +256,11 @@ def test_too_large_and_short_pages(pages: list[wiki.RawPage]) -> None:
 
 def test_redirect_in_text_and_namespaces() -> None:
     counts = Counts()
-    old = wiki.RawPage(5, "Old", 0, False, "#REDIRECT [[New page]]")
-    talk = wiki.RawPage(6, "Talk:Old", 1, False, "Some '''talk''' text.")
-    assert wiki.clean_page(old, CFG, count=counts) is None
-    assert wiki.clean_page(talk, CFG, count=counts) is None
-    a = wiki.clean_page(talk, dataclasses.replace(CFG, namespaces=(0, 1)), count=counts)
+    old = wikipedia_records.RawPage(5, "Old", 0, False, "#REDIRECT [[New page]]")
+    talk = wikipedia_records.RawPage(6, "Talk:Old", 1, False, "Some '''talk''' text.")
+    assert wikipedia_clean.clean_page(old, CFG, count=counts) is None
+    assert wikipedia_clean.clean_page(talk, CFG, count=counts) is None
+    a = wikipedia_clean.clean_page(talk, dataclasses.replace(CFG, namespaces=(0, 1)), count=counts)
     assert a is not None and a.text == "Some talk text."
     assert counts["extract/redirects"] == 1 and counts["extract/dropped:namespace"] == 1
 
@@ -257,17 +269,19 @@ def test_redirect_in_text_and_namespaces() -> None:
 # The unclosed-markup guard (the pathological pages themselves: tests/faults/test_bad_input.py)
 
 
-def test_markup_guard_leaves_every_page_of_the_excerpt_as_it_is(pages: list[wiki.RawPage]) -> None:
+def test_markup_guard_leaves_every_page_of_the_excerpt_as_it_is(
+    pages: list[wikipedia_records.RawPage],
+) -> None:
     """The guard edits a page only past its work budget; on the real excerpt it finds not even
     one opener to escape (with no budget at all), and no heading line to shorten (no
     ``extract/escaped:unclosed_markup`` in test_excerpt_counts), so the text equality with
     wikiextractor's CLI above holds with the guard in place."""
-    budget = wiki._GUARD_BUDGET
+    budget = wikipedia_guards._GUARD_BUDGET
     try:
-        wiki._GUARD_BUDGET = -1
-        assert [p.id for p in pages if wiki._guard_markup(p.text) is not p.text] == []
+        wikipedia_guards._GUARD_BUDGET = -1
+        assert [p.id for p in pages if wikipedia_guards.guard_markup(p.text) is not p.text] == []
     finally:
-        wiki._GUARD_BUDGET = budget
+        wikipedia_guards._GUARD_BUDGET = budget
 
 
 _MARKUP_CHARS = st.text(alphabet="#REDIRECT[]<>!-/ =\n\"'abmrf", max_size=40)
@@ -277,28 +291,28 @@ _MARKUP_CHARS = st.text(alphabet="#REDIRECT[]<>!-/ =\n\"'abmrf", max_size=40)
 @settings(max_examples=500, deadline=None)
 def test_linear_redirect_check_equals_wikiextractor_redirect_regex(text: str) -> None:
     for t in (text, "#REDIRECT" + text, "#redirect [[" + text):
-        assert wiki._redirect_text(t) == (redirectRE.match(t) is not None), t
+        assert wikipedia_records._redirect_text(t) == (redirectRE.match(t) is not None), t
 
 
 @given(text=_MARKUP_CHARS)
 @settings(max_examples=500, deadline=None)
 def test_linear_tag_strip_equals_the_tag_regex(text: str) -> None:
     for t in (text, "<!-- a -->" + text + "<!--<br/>", text + "-->" + text):
-        assert wiki._strip_tags(t) == wiki._TAG_RE.sub("", t), t
+        assert wikipedia_clean._strip_tags(t) == wikipedia_clean._TAG_RE.sub("", t), t
 
 
-def test_page_chunks(pages: list[wiki.RawPage]) -> None:
-    (unit,) = wiki.plan_units(SAMPLE_WIKI_DUMP, CFG)
-    assert wiki.needs_chunking(unit)
+def test_page_chunks(pages: list[wikipedia_records.RawPage]) -> None:
+    (unit,) = wikipedia_plan.plan_units(SAMPLE_WIKI_DUMP, CFG)
+    assert wikipedia_plan.needs_chunking(unit)
     cfg = dataclasses.replace(CFG, pages_per_chunk=50)
-    chunks = list(wiki.iter_page_chunks(unit, cfg, count=Counts()))
+    chunks = list(wikipedia_pages.iter_page_chunks(unit, cfg, count=Counts()))
     assert [len(c) for c in chunks] == [50, 50, 50, 50, 6]
     assert [p for c in chunks for p in c] == pages
 
 
 def test_work_units_pickle(multistream: tuple[Path, Path]) -> None:
     dump, index = multistream
-    units = wiki.plan_units(dump, CFG, index_path=index)
+    units = wikipedia_plan.plan_units(dump, CFG, index_path=index)
     assert pickle.loads(pickle.dumps(units)) == units
     assert all(len(pickle.dumps(u)) < 400 for u in units)
 
@@ -308,7 +322,7 @@ def test_work_units_pickle(multistream: tuple[Path, Path]) -> None:
 
 
 def test_multistream_with_index_matches_single_stream(
-    multistream: tuple[Path, Path], pages: list[wiki.RawPage]
+    multistream: tuple[Path, Path], pages: list[wikipedia_records.RawPage]
 ) -> None:
     dump, index = multistream
     rows = read_index(index)
@@ -316,28 +330,28 @@ def test_multistream_with_index_matches_single_stream(
     assert [r[2] for r in rows] == [p.title for p in pages]
     offsets = sorted({r[0] for r in rows})
     assert len(offsets) == 3  # 206 pages, 100 per stream
-    units = wiki.plan_units(dump, CFG, index_path=index)
+    units = wikipedia_plan.plan_units(dump, CFG, index_path=index)
     # The header stream (siteinfo), then one unit per indexed stream; the footer stream
     # (</mediawiki>) is read with the last one.
     assert [u.start for u in units] == [0, *offsets]
     assert units[-1].end == dump.stat().st_size
     assert [u.wrap for u in units] == [False, True, True, True]
-    assert not any(wiki.needs_chunking(u) for u in units)
+    assert not any(wikipedia_plan.needs_chunking(u) for u in units)
     got, counts = read_all(dump, index_path=index)
     assert got == pages and not counts
     # Read as one unit, the concatenated streams give the same pages.
-    whole = wiki.WorkUnit(str(dump), "bz2")
-    assert list(wiki.read_pages(whole, CFG, count=counts)) == pages and not counts
+    whole = wikipedia_records.WorkUnit(str(dump), "bz2")
+    assert list(wikipedia_pages.read_pages(whole, CFG, count=counts)) == pages and not counts
     # The index beside the dump is found without being named.
-    assert wiki.plan_units(dump, CFG) == units
+    assert wikipedia_plan.plan_units(dump, CFG) == units
 
 
 def test_multistream_without_index_scans_streams(
-    tmp_path: Path, multistream: tuple[Path, Path], pages: list[wiki.RawPage]
+    tmp_path: Path, multistream: tuple[Path, Path], pages: list[wikipedia_records.RawPage]
 ) -> None:
     built, index = copy_of(multistream, tmp_path)
     dump = built.rename(tmp_path / "renamed.xml.bz2")  # no index beside it any more
-    units = wiki.plan_units(dump, CFG)
+    units = wikipedia_plan.plan_units(dump, CFG)
     starts = [u.start for u in units]
     # Every stream is found: header, three page streams, footer.
     assert starts[:4] == [0, *sorted({r[0] for r in read_index(index)})]
@@ -347,7 +361,7 @@ def test_multistream_without_index_scans_streams(
 
 
 def test_multistream_copies_have_unique_ids_and_titles(
-    tmp_path: Path, pages: list[wiki.RawPage]
+    tmp_path: Path, pages: list[wikipedia_records.RawPage]
 ) -> None:
     dump, index = build_multistream(SAMPLE_WIKI_DUMP, tmp_path, copies=2, pages_per_stream=64)
     got, counts = read_all(dump, index_path=index)
@@ -356,7 +370,9 @@ def test_multistream_copies_have_unique_ids_and_titles(
     assert got[len(pages) + 11].title == pages[11].title + " (copy 1)"
     assert got[len(pages) + 11].id == pages[11].id + 1000  # ids up to 775: stride 1000
     assert [p.text for p in got[len(pages) :]] == [p.text for p in pages]
-    assert len(wiki.plan_units(dump, CFG, index_path=index)) == 1 + -(-2 * len(pages) // 64)
+    assert len(wikipedia_plan.plan_units(dump, CFG, index_path=index)) == 1 + -(
+        -2 * len(pages) // 64
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -365,7 +381,7 @@ def test_multistream_copies_have_unique_ids_and_titles(
 
 @pytest.mark.parametrize("suffix", [".xml", ".xml.gz", ".xml.xz"])
 def test_other_compressions(
-    tmp_path: Path, xml: bytes, pages: list[wiki.RawPage], suffix: str
+    tmp_path: Path, xml: bytes, pages: list[wikipedia_records.RawPage], suffix: str
 ) -> None:
     packed = {
         ".xml": xml,
@@ -380,7 +396,7 @@ def test_other_compressions(
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be"])
 def test_utf16_dump_is_decoded(
-    tmp_path: Path, xml: bytes, pages: list[wiki.RawPage], encoding: str
+    tmp_path: Path, xml: bytes, pages: list[wikipedia_records.RawPage], encoding: str
 ) -> None:
     text = xml.decode("utf-8")
     if encoding == "utf-16-be":  # no BOM: the XML declaration says it
@@ -417,13 +433,13 @@ def test_other_export_version_without_ns_element(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.xml.bz2"
     with pytest.raises(InputFormatError, match=re.escape(str(missing)) + ".*no such file"):
-        wiki.plan_units(missing, CFG)
+        wikipedia_plan.plan_units(missing, CFG)
     with pytest.raises(InputFormatError, match="directory"):
-        wiki.plan_units(tmp_path, CFG)
+        wikipedia_plan.plan_units(tmp_path, CFG)
     empty = tmp_path / "empty.xml"
     empty.touch()
     with pytest.raises(InputFormatError, match="empty"):
-        wiki.plan_units(empty, CFG)
+        wikipedia_plan.plan_units(empty, CFG)
 
 
 @pytest.mark.parametrize(
@@ -441,7 +457,7 @@ def test_not_a_dump(tmp_path: Path, name: str, content: bytes | None, message: s
     path = tmp_path / name
     path.write_bytes(SAMPLE_BOOK.read_bytes() if content is None else content)
     with pytest.raises(InputFormatError, match=message) as err:
-        wiki.plan_units(path, CFG)
+        wikipedia_plan.plan_units(path, CFG)
     msg = str(err.value)
     assert str(path) in msg and "\n" not in msg
 
@@ -450,12 +466,12 @@ def test_compressed_not_xml(tmp_path: Path) -> None:
     path = tmp_path / "book.xml.bz2"
     path.write_bytes(bz2.compress(SAMPLE_BOOK.read_bytes()))
     with pytest.raises(InputFormatError, match="not an XML file"):
-        wiki.plan_units(path, CFG)
+        wikipedia_plan.plan_units(path, CFG)
 
 
 @pytest.mark.parametrize("kind", ["bz2", "gz", "xz", "xml"])
 def test_truncated_file_keeps_pages_before_the_break(
-    tmp_path: Path, xml: bytes, pages: list[wiki.RawPage], kind: str
+    tmp_path: Path, xml: bytes, pages: list[wikipedia_records.RawPage], kind: str
 ) -> None:
     data = {
         "bz2": SAMPLE_WIKI_DUMP.read_bytes(),
@@ -472,7 +488,7 @@ def test_truncated_file_keeps_pages_before_the_break(
 
 
 def test_multistream_with_a_corrupt_stream(
-    tmp_path: Path, multistream: tuple[Path, Path], pages: list[wiki.RawPage]
+    tmp_path: Path, multistream: tuple[Path, Path], pages: list[wikipedia_records.RawPage]
 ) -> None:
     dump, index = copy_of(multistream, tmp_path)
     rows = read_index(index)
@@ -493,7 +509,7 @@ def test_multistream_with_a_corrupt_stream(
 
 
 def test_malformed_xml_midway_is_counted(
-    tmp_path: Path, xml: bytes, pages: list[wiki.RawPage]
+    tmp_path: Path, xml: bytes, pages: list[wikipedia_records.RawPage]
 ) -> None:
     cut = xml.index(b"<page>", xml.index(b"<page>") + 1)  # before the second page
     path = tmp_path / "broken.xml"
@@ -511,21 +527,21 @@ def test_malformed_xml_midway_is_counted(
 def test_index_that_does_not_match_the_dump(tmp_path: Path, multistream: tuple[Path, Path]) -> None:
     _, index = multistream
     with pytest.raises(InputFormatError, match="another dump"):
-        wiki.plan_units(SAMPLE_WIKI_DUMP, CFG, index_path=index)
+        wikipedia_plan.plan_units(SAMPLE_WIKI_DUMP, CFG, index_path=index)
     bad = tmp_path / "bad-index.txt.bz2"
     bad.write_bytes(bz2.compress(b"638:10:AccessibleComputing\nnot an index line\n"))
     with pytest.raises(InputFormatError, match="line 2"):
-        wiki.plan_units(SAMPLE_WIKI_DUMP, CFG, index_path=bad)
+        wikipedia_plan.plan_units(SAMPLE_WIKI_DUMP, CFG, index_path=bad)
 
 
 def test_false_stream_header_is_rejected(
-    tmp_path: Path, multistream: tuple[Path, Path], pages: list[wiki.RawPage]
+    tmp_path: Path, multistream: tuple[Path, Path], pages: list[wikipedia_records.RawPage]
 ) -> None:
     dump = tmp_path / "junk.xml.bz2"
     good = multistream[0].read_bytes()
     # Trailing garbage that starts like a bz2 stream: the scan must not make it a unit.
     dump.write_bytes(good + b"BZh91AY&SY" + bytes(range(256)) * 8)
-    units = wiki.plan_units(dump, CFG)
+    units = wikipedia_plan.plan_units(dump, CFG)
     assert len(good) not in [u.start for u in units]
     got, counts = read_all(dump)
     assert got == pages
@@ -533,9 +549,9 @@ def test_false_stream_header_is_rejected(
 
 
 def test_abandoned_reader_stops_its_thread() -> None:
-    (unit,) = wiki.plan_units(SAMPLE_WIKI_DUMP, CFG)
+    (unit,) = wikipedia_plan.plan_units(SAMPLE_WIKI_DUMP, CFG)
     before = threading.active_count()
-    gen = wiki.read_pages(unit, CFG, count=Counts())
+    gen = wikipedia_pages.read_pages(unit, CFG, count=Counts())
     first = next(gen)
     assert first.title == "AccessibleComputing"
     assert threading.active_count() == before + 1  # decompressing ahead

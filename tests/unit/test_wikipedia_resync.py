@@ -21,7 +21,7 @@ import pytest
 
 from corpus_pipeline.config import ExtractConfig
 from corpus_pipeline.resources import SAMPLE_WIKI_DUMP
-from corpus_pipeline.sources import wikipedia as wiki
+from corpus_pipeline.sources import wikipedia_pages, wikipedia_plan, wikipedia_records
 from corpus_pipeline.testing.multistream import build_multistream, read_dump_bytes, split_dump
 
 CFG = ExtractConfig()
@@ -59,15 +59,15 @@ def damaged(page: bytes, damage: bytes) -> bytes:
     return page[:at] + damage + page[at:]
 
 
-def read(path: Path, **kw: object) -> tuple[list[wiki.RawPage], Counts, Counts]:
+def read(path: Path, **kw: object) -> tuple[list[wikipedia_records.RawPage], Counts, Counts]:
     counts, tally = Counts(), Counts()
-    units = wiki.plan_units(path, CFG, **kw)  # type: ignore[arg-type]
-    got = [p for u in units for p in wiki.read_pages(u, CFG, count=counts, tally=tally)]
+    units = wikipedia_plan.plan_units(path, CFG, **kw)  # type: ignore[arg-type]
+    got = [p for u in units for p in wikipedia_pages.read_pages(u, CFG, count=counts, tally=tally)]
     return got, counts, tally
 
 
 @pytest.fixture(scope="module")
-def clean_pages(tmp_path_factory: pytest.TempPathFactory) -> list[wiki.RawPage]:
+def clean_pages(tmp_path_factory: pytest.TempPathFactory) -> list[wikipedia_records.RawPage]:
     got, counts, tally = read(SAMPLE_WIKI_DUMP)
     assert len(got) == len(PAGES) == 206 and not counts
     assert tally == {
@@ -88,7 +88,7 @@ DAMAGE = {
 
 @pytest.mark.parametrize("kind", sorted(DAMAGE))
 def test_one_damaged_page_of_a_single_stream_dump_drops_only_that_page(
-    tmp_path: Path, clean_pages: list[wiki.RawPage], kind: str
+    tmp_path: Path, clean_pages: list[wikipedia_records.RawPage], kind: str
 ) -> None:
     damage, reason = DAMAGE[kind]
     i = target_index()
@@ -111,7 +111,7 @@ def test_one_damaged_page_of_a_single_stream_dump_drops_only_that_page(
     ],
 )
 def test_a_damaged_tag_drops_only_its_page(
-    tmp_path: Path, clean_pages: list[wiki.RawPage], where: str, old: bytes, new: bytes
+    tmp_path: Path, clean_pages: list[wikipedia_records.RawPage], where: str, old: bytes, new: bytes
 ) -> None:
     i = target_index()
     path = tmp_path / "enwiki-damaged.xml"
@@ -124,7 +124,7 @@ def test_a_damaged_tag_drops_only_its_page(
 
 
 def test_damaged_last_page_is_not_a_truncation(
-    tmp_path: Path, clean_pages: list[wiki.RawPage]
+    tmp_path: Path, clean_pages: list[wikipedia_records.RawPage]
 ) -> None:
     path = tmp_path / "enwiki-damaged.xml"
     path.write_bytes(HEADER + b"".join([*PAGES[:-1], damaged(PAGES[-1], b"\x00")]) + FOOTER)
@@ -134,7 +134,7 @@ def test_damaged_last_page_is_not_a_truncation(
 
 
 def test_one_damaged_page_of_a_multistream_dump_drops_only_that_page(
-    tmp_path: Path, clean_pages: list[wiki.RawPage]
+    tmp_path: Path, clean_pages: list[wikipedia_records.RawPage]
 ) -> None:
     i = target_index(0.5)
     src = tmp_path / "src.xml"
@@ -142,7 +142,7 @@ def test_one_damaged_page_of_a_multistream_dump_drops_only_that_page(
         HEADER + b"".join([*PAGES[:i], damaged(PAGES[i], b"\x00"), *PAGES[i + 1 :]]) + FOOTER
     )
     dump, index = build_multistream(src, tmp_path, pages_per_stream=10, name="enwiki-damaged")
-    units = wiki.plan_units(dump, CFG, index_path=index)
+    units = wikipedia_plan.plan_units(dump, CFG, index_path=index)
     assert len(units) > 20 and all(u.end is not None for u in units)
     got, counts, tally = read(dump, index_path=index)
     assert got == [p for p in clean_pages if p.id != page_id(PAGES[i])]
@@ -152,7 +152,7 @@ def test_one_damaged_page_of_a_multistream_dump_drops_only_that_page(
 
 
 def test_invalid_utf16_in_one_page_drops_only_that_page(
-    tmp_path: Path, clean_pages: list[wiki.RawPage]
+    tmp_path: Path, clean_pages: list[wikipedia_records.RawPage]
 ) -> None:
     """A UTF-16 dump is transcoded to UTF-8 first: an unpaired surrogate in one page makes
     that page invalid, not the rest of the dump."""
