@@ -13,8 +13,6 @@ run in the README (``bench/scale.py``: 5,037,128 instances, unpacked 7.9 GB, pac
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Sequence
 
 from corpus_pipeline import fsio
@@ -57,18 +55,7 @@ def human(n: float) -> str:
 
 def free_bytes(out: str) -> int | None:
     """Free bytes of the file system that will hold ``out`` (None for remote outputs)."""
-    if fsio.is_remote(out):
-        return None
-    path = os.path.abspath(out)
-    while not os.path.exists(path):
-        parent = os.path.dirname(path)
-        if parent == path:
-            return None
-        path = parent
-    try:
-        return shutil.disk_usage(path).free
-    except OSError:
-        return None
+    return fsio.filesystem(out).free_bytes(out)
 
 
 def check_space(out: str, need: int, *, skip: bool) -> str:

@@ -110,58 +110,312 @@ def _access(path: str, what: str) -> Iterator[None]:
         ) from None
 
 
+class FileSystem:
+    """One place that knows how to reach a path: a local disk, or a ``scheme://`` store.
+
+    Get one with :func:`filesystem`; both kinds answer the same calls, so code that writes or
+    reads shards says what it does once, whatever the destination. Writes go through
+    :meth:`atomic_output`: the file is built at a local temp path and appears under its final
+    name only once complete (renamed beside it on a local disk, published to a remote store).
+    """
+
+    remote = False
+
+    def join(self, base: str, *parts: str) -> str:
+        """Join path parts with this filesystem's separator."""
+        return os.path.join(base, *parts)
+
+    def abspath(self, path: str) -> str:
+        return os.path.abspath(path)
+
+    def basename(self, path: str) -> str:
+        return os.path.basename(path)
+
+    def open_read(self, path: str) -> IO[bytes]:
+        """A seekable binary file; compressed files are *not* decompressed."""
+        return open(path, "rb")
+
+    def open_text(self, path: str) -> IO[str]:
+        """A UTF-8 text file (undecodable bytes replaced), universal newlines."""
+        return open(path, encoding="utf-8", errors="replace")
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def isfile(self, path: str) -> bool:
+        return os.path.isfile(path)
+
+    def size(self, path: str) -> int:
+        return os.path.getsize(path)
+
+    def stat_files(self, path: str) -> list[tuple[str, int, float]]:
+        """Every file at or below ``path``: ``[(path, size, mtime in nanoseconds)]`` sorted."""
+        if os.path.isfile(path):
+            names = [path]
+        else:
+            names = [os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs]
+        stats = [(p, os.stat(p)) for p in names]
+        return sorted((p, st.st_size, float(st.st_mtime_ns)) for p, st in stats)
+
+    def list_files(self, folder: str) -> list[tuple[str, int]]:
+        """Every file under ``folder`` (recursive): ``[(path, size)]`` sorted by path."""
+        return [(p, size) for p, size, _ in self.stat_files(folder) if p != folder]
+
+    def free_bytes(self, path: str) -> int | None:
+        """Free bytes of the disk that holds (or will hold) ``path``; None when unknown."""
+        where = os.path.abspath(path)
+        while not os.path.exists(where):
+            parent = os.path.dirname(where)
+            if parent == where:
+                return None
+            where = parent
+        try:
+            return shutil.disk_usage(where).free
+        except OSError:
+            return None
+
+    def makedirs(self, folder: str) -> None:
+        """Create a folder and its parents (object stores have no folders: nothing to do)."""
+        os.makedirs(folder, exist_ok=True)
+
+    def delete(self, paths: Sequence[str]) -> None:
+        """Delete files; missing ones are fine."""
+        for p in paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(p)
+
+    def rmtree(self, folder: str) -> None:
+        """Delete a folder and everything under it."""
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def rename(self, src: str, dst: str) -> None:
+        """Move ``src`` onto ``dst`` (replacing it)."""
+        os.replace(src, dst)
+
+    def remove_stale_temps(self, folder: str) -> list[str]:
+        """Delete the ``.<name>.tmp-<random>*`` files a killed writer left in ``folder``
+        (a local folder's own files; below a remote prefix, every object).
+
+        Only call it when no writer is running on that folder.
+        """
+        removed = []
+        for p in sorted(Path(folder).glob(".*.tmp-*")):
+            if p.is_file() and is_temp_name(p.name):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                    removed.append(str(p))
+        return removed
+
+    @contextlib.contextmanager
+    def local_dir_for(self, folder: str) -> Iterator[str]:
+        """A local folder in which to build files that :meth:`publish` then puts in ``folder``:
+        the folder itself on a local disk."""
+        yield folder
+
+    def publish(self, local_dir: str, rels: Sequence[str], folder: str) -> None:
+        """Make ``local_dir/rel`` appear as ``folder/rel`` (nothing to do: same folder here)."""
+
+    @contextlib.contextmanager
+    def atomic_output(self, final_path: str | Path, suffix: str = "") -> Iterator[Path]:
+        """See the module function :func:`atomic_output`."""
+        final = Path(final_path)
+        parent = final.parent
+        if not parent.is_dir():
+            raise UserError(f"output folder {str(parent)!r} does not exist: create it first")
+        tmp = parent / f".{final.name}.tmp-{secrets.token_hex(6)}{suffix}"
+        try:
+            yield tmp
+            if not tmp.exists():
+                raise FileNotFoundError(f"atomic_output: nothing was written to {tmp}")
+            _fsync_path(tmp)
+            os.replace(tmp, final)
+            fsync_dir(parent)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Write a whole file; it appears only once complete."""
+        with self.atomic_output(path) as tmp:
+            tmp.write_bytes(data)
+
+    def local_copy(self, path: str) -> str:
+        """A local path with the file's content (the path itself here)."""
+        return path
+
+
+class RemoteFileSystem(FileSystem):
+    """A ``scheme://`` store reached through Beam's ``FileSystems`` (see the module doc)."""
+
+    remote = True
+
+    def join(self, base: str, *parts: str) -> str:
+        return posixpath.join(base, *parts)
+
+    def abspath(self, path: str) -> str:
+        return path
+
+    def basename(self, path: str) -> str:
+        return posixpath.basename(path.rstrip("/"))
+
+    def open_read(self, path: str) -> IO[bytes]:
+        from apache_beam.io.filesystem import CompressionTypes
+
+        f: IO[bytes] = _filesystems().open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+        return f
+
+    def open_text(self, path: str) -> IO[str]:
+        return io.TextIOWrapper(self.open_read(path), encoding="utf-8", errors="replace")
+
+    def exists(self, path: str) -> bool:
+        with _access(path, "check"):
+            return bool(_filesystems().exists(path))
+
+    def isfile(self, path: str) -> bool:
+        return self.exists(path)
+
+    def size(self, path: str) -> int:
+        with _access(path, "check"):
+            (result,) = _filesystems().match([path])
+        return int(result.metadata_list[0].size_in_bytes)
+
+    def stat_files(self, path: str) -> list[tuple[str, int, float]]:
+        """Every object at or below ``path``: ``[(path, size, last update in seconds)]``."""
+        with _access(path, "list"):
+            (result,) = _filesystems().match([path.rstrip("/") + "/**"])
+            if not result.metadata_list:  # not a folder: the object itself
+                (result,) = _filesystems().match([path])
+        return sorted(
+            (m.path, int(m.size_in_bytes), float(getattr(m, "last_updated_in_seconds", 0.0)))
+            for m in result.metadata_list
+        )
+
+    def list_files(self, folder: str) -> list[tuple[str, int]]:
+        prefix = folder.rstrip("/") + "/"
+        with _access(folder, "list"):
+            (result,) = _filesystems().match([prefix + "**"])
+        return sorted((m.path, int(m.size_in_bytes)) for m in result.metadata_list)
+
+    def makedirs(self, folder: str) -> None:
+        pass
+
+    def free_bytes(self, path: str) -> int | None:
+        return None  # a store's capacity is not ours to measure
+
+    def delete(self, paths: Sequence[str]) -> None:
+        if not paths:
+            return
+        from apache_beam.io.filesystem import BeamIOError
+
+        with contextlib.suppress(BeamIOError):
+            _filesystems().delete(list(paths))
+
+    def rmtree(self, folder: str) -> None:
+        self.delete([p for p, _ in self.list_files(folder)])
+
+    def rename(self, src: str, dst: str) -> None:
+        _filesystems().rename([src], [dst])
+
+    def remove_stale_temps(self, folder: str) -> list[str]:
+        stale = [p for p, _ in self.list_files(folder) if is_temp_name(posixpath.basename(p))]
+        self.delete(stale)
+        return stale
+
+    @contextlib.contextmanager
+    def local_dir_for(self, folder: str) -> Iterator[str]:
+        """A fresh local temp folder, removed afterwards."""
+        with tempfile.TemporaryDirectory(prefix="corpus-pipeline-out-") as d:
+            yield d
+
+    def publish(self, local_dir: str, rels: Sequence[str], folder: str) -> None:
+        """Upload ``local_dir/rel`` to ``folder/rel`` for each rel, each file appearing only
+        once complete (see ``_ATOMIC_CREATE``); a failure leaves no partial file under a final
+        name (only temp names, which the next run removes)."""
+        if not rels:
+            return
+        finals = [posixpath.join(folder, rel) for rel in rels]
+        if _scheme(folder) in _ATOMIC_CREATE:
+            for rel, final in zip(rels, finals, strict=True):
+                upload(os.path.join(local_dir, rel), final)
+            return
+        temps = [_temp_name(f) for f in finals]
+        for rel, tmp in zip(rels, temps, strict=True):
+            upload(os.path.join(local_dir, rel), tmp)
+        _filesystems().rename(temps, finals)
+
+    @contextlib.contextmanager
+    def atomic_output(self, final_path: str | Path, suffix: str = "") -> Iterator[Path]:
+        """A local temp path, published to ``final_path`` on success (removed either way)."""
+        final = str(final_path)
+        name = posixpath.basename(final)
+        with tempfile.TemporaryDirectory(prefix="corpus-pipeline-out-") as d:
+            tmp = Path(d, f".{name}.tmp-{secrets.token_hex(6)}{suffix}")
+            yield tmp
+            if not tmp.exists():
+                raise FileNotFoundError(f"atomic_output: nothing was written to {tmp}")
+            os.replace(tmp, os.path.join(d, name))
+            self.publish(d, [name], posixpath.dirname(final))
+
+    def local_copy(self, path: str) -> str:
+        """A downloaded copy, cached per process (for files every worker needs, such as the
+        vocabulary)."""
+        cached = _local_copies.get(path)
+        if cached is not None and os.path.isfile(cached):
+            return cached
+        d = tempfile.mkdtemp(prefix="corpus-pipeline-copy-")
+        local = os.path.join(d, posixpath.basename(path) or "file")
+        download(path, local)
+        _local_copies[path] = local
+        return local
+
+
+_LOCAL = FileSystem()
+_REMOTE = RemoteFileSystem()
+
+
+def filesystem(path: str | os.PathLike[str]) -> FileSystem:
+    """The filesystem ``path`` lives on: the local disk, or the ``scheme://`` store."""
+    return _REMOTE if is_remote(path) else _LOCAL
+
+
 def abspath(path: str) -> str:
     """``os.path.abspath`` for local paths; remote paths unchanged."""
-    return path if is_remote(path) else os.path.abspath(path)
+    return filesystem(path).abspath(path)
 
 
 def basename(path: str) -> str:
-    return posixpath.basename(path.rstrip("/")) if is_remote(path) else os.path.basename(path)
+    return filesystem(path).basename(path)
 
 
 def join(base: str, *parts: str) -> str:
     """Join path parts (``/`` for remote paths, whatever the local OS)."""
-    if is_remote(base):
-        return posixpath.join(base, *parts)
-    return os.path.join(base, *parts)
+    return filesystem(base).join(base, *parts)
 
 
 def open_read(path: str) -> IO[bytes]:
     """A seekable binary file; compressed files are *not* decompressed (``.bz2`` stays bz2)."""
-    if not is_remote(path):
-        return open(path, "rb")
-    from apache_beam.io.filesystem import CompressionTypes
-
-    f: IO[bytes] = _filesystems().open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-    return f
+    return filesystem(path).open_read(path)
 
 
 def open_text(path: str) -> IO[str]:
     """A UTF-8 text file (undecodable bytes replaced), universal newlines, like ``open``."""
-    if not is_remote(path):
-        return open(path, encoding="utf-8", errors="replace")
-    return io.TextIOWrapper(open_read(path), encoding="utf-8", errors="replace")
+    return filesystem(path).open_text(path)
 
 
 def exists(path: str) -> bool:
     """A local file or folder, or a remote object, exists."""
-    if not is_remote(path):
-        return os.path.exists(path)
-    with _access(path, "check"):
-        return bool(_filesystems().exists(path))
+    return filesystem(path).exists(path)
 
 
 def isfile(path: str) -> bool:
     """A local regular file, or a remote object."""
-    return exists(path) if is_remote(path) else os.path.isfile(path)
+    return filesystem(path).isfile(path)
 
 
 def list_files(folder: str) -> list[tuple[str, int]]:
-    """Every remote object under ``folder`` (recursive): ``[(path, size)]`` sorted by path."""
-    prefix = folder.rstrip("/") + "/"
-    with _access(folder, "list"):
-        (result,) = _filesystems().match([prefix + "**"])
-    return sorted((m.path, int(m.size_in_bytes)) for m in result.metadata_list)
+    """Every file under ``folder`` (recursive): ``[(path, size)]`` sorted by path."""
+    return filesystem(folder).list_files(folder)
 
 
 def stat_files(path: str) -> list[tuple[str, int, float]]:
@@ -169,21 +423,7 @@ def stat_files(path: str) -> list[tuple[str, int, float]]:
 
     A local mtime is in nanoseconds, a remote one is the object's last-update time (seconds).
     """
-    if not is_remote(path):
-        if os.path.isfile(path):
-            names = [path]
-        else:
-            names = [os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs]
-        stats = [(p, os.stat(p)) for p in names]
-        return sorted((p, st.st_size, float(st.st_mtime_ns)) for p, st in stats)
-    with _access(path, "list"):
-        (result,) = _filesystems().match([path.rstrip("/") + "/**"])
-        if not result.metadata_list:  # not a folder: the object itself
-            (result,) = _filesystems().match([path])
-    return sorted(
-        (m.path, int(m.size_in_bytes), float(getattr(m, "last_updated_in_seconds", 0.0)))
-        for m in result.metadata_list
-    )
+    return filesystem(path).stat_files(path)
 
 
 def read_bytes(path: str) -> bytes:
@@ -242,33 +482,13 @@ _ATOMIC_CREATE = ("s3", "gs", "azfs")
 
 
 def publish(local_dir: str, rels: Sequence[str], remote_dir: str) -> None:
-    """Upload ``local_dir/rel`` to ``remote_dir/rel`` for each rel, each file appearing only
-    once complete (see ``_ATOMIC_CREATE``); a failure leaves no partial file under a final
-    name (only temp names, which the next run removes)."""
-    if not rels:
-        return
-    finals = [posixpath.join(remote_dir, rel) for rel in rels]
-    if _scheme(remote_dir) in _ATOMIC_CREATE:
-        for rel, final in zip(rels, finals, strict=True):
-            upload(os.path.join(local_dir, rel), final)
-        return
-    temps = [_temp_name(f) for f in finals]
-    for rel, tmp in zip(rels, temps, strict=True):
-        upload(os.path.join(local_dir, rel), tmp)
-    _filesystems().rename(temps, finals)
+    """Upload ``local_dir/rel`` to ``remote_dir/rel`` (see :meth:`RemoteFileSystem.publish`)."""
+    _REMOTE.publish(local_dir, rels, remote_dir)
 
 
 def write_bytes(path: str, data: bytes) -> None:
     """Write a whole file: atomically beside a local path, or published to a remote one."""
-    if not is_remote(path):
-        with atomic_output(path) as tmp:
-            tmp.write_bytes(data)
-        return
-    with tempfile.TemporaryDirectory(prefix="corpus-pipeline-") as d:
-        name = posixpath.basename(path)
-        with open(os.path.join(d, name), "wb") as f:
-            f.write(data)
-        publish(d, [name], posixpath.dirname(path))
+    filesystem(path).write_bytes(path, data)
 
 
 def write_text(path: str, text: str) -> None:
@@ -277,31 +497,19 @@ def write_text(path: str, text: str) -> None:
 
 def delete(paths: Sequence[str]) -> None:
     """Delete remote objects or local files; missing ones are fine."""
-    local = [p for p in paths if not is_remote(p)]
-    for p in local:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(p)
-    remote = [p for p in paths if is_remote(p)]
-    if remote:
-        from apache_beam.io.filesystem import BeamIOError
-
-        with contextlib.suppress(BeamIOError):
-            _filesystems().delete(remote)
+    _LOCAL.delete([p for p in paths if not is_remote(p)])
+    _REMOTE.delete([p for p in paths if is_remote(p)])
 
 
 def rmtree(folder: str) -> None:
     """Delete a folder and everything under it (a remote prefix: every object below it)."""
-    if not is_remote(folder):
-        shutil.rmtree(folder, ignore_errors=True)
-        return
-    delete([p for p, _ in list_files(folder)])
+    filesystem(folder).rmtree(folder)
 
 
 def remove_stale_temps(folder: str) -> list[str]:
-    """Delete the ``.<name>.tmp-<random>`` objects a killed writer left anywhere under ``folder``."""
-    stale = [p for p, _ in list_files(folder) if is_temp_name(posixpath.basename(p))]
-    delete(stale)
-    return stale
+    """Delete the ``.<name>.tmp-<random>`` files a killed writer left in a local folder, or
+    anywhere below a remote prefix."""
+    return filesystem(folder).remove_stale_temps(folder)
 
 
 def check_writable(folder: str) -> None:
@@ -407,27 +615,13 @@ def sha256(path: str) -> str:
 def local_copy(path: str) -> str:
     """A local path with the file's content: the path itself, or a downloaded copy (cached
     per process, for files every worker needs, such as the vocabulary)."""
-    if not is_remote(path):
-        return path
-    cached = _local_copies.get(path)
-    if cached is not None and os.path.isfile(cached):
-        return cached
-    d = tempfile.mkdtemp(prefix="corpus-pipeline-copy-")
-    local = os.path.join(d, posixpath.basename(path) or "file")
-    download(path, local)
-    _local_copies[path] = local
-    return local
+    return filesystem(path).local_copy(path)
 
 
-@contextlib.contextmanager
-def local_dir_for(folder: str) -> Iterator[str]:
+def local_dir_for(folder: str) -> contextlib.AbstractContextManager[str]:
     """The folder itself when local; else a fresh local temp folder (removed afterwards) in
     which to build files that are then published to ``folder``."""
-    if not is_remote(folder):
-        yield folder
-        return
-    with tempfile.TemporaryDirectory(prefix="corpus-pipeline-out-") as d:
-        yield d
+    return filesystem(folder).local_dir_for(folder)
 
 
 # --- atomic local files (temp name beside the final one, fsync, rename) ---------------------
@@ -456,11 +650,13 @@ def _fsync_path(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-@contextlib.contextmanager
-def atomic_output(final_path: str | Path, suffix: str = "") -> Iterator[Path]:
-    """Yields a temp path beside ``final_path``; on success it becomes ``final_path``.
+def atomic_output(
+    final_path: str | Path, suffix: str = ""
+) -> contextlib.AbstractContextManager[Path]:
+    """Yields a temp path for ``final_path``; on success it becomes ``final_path``.
 
-    The temp file is named ``.<final name>.tmp-<random><suffix>`` in the destination folder, so
+    A remote ``final_path`` is built in a private local temp folder and published on success
+    (see the module doc). Locally, the temp file is named ``.<final name>.tmp-<random><suffix>`` in the destination folder, so
     the final rename is atomic (same filesystem). On normal exit the temp file is fsynced and
     ``os.replace``-d onto the final path; on an exception it is removed and the exception
     propagates. A process killed outright (SIGKILL, power loss) leaves the dot-file behind, and
@@ -479,22 +675,7 @@ def atomic_output(final_path: str | Path, suffix: str = "") -> Iterator[Path]:
     Raises:
         UserError: The destination folder does not exist.
     """
-    final = Path(final_path)
-    parent = final.parent
-    if not parent.is_dir():
-        raise UserError(f"output folder {str(parent)!r} does not exist: create it first")
-    tmp = parent / f".{final.name}.tmp-{secrets.token_hex(6)}{suffix}"
-    try:
-        yield tmp
-        if not tmp.exists():
-            raise FileNotFoundError(f"atomic_output: nothing was written to {tmp}")
-        _fsync_path(tmp)
-        os.replace(tmp, final)
-        fsync_dir(parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    return filesystem(final_path).atomic_output(final_path, suffix)
 
 
 def is_temp_name(name: str) -> bool:

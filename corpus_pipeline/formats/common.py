@@ -9,19 +9,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from corpus_pipeline import fsio
 from corpus_pipeline.errors import InputFormatError
 from corpus_pipeline.fsio import atomic_output, fsync_dir, is_temp_name
 
-# Re-exported: the formats write through these (they live in the base layer, fsio).
-__all__ = ["atomic_output", "fsync_dir", "is_temp_name"]
-
+# atomic_output, fsync_dir and is_temp_name are re-exported: the formats write through them
+# (they live in the base layer, fsio).
 __all__ = [
     "FormatError",
     "atomic_output",
@@ -61,13 +60,7 @@ def remove_stale_temps(directory: str | Path) -> list[Path]:
     Returns:
         The paths removed, sorted.
     """
-    removed = []
-    for p in sorted(Path(directory).glob(".*.tmp-*")):
-        if p.is_file() and is_temp_name(p.name):
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-                removed.append(p)
-    return removed
+    return [Path(p) for p in fsio.remove_stale_temps(str(directory))]
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -15,7 +15,6 @@ from typing import IO
 
 from corpus_pipeline import fsio
 from corpus_pipeline.errors import InputFormatError, UserError
-from corpus_pipeline.formats.common import atomic_output
 from corpus_pipeline.records import Document
 
 DOC_FORMATS = ("text", "jsonl")
@@ -45,9 +44,9 @@ def write_document(f: IO[str], doc: Document, fmt: str) -> None:
 
 
 def write_documents(path: str | Path, docs: Iterable[Document], fmt: str) -> int:
-    """Write documents atomically to ``path``; returns the number written."""
+    """Write documents atomically to ``path`` (local or remote); returns the number written."""
     n = 0
-    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
+    with fsio.atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
         for doc in docs:
             write_document(f, doc, fmt)
             n += 1
@@ -69,13 +68,13 @@ def read_documents(path: str | Path, fmt: str | None = None) -> Iterator[Documen
         UserError: The file is missing.
         InputFormatError: A JSON line is malformed.
     """
-    remote = fsio.is_remote(path)
-    p = str(path) if remote else Path(path)
-    name = fsio.basename(str(path)) if remote else Path(path).name
+    p = str(path)
+    fs = fsio.filesystem(p)
+    name = fs.basename(p)
     fmt = fmt or detect_format(p)
-    if not (fsio.isfile(str(p)) if remote else Path(p).is_file()):
+    if not fs.isfile(p):
         raise UserError(f"{p}: no such file: pass a documents file or folder from `extract`")
-    with fsio.open_text(str(p)) if remote else open(p, encoding="utf-8", errors="replace") as f:
+    with fs.open_text(p) as f:
         if fmt == "jsonl":
             for lineno, line in enumerate(f, 1):
                 if not line.strip():

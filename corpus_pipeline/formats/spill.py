@@ -10,24 +10,21 @@ Layout: a sequence of blocks, each ``u64le length | pickle(payload)``; a SpillRa
 arrays per block instead of four small arrays per instance: pickling many small numpy arrays
 dominated the run time); other records are pickled as they are. Spill files are private,
 temporary and deleted after the run. When the output is remote (``s3://``, ``gs://``), spill
-files live under it too (workers share no disk): each is built locally and uploaded whole.
+files live under it too (workers share no disk): each is built locally and published whole
+(``fsio.atomic_output``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import pickle
 import struct
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from corpus_pipeline import fsio
-from corpus_pipeline.formats.common import atomic_output
 from corpus_pipeline.records import Instance
 
 _LEN = struct.Struct("<Q")
@@ -47,16 +44,14 @@ class SpillRange:
 def write_spill(
     path: str, key: tuple[Any, ...], groups: Mapping[int, Sequence[Any]]
 ) -> dict[int, SpillRange]:
-    """Write ``{shard: records}`` to ``path`` atomically; returns each shard's range."""
-    if fsio.is_remote(path):
-        with tempfile.TemporaryDirectory(prefix="corpus-pipeline-spill-") as d:
-            local = os.path.join(d, "spill")
-            built = write_spill(local, key, groups)
-            if built:  # nothing refers to a spill file without records
-                fsio.upload(local, path)
-        return {shard: replace(r, path=path) for shard, r in built.items()}
+    """Write ``{shard: records}`` to ``path`` atomically; returns each shard's range.
+
+    Nothing is written when every group is empty (nothing would refer to the file).
+    """
     ranges: dict[int, SpillRange] = {}
-    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+    if not any(len(records) for records in groups.values()):
+        return ranges
+    with fsio.atomic_output(path) as tmp, open(tmp, "wb") as f:
         for shard in sorted(groups):
             records = list(groups[shard])
             if not records:
@@ -84,13 +79,6 @@ def iter_spills(ranges: Sequence[SpillRange]) -> Iterator[Any]:
     """Records of several ranges in key order (deterministic)."""
     for r in sorted(ranges):
         yield from read_spill(r)
-
-
-def remove_spills(paths: Sequence[str]) -> None:
-    """Delete spill files (missing ones are fine)."""
-    for p in set(paths):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(p)
 
 
 _COLUMNS = ("input_ids", "segment_ids", "masked_lm_positions", "masked_lm_ids")
