@@ -1,7 +1,8 @@
 """``corpus-pipeline download``: fetch a Wikipedia dump (or any URL) and verify its checksum.
 
 Runs in-process, not as a Beam pipeline: downloading is network-bound and per file, so Beam
-workers would add nothing but overhead. See :mod:`corpus_pipeline.sources.download`.
+workers would add nothing but overhead. See :mod:`corpus_pipeline.sources.http_fetch`
+and :mod:`corpus_pipeline.sources.wikimedia_dumps`.
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ import time
 from pathlib import Path
 
 from corpus_pipeline.errors import UserError
-from corpus_pipeline.sources.download import (
-    DEFAULT_MIRROR,
-    KINDS,
+from corpus_pipeline.sources.http_fetch import (
     DownloadResult,
     RetryPolicy,
-    fetch_dump,
     fetch_url,
     summarize,
+)
+from corpus_pipeline.sources.wikimedia_dumps import (
+    DEFAULT_MIRROR,
+    KINDS,
+    fetch_dump,
 )
 
 # The multistream dump by default: its index lets extraction start one task per bz2 stream,

@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 
 from corpus_pipeline.resources import SAMPLE_WIKI_DUMP
-from corpus_pipeline.sources.download import (
+from corpus_pipeline.sources.http_fetch import (
     DownloadError,
     RetryPolicy,
-    fetch_dump,
     fetch_url,
+)
+from corpus_pipeline.sources.wikimedia_dumps import (
+    fetch_dump,
 )
 from tests.support.http_server import DumpServer, Faults, build_dump_site
 

@@ -11,20 +11,22 @@ import pytest
 
 from corpus_pipeline.errors import ChecksumError, UserError
 from corpus_pipeline.resources import SAMPLE_WIKI_DUMP
-from corpus_pipeline.sources.download import (
+from corpus_pipeline.sources.http_fetch import (
     DownloadError,
     DownloadResult,
     RetryPolicy,
+    download_url,
+    fetch_url,
+    summarize,
+)
+from corpus_pipeline.sources.wikimedia_dumps import (
     canonical_name,
     download_dump,
-    download_url,
     dump_file_names,
     fetch_dump,
-    fetch_url,
     parse_checksum_listing,
     parse_dumpstatus,
     resolve_dump,
-    summarize,
     validate_date,
     validate_lang,
 )
