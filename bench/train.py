@@ -31,7 +31,8 @@ except ImportError:  # the trainer is an optional extra
     raise SystemExit(0) from None
 
 from corpus_pipeline.testing.datasets import build_dataset
-from corpus_pipeline.train.loop import TrainConfig, train
+from corpus_pipeline.train.config import TrainConfig
+from corpus_pipeline.train.loop import train
 
 
 def run(data: str, unpack: bool, args: argparse.Namespace) -> tuple[float, float, float]:

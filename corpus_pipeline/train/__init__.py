@@ -4,9 +4,11 @@
     torchrun --nproc-per-node 2 -m corpus_pipeline.train --data OUT --steps 1000 --preset base
 
 Reads HDF5, TFRecord and mmap shards, packed or not, through ``corpus_pipeline.formats``
-(``data.py``); the model is ``model.py``, the loop (DDP, bf16 autocast on CUDA, checkpoints)
-``loop.py``. Importing this package does not import torch: the CLI imports it when it runs and
-says how to install it when it is missing.
+(``data.py``); the model is ``model.py``, the loop ``loop.py`` (set-up checks in ``plan.py``,
+devices and DDP in ``distributed.py``, AdamW and CUDA autocast in ``optim.py``, checkpoints in
+``checkpoint.py``, SIGTERM/Ctrl-C in ``signals.py``, logs and ``--metrics`` in ``metrics.py``).
+Importing this package does not import torch: the CLI imports it when it runs and says how to
+install it when it is missing.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ PRESET_NAMES = ("tiny", "mini", "small", "medium", "base", "large")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The trainer's flags (mirrored by ``loop.TrainConfig``)."""
+    """The trainer's flags (mirrored by ``config.TrainConfig``)."""
     p = argparse.ArgumentParser(
         prog="python -m corpus_pipeline.train",
         description="Pretrain a compact BERT (MLM + NSP) on a corpus-pipeline dataset folder.",
@@ -161,10 +163,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "(or a CUDA build of torch first)"
                 ) from None
             raise
-        cfg = loop.TrainConfig(**vars(args))
+        from corpus_pipeline.train.config import TrainConfig, TrainingInterrupted
+
+        cfg = TrainConfig(**vars(args))
         try:
             loop.train(cfg)
-        except loop.TrainingInterrupted as e:
+        except TrainingInterrupted as e:
             print(str(e), file=sys.stderr)
             return e.exit_code
         return 0

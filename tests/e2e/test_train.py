@@ -31,7 +31,8 @@ from corpus_pipeline.train.data import (  # noqa: E402
     open_dataset,
 )
 from corpus_pipeline.train.loader import make_loader  # noqa: E402
-from corpus_pipeline.train.loop import TrainConfig, train  # noqa: E402
+from corpus_pipeline.train.config import TrainConfig  # noqa: E402
+from corpus_pipeline.train.loop import train  # noqa: E402
 from tests.support.torch_threads import one_torch_thread  # noqa: E402, F401 (autouse)
 
 S, P = 64, 10

@@ -19,7 +19,8 @@ from corpus_pipeline.testing.datasets import build_dataset  # noqa: E402
 from corpus_pipeline.train import main  # noqa: E402
 from corpus_pipeline.train.data import collate, open_dataset, ordered_batches  # noqa: E402
 from corpus_pipeline.train.evaluate import evaluate  # noqa: E402
-from corpus_pipeline.train.loop import TrainConfig, train  # noqa: E402
+from corpus_pipeline.train.config import TrainConfig  # noqa: E402
+from corpus_pipeline.train.loop import train  # noqa: E402
 from corpus_pipeline.train.model import BertConfig, BertForPreTraining, preset_config  # noqa: E402
 from tests.support.torch_threads import one_torch_thread  # noqa: E402, F401 (autouse)
 

@@ -18,7 +18,8 @@ torch = pytest.importorskip("torch")
 
 from corpus_pipeline.testing.datasets import build_dataset  # noqa: E402
 from corpus_pipeline.train import main  # noqa: E402
-from corpus_pipeline.train.loop import TrainConfig, TrainingInterrupted, train  # noqa: E402
+from corpus_pipeline.train.config import TrainConfig, TrainingInterrupted  # noqa: E402
+from corpus_pipeline.train.loop import train  # noqa: E402
 from tests.support.torch_threads import one_torch_thread  # noqa: E402, F401 (autouse)
 
 S, P = 64, 10
