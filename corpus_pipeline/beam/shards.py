@@ -3,7 +3,7 @@
 A shard's instances arrive as spill ranges (see ``formats/spill.py``) or are read from an
 existing dataset (``pack``). The writer orders them deterministically (a seeded permutation
 of the shard's instances, which are first put in key order), optionally packs them, and writes
-each format to temp names renamed on success. A completion marker
+each format to temp names renamed (or uploaded, for a remote dataset) on success. A completion marker
 ``.markers/<name>_<i>.json`` holding the shard's summary is written last: a rerun finds it,
 checks the files are still there and that the marker's fingerprint is the run's (see
 ``corpus_pipeline/outdir.py``: a run of another configuration never keeps a shard), and does
@@ -18,7 +18,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
@@ -27,7 +27,7 @@ from corpus_pipeline import fsio
 from corpus_pipeline.beam.runner import BeamCounts, Progress
 from corpus_pipeline.config import PackConfig
 from corpus_pipeline.formats import registry
-from corpus_pipeline.formats.common import atomic_output, remove_stale_temps
+from corpus_pipeline.formats.common import remove_stale_temps
 from corpus_pipeline.formats.spill import SpillRange, iter_spills
 from corpus_pipeline.hashing import rng_for
 from corpus_pipeline.records import Instance, Pack
@@ -129,8 +129,6 @@ def write_shard(
     ``count`` may be a :class:`ShardCounts` that already holds this shard's earlier counts.
     """
     count = count if isinstance(count, ShardCounts) else ShardCounts(count)
-    if fsio.is_remote(spec.out_dir):
-        return _write_remote_shard(spec, index, instances, count)
     records: Sequence[Instance | Pack] = instances
     packing: dict[str, Any] | None = None
     timings: dict[str, float] = {}
@@ -190,13 +188,13 @@ def write_shard(
         summary["packing"] = packing
     if timings:
         summary["timings"] = timings
-    os.makedirs(os.path.dirname(marker_path(spec, index)), exist_ok=True)
-    with atomic_output(marker_path(spec, index)) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        json.dump(
-            {**summary, "counters": count.counts, "fingerprint": spec.fingerprint},
-            f,
-            sort_keys=True,
-        )
+    # The marker is written last, after every file of the shard is under its final name (the
+    # writers rename or upload on close): a marker means a finished shard.
+    marker = marker_path(spec, index)
+    fs = fsio.filesystem(marker)
+    fs.makedirs(os.path.dirname(marker))
+    record = {**summary, "counters": count.counts, "fingerprint": spec.fingerprint}
+    fs.write_bytes(marker, json.dumps(record, sort_keys=True).encode("utf-8"))
     return summary
 
 
@@ -243,20 +241,6 @@ def prepare_output(out_dir: str, formats: Sequence[str]) -> None:
         remove_stale_temps(d)
     os.makedirs(os.path.join(out_dir, ".markers"), exist_ok=True)
     remove_stale_temps(os.path.join(out_dir, ".markers"))
-
-
-def _write_remote_shard(
-    spec: ShardSpec, index: int, instances: list[Instance], count: Callable[..., None]
-) -> dict[str, Any]:
-    """:func:`write_shard` into a remote dataset folder: build the shard in a local temp
-    folder (h5py needs a seekable local file), publish its files, then its marker, last."""
-    with tempfile.TemporaryDirectory(prefix="corpus-pipeline-shard-") as d:
-        local = replace(spec, out_dir=d)
-        summary = write_shard(local, index, instances, count)
-        rels = [e["path"] for entries in summary["files"].values() for e in entries]
-        fsio.publish(d, rels, spec.out_dir)
-        fsio.publish(d, [os.path.relpath(marker_path(local, index), d)], spec.out_dir)
-    return summary
 
 
 def read_source_shard(fmt: str, src_dir: str, name: str, index: int) -> list[Instance]:

@@ -42,21 +42,19 @@ import os
 import struct
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import h5py
 import numpy as np
 
 from corpus_pipeline.errors import UserError
+from corpus_pipeline.formats.base import ShardWriter
 from corpus_pipeline.formats.common import (
     FormatError,
-    atomic_output,
     check_instance_fits,
     lengths_of,
     named_os_error,
     pad_rows,
-    sha256_file,
 )
 from corpus_pipeline.records import Instance, Pack
 
@@ -191,7 +189,7 @@ class _GuardedFile:
         return size
 
     def flush(self) -> None:
-        pass  # unbuffered; atomic_output fsyncs the finished file
+        pass  # unbuffered; the writer base fsyncs the finished file
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -204,103 +202,44 @@ class _GuardedFile:
             raise named_os_error(self.error, self.final)
 
 
-class _AtomicH5File:
-    """An ``h5py.File`` opened on an :func:`atomic_output` temp path."""
+class _H5Writer(ShardWriter):
+    """A shard writer whose one file is an ``h5py.File`` on the temp path (via
+    :class:`_GuardedFile`); subclasses buffer rows and append them in :meth:`_flush`."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._stack = contextlib.ExitStack()
-        tmp = self._stack.enter_context(atomic_output(self.path, suffix=".hdf5"))
-        try:
-            self.raw = _GuardedFile(tmp, self.path)
-            self._stack.callback(self.raw.close)
-            self.file = h5py.File(self.raw, "w", libver=_LIBVER, track_order=False)
-        except BaseException as e:
-            self._stack.__exit__(type(e), e, e.__traceback__)
-            raise
+    raw: _GuardedFile | None = None
+    file: h5py.File | None = None
 
-    def check(self) -> None:
-        """Raise the IO error of a failed write (disk full), if any."""
-        self.raw.check()
-
-    def commit(self) -> str:
-        self.raw.check()
-        self.file.close()
-        self.raw.check()
-        self._stack.close()
-        return sha256_file(self.path)
-
-    def abort(self, exc: BaseException | None) -> None:
-        with contextlib.suppress(Exception):
-            self.file.close()
-        err = exc if exc is not None else RuntimeError("writer aborted")
-        with contextlib.suppress(BaseException):
-            self._stack.__exit__(type(err), err, err.__traceback__)
-
-
-class _WriterBase:
-    """Context-manager plumbing shared by both HDF5 writers."""
-
-    path: Path
-    num_records: int
-    _h5: _AtomicH5File | None
-    _sha256: str | None
-
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is None:
-            self.close()
-        else:
-            self.abort(exc)
-
-    @property
-    def sha256(self) -> str:
-        """Hex SHA-256 of the finished file (available after :meth:`close`)."""
-        if self._sha256 is None:
-            raise RuntimeError(f"{self.path}: sha256 is known only after close()")
-        return self._sha256
-
-    @property
-    def file_sha256(self) -> dict[str, str]:
-        """``{file name: sha256}`` of every file written (one here)."""
-        return {self.path.name: self.sha256}
-
-    def abort(self, exc: BaseException | None = None) -> None:
-        """Discards the partial file; nothing appears at ``path``."""
-        if self._h5 is not None:
-            self._h5.abort(exc)
-            self._h5 = None
+    def _open_h5(self, path: str | Path) -> h5py.File:
+        tmp = self._create(path, suffix=".hdf5")
+        self.raw = _GuardedFile(tmp, self.path)
+        self.file = h5py.File(self.raw, "w", libver=_LIBVER, track_order=False)
+        return self.file
 
     def _flush(self, final: bool) -> None:
         raise NotImplementedError
 
-    def close(self) -> None:
-        """Flushes buffered rows, closes the file and renames it to its final name."""
-        if self._h5 is None:
-            return
-        try:
-            self._flush(final=True)
-            self._sha256 = self._h5.commit()
-        except BaseException as e:
-            self._h5.abort(e)
-            self._h5 = None
-            raise
-        self._h5 = None
+    def _check_io(self) -> None:
+        """Raise the IO error of a failed write (disk full), if any."""
+        if self.raw is not None:
+            self.raw.check()
 
-    def _check_open(self) -> _AtomicH5File:
-        if self._h5 is None:
-            raise RuntimeError(f"{self.path}: writer is closed")
-        return self._h5
+    def _finish(self) -> None:
+        self._flush(final=True)
+        assert self.raw is not None and self.file is not None
+        self.raw.check()
+        self.file.close()
+        self.raw.check()
+        self.raw.close()
+
+    def _release(self) -> None:
+        if self.file is not None:
+            with contextlib.suppress(Exception):
+                self.file.close()
+        if self.raw is not None:
+            self.raw.close()
 
 
-class HDF5ShardWriter(_WriterBase):
+class HDF5ShardWriter(_H5Writer):
     """Writes unpacked instances in NVIDIA DLE's HDF5 layout.
 
     Memory is bounded by a few chunks of rows, whatever the shard size.
@@ -330,14 +269,13 @@ class HDF5ShardWriter(_WriterBase):
         self.path = Path(path)
         self.max_seq_length = int(max_seq_length)
         self.max_predictions = int(max_predictions)
+        super().__init__()
         self.num_records = 0
-        self._sha256 = None
         self._chunk = _chunk_rows(self.max_seq_length * 4)
         self._buffer: list[Instance] = []
         self._written = 0
-        self._h5 = _AtomicH5File(self.path)
         try:
-            f = self._h5.file
+            f = self._open_h5(path)
             s, p, c = self.max_seq_length, self.max_predictions, self._chunk
             shapes = {
                 "input_ids": s,
@@ -426,10 +364,10 @@ class HDF5ShardWriter(_WriterBase):
         except OSError as e:
             raise named_os_error(e, self.path) from e
         self._written = end
-        self._check_open().check()
+        self._check_io()
 
 
-class PackedHDF5ShardWriter(_WriterBase):
+class PackedHDF5ShardWriter(_H5Writer):
     """Writes packs in NVIDIA MLPerf's variable-length HDF5 layout.
 
     Args:
@@ -467,19 +405,19 @@ class PackedHDF5ShardWriter(_WriterBase):
         self.max_predictions = int(max_predictions)
         self.max_per_pack = int(max_per_pack)
         self.vocab_size = vocab_size
+        super().__init__()
         self.num_records = 0
         self.num_instances = 0
-        self._sha256 = None
         self._chunk = 1024
         self._buffer: list[Pack] = []
         self._written = 0
-        self._h5 = _AtomicH5File(self.path)
         try:
+            f = self._open_h5(path)
             self._ds: dict[str, h5py.Dataset] = {}
             for key, base in PACKED_KEYS.items():
                 # No compression: it would only compress the heap references (MLPerf writes
                 # these uncompressed too).
-                self._ds[key] = self._h5.file.create_dataset(
+                self._ds[key] = f.create_dataset(
                     key,
                     shape=(0,),
                     maxshape=(None,),
@@ -575,7 +513,7 @@ class PackedHDF5ShardWriter(_WriterBase):
         except OSError as e:
             raise named_os_error(e, self.path) from e
         self._written = end
-        self._check_open().check()
+        self._check_io()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -46,18 +46,16 @@ offset ``cumsum(pack_lengths) - pack_lengths`` to place them in the packed row.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import struct
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
-from corpus_pipeline.formats.common import FormatError, atomic_output, named_os_error
+from corpus_pipeline import fsio
+from corpus_pipeline.formats.base import HashingFile, ShardWriter
+from corpus_pipeline.formats.common import FormatError, named_os_error
 from corpus_pipeline.records import EncodedDocument, Instance, Pack
 
 __all__ = [
@@ -117,62 +115,18 @@ def _paths(prefix: str | Path) -> tuple[Path, Path]:
     return Path(p + ".bin"), Path(p + ".idx")
 
 
-class _HashingFile:
-    """A binary file that hashes what is written to it (the .bin is written sequentially)."""
+class _Sequences:
+    """The sequences and documents of one indexed dataset being written: its ``.bin`` stream
+    and the index kept in memory (12 bytes per sequence + 8 per document)."""
 
-    def __init__(self, f: IO[bytes], final: Path) -> None:
-        self.f = f
-        self.final = final
-        self.h = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes | memoryview) -> None:
-        self.h.update(data)
-        try:
-            self.f.write(data)
-        except OSError as e:
-            raise named_os_error(e, self.final) from e
-        self.size += len(data)
-
-    def close(self) -> None:
-        try:
-            self.f.close()
-        except OSError as e:  # the last buffer is flushed here
-            raise named_os_error(e, self.final) from e
-
-
-class IndexedDatasetWriter:
-    """Streams sequences into ``<prefix>.bin`` and writes ``<prefix>.idx`` on close.
-
-    Memory holds only the index (12 bytes per sequence + 8 per document).
-
-    Args:
-        prefix: Path without extension; its folder must exist.
-        dtype: Element type (one of :data:`DTYPE_CODES`).
-    """
-
-    def __init__(self, prefix: str | Path, dtype: np.dtype | type) -> None:
-        self.dtype = np.dtype(dtype)
-        if self.dtype not in _CODE_OF:
-            raise ValueError(f"dtype {self.dtype} has no MMIDIDX code")
-        self.bin_path, self.idx_path = _paths(prefix)
+    def __init__(self, dtype: np.dtype, bin_file: HashingFile, bin_path: Path) -> None:
+        self.dtype = dtype
+        self.bin = bin_file
+        self.bin_path = bin_path
         self._lengths: list[np.ndarray] = []
         self._docs: list[np.ndarray] = [np.zeros(1, dtype=np.int64)]
         self.num_sequences = 0
         self._last_doc_end = 0
-        self.sha256: dict[str, str] = {}
-        self._bin_cm: contextlib.AbstractContextManager[Path] | None = atomic_output(
-            self.bin_path, suffix=".bin"
-        )
-        tmp = self._bin_cm.__enter__()
-        try:
-            self._bin = _HashingFile(open(tmp, "wb"), self.bin_path)  # noqa: SIM115 - closed in close()/abort()
-        except BaseException:
-            self._bin_cm.__exit__(*sys.exc_info())
-            raise
-        self._idx_cm: contextlib.AbstractContextManager[Path] | None = None
-
-    # -- writing --------------------------------------------------------------------------
 
     def _cast(self, arr: np.ndarray) -> np.ndarray:
         a = np.asarray(arr)
@@ -187,30 +141,17 @@ class IndexedDatasetWriter:
                 )
         return a.astype(self.dtype)
 
-    def add_item(self, array: np.ndarray) -> None:
-        """Appends one sequence (a 1-D array)."""
-        self.add_items([array])
-
     def add_items(self, arrays: Sequence[np.ndarray]) -> None:
-        """Appends sequences with one write (vectorised)."""
-        if self._bin_cm is None:
-            raise RuntimeError(f"{self.bin_path}: writer is closed")
         if not arrays:
             return
         flat = self._cast(np.concatenate([np.asarray(a).ravel() for a in arrays]))
-        self._bin.write(np.ascontiguousarray(flat).tobytes())
+        self.bin.write(np.ascontiguousarray(flat).tobytes())
         self._lengths.append(
             np.fromiter((np.asarray(a).size for a in arrays), dtype=np.int32, count=len(arrays))
         )
         self.num_sequences += len(arrays)
 
-    def end_document(self) -> None:
-        """Closes the current document (the sequences added since the last call)."""
-        self._docs.append(np.array([self.num_sequences], dtype=np.int64))
-        self._last_doc_end = self.num_sequences
-
     def end_documents(self, sizes: Sequence[int] | np.ndarray) -> None:
-        """Closes several documents at once, of ``sizes`` sequences each, in order."""
         ends = self._last_doc_end + np.cumsum(np.asarray(sizes, dtype=np.int64))
         if ends.size:
             if ends[-1] > self.num_sequences or (np.asarray(sizes) < 0).any():
@@ -222,9 +163,13 @@ class IndexedDatasetWriter:
     def num_documents(self) -> int:
         return sum(int(d.shape[0]) for d in self._docs) - 1
 
-    # -- finishing ------------------------------------------------------------------------
-
-    def _index_bytes(self) -> bytes:
+    def index_bytes(self) -> bytes:
+        """The ``.idx`` file; every sequence must belong to a document by now."""
+        if self._last_doc_end != self.num_sequences:
+            raise ValueError(
+                f"{self.bin_path}: {self.num_sequences - self._last_doc_end} sequences added "
+                "after the last end_document()"
+            )
         lengths = (
             np.concatenate(self._lengths) if self._lengths else np.zeros(0, dtype=np.int32)
         ).astype("<i4")
@@ -235,75 +180,82 @@ class IndexedDatasetWriter:
         header = _HEADER.pack(MAGIC, VERSION, _CODE_OF[self.dtype], lengths.shape[0], docs.shape[0])
         return header + lengths.tobytes() + offsets.tobytes() + docs.tobytes()
 
-    def finish(self) -> None:
-        """Writes the ``.idx`` to its temp name and fsyncs both; renames nothing yet."""
-        if self._bin_cm is None or self._idx_cm is not None:
-            return
-        if self._last_doc_end != self.num_sequences:
-            raise ValueError(
-                f"{self.bin_path}: {self.num_sequences - self._last_doc_end} sequences added "
-                "after the last end_document()"
-            )
-        self._bin.close()
-        self.sha256[self.bin_path.name] = self._bin.h.hexdigest()
-        data = self._index_bytes()
-        self._idx_cm = atomic_output(self.idx_path, suffix=".idx")
-        tmp = self._idx_cm.__enter__()
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-        except OSError as e:
-            raise named_os_error(e, self.idx_path) from e
-        self.sha256[self.idx_path.name] = hashlib.sha256(data).hexdigest()
 
-    def commit(self) -> None:
-        """Renames the ``.bin`` then the ``.idx`` to their final names (after :meth:`finish`)."""
-        if self._bin_cm is None or self._idx_cm is None:
-            raise RuntimeError("commit() needs finish() first")
-        bin_cm, idx_cm = self._bin_cm, self._idx_cm
-        self._bin_cm = self._idx_cm = None
-        try:
-            bin_cm.__exit__(None, None, None)
-        except BaseException:
-            idx_cm.__exit__(*sys.exc_info())
-            raise
-        idx_cm.__exit__(None, None, None)
+class _MmapWriter(ShardWriter):
+    """Several indexed datasets written together: every ``.bin`` is streamed, every ``.idx``
+    is written on close, after all of them (so each ``.idx`` appears after its ``.bin``)."""
 
-    def close(self) -> None:
-        """Finishes and commits: both files appear, ``.idx`` last."""
-        if self._bin_cm is None:
-            return
-        try:
-            self.finish()
-            self.commit()
-        except BaseException as e:
-            self.abort(e)
-            raise
+    def __init__(self) -> None:
+        super().__init__()
+        self._writers: dict[str, _Sequences] = {}
+        self._idx_finals: dict[str, str] = {}
 
-    def abort(self, exc: BaseException | None = None) -> None:
-        """Removes the temp files; nothing appears at the final names."""
-        err = exc if exc is not None else RuntimeError("writer aborted")
-        with contextlib.suppress(Exception):
-            self._bin.f.close()
-        for cm in (self._idx_cm, self._bin_cm):
-            if cm is not None:
-                with contextlib.suppress(BaseException):
-                    cm.__exit__(type(err), err, err.__traceback__)
-        self._bin_cm = self._idx_cm = None
+    def _add_dataset(self, key: str, prefix: str | Path, dtype: np.dtype | type) -> _Sequences:
+        dt = np.dtype(dtype)
+        if dt not in _CODE_OF:
+            raise ValueError(f"dtype {dt} has no MMIDIDX code")
+        bin_final, idx_final = f"{prefix}.bin", f"{prefix}.idx"
+        tmp = self._create(bin_final, suffix=".bin")
+        stream = self._hashing(open(tmp, "wb"), bin_final)  # noqa: SIM115 - closed by the base
+        seqs = _Sequences(dt, stream, Path(bin_final))
+        self._writers[key] = seqs
+        self._idx_finals[key] = idx_final
+        if not hasattr(self, "path"):
+            self.path = Path(bin_final)
+        return seqs
 
-    def __enter__(self) -> IndexedDatasetWriter:
-        return self
+    def _finish(self) -> None:
+        data = {key: w.index_bytes() for key, w in self._writers.items()}
+        for key, blob in data.items():
+            final = self._idx_finals[key]
+            tmp = self._create(final, suffix=".idx")
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(blob)
+            except OSError as e:
+                raise named_os_error(e, final) from e
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is None:
-            self.close()
-        else:
-            self.abort(exc)
+
+class IndexedDatasetWriter(_MmapWriter):
+    """Streams sequences into ``<prefix>.bin`` and writes ``<prefix>.idx`` on close.
+
+    Memory holds only the index (12 bytes per sequence + 8 per document).
+
+    Args:
+        prefix: Path without extension; its folder must exist.
+        dtype: Element type (one of :data:`DTYPE_CODES`).
+    """
+
+    def __init__(self, prefix: str | Path, dtype: np.dtype | type) -> None:
+        super().__init__()
+        self.bin_path, self.idx_path = _paths(prefix)
+        self._seqs = self._add_dataset("data", prefix, dtype)
+        self.dtype = self._seqs.dtype
+
+    def add_item(self, array: np.ndarray) -> None:
+        """Appends one sequence (a 1-D array)."""
+        self.add_items([array])
+
+    def add_items(self, arrays: Sequence[np.ndarray]) -> None:
+        """Appends sequences with one write (vectorised)."""
+        self._check_open()
+        self._seqs.add_items(arrays)
+
+    def end_document(self) -> None:
+        """Closes the current document (the sequences added since the last call)."""
+        self._seqs.end_documents([self._seqs.num_sequences - self._seqs._last_doc_end])
+
+    def end_documents(self, sizes: Sequence[int] | np.ndarray) -> None:
+        """Closes several documents at once, of ``sizes`` sequences each, in order."""
+        self._seqs.end_documents(sizes)
+
+    @property
+    def num_sequences(self) -> int:
+        return self._seqs.num_sequences
+
+    @property
+    def num_documents(self) -> int:
+        return self._seqs.num_documents
 
 
 class IndexedDatasetReader:
@@ -420,64 +372,7 @@ class IndexedDatasetReader:
 # Sentence-level dataset (Megatron / ColossalAI BERT)
 
 
-class _MultiWriter:
-    """Context-manager plumbing over several :class:`IndexedDatasetWriter`s."""
-
-    _writers: dict[str, IndexedDatasetWriter]
-    _closed: bool = False
-
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is None:
-            self.close()
-        else:
-            self.abort(exc)
-
-    def close(self) -> None:
-        """Writes every ``.idx``, then renames every pair (``.idx`` last)."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            for w in self._writers.values():
-                w.finish()
-            for w in self._writers.values():
-                w.commit()
-        except BaseException as e:
-            self.abort(e)
-            raise
-
-    def abort(self, exc: BaseException | None = None) -> None:
-        """Removes all temp files."""
-        self._closed = True
-        for w in self._writers.values():
-            w.abort(exc)
-
-    @property
-    def sha256(self) -> dict[str, str]:
-        """``{file name: hex sha256}`` of every file written (after close)."""
-        out: dict[str, str] = {}
-        for w in self._writers.values():
-            out.update(w.sha256)
-        return out
-
-    @property
-    def file_sha256(self) -> dict[str, str]:
-        return self.sha256
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError("writer is closed")
-
-
-class MegatronSentenceWriter(_MultiWriter):
+class MegatronSentenceWriter(_MmapWriter):
     """Writes ``<out_dir>/<name>_text_sentence.bin/.idx`` for Megatron-LM/ColossalAI BERT.
 
     Args:
@@ -493,8 +388,15 @@ class MegatronSentenceWriter(_MultiWriter):
     """
 
     def __init__(self, out_dir: str | Path, name: str, vocab_size: int) -> None:
+        super().__init__()
         self.prefix = Path(out_dir) / f"{name}_text_sentence"
-        self._writers = {"text": IndexedDatasetWriter(self.prefix, token_dtype(vocab_size))}
+        try:
+            self._add_dataset(
+                "text", fsio.join(str(out_dir), f"{name}_text_sentence"), token_dtype(vocab_size)
+            )
+        except BaseException as e:
+            self.abort(e)
+            raise
         self.num_records = 0
         self.num_documents = 0
         self.num_dropped_empty_sentences = 0
@@ -541,7 +443,7 @@ def read_megatron_sentences(out_dir: str | Path, name: str) -> Iterator[EncodedD
 # Statically masked instances
 
 
-class MmapInstanceWriter(_MultiWriter):
+class MmapInstanceWriter(_MmapWriter):
     """Writes statically masked instances as one indexed dataset per field (see module doc).
 
     Args:
@@ -573,10 +475,10 @@ class MmapInstanceWriter(_MultiWriter):
             "masked_lm_ids": ids,
             "next_sentence_labels": np.dtype(np.uint8),
         }
-        self._writers = {}
+        super().__init__()
         try:
             for field, dt in dtypes.items():
-                self._writers[field] = IndexedDatasetWriter(self.out_dir / f"{name}_{field}", dt)
+                self._add_dataset(field, fsio.join(str(out_dir), f"{name}_{field}"), dt)
         except BaseException as e:
             self.abort(e)
             raise
@@ -632,8 +534,10 @@ class MmapPackWriter(MmapInstanceWriter):
         super().__init__(out_dir, name, vocab_size, max_seq_length=max_seq_length)
         big = max_seq_length is not None and max_seq_length >= 32768
         try:
-            self._writers["pack_lengths"] = IndexedDatasetWriter(
-                self.out_dir / f"{name}_pack_lengths", np.int32 if big else np.int16
+            self._add_dataset(
+                "pack_lengths",
+                fsio.join(str(out_dir), f"{name}_pack_lengths"),
+                np.int32 if big else np.int16,
             )
         except BaseException as e:
             self.abort(e)

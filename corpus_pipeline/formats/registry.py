@@ -22,10 +22,11 @@ padded DLE rows with an all-ones input mask. Packed shards written before this n
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Iterable, Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
+from corpus_pipeline import fsio
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.formats import hdf5, mmap, tfrecord
 from corpus_pipeline.records import Instance, Pack
@@ -105,10 +106,14 @@ def open_writer(
     vocab_size: int,
     max_per_pack: int | None = None,
 ) -> Any:
-    """A shard writer (context manager with ``write(batch)``); packed when ``max_per_pack``."""
-    os.makedirs(os.path.join(out_dir, fmt), exist_ok=True)
+    """A shard writer (context manager with ``write(batch)``); packed when ``max_per_pack``.
+
+    ``out_dir`` may be remote: the writer builds its files locally and uploads them on close.
+    """
+    fs = fsio.filesystem(out_dir)
+    fs.makedirs(fs.join(out_dir, fmt))
     packed = max_per_pack is not None
-    main = os.path.join(out_dir, shard_files(fmt, name, index, packed)[0])
+    main = fs.join(out_dir, shard_files(fmt, name, index, packed)[0])
     if fmt == "hdf5":
         if max_per_pack is not None:
             return hdf5.PackedHDF5ShardWriter(
@@ -124,7 +129,7 @@ def open_writer(
     if fmt == "mmap":
         cls = mmap.MmapPackWriter if packed else mmap.MmapInstanceWriter
         return cls(
-            os.path.join(out_dir, "mmap"),
+            fs.join(out_dir, "mmap"),
             shard_stem(name, index),
             vocab_size,
             max_seq_length=max_seq_length,
@@ -185,10 +190,10 @@ def writer_file_hashes(
     fmt: str, writer: Any, out_dir: str, name: str, index: int, packed: bool
 ) -> list[dict[str, str]]:
     """``[{path, sha256}]`` of a closed writer's files, relative to ``out_dir``."""
-    from corpus_pipeline.formats.common import sha256_file
-
+    digests = writer.file_sha256
+    rels = shard_files(fmt, name, index, packed)
     return [
-        {"path": rel, "sha256": sha256_file(os.path.join(out_dir, rel))}
-        for rel in shard_files(fmt, name, index, packed)
-        if Path(out_dir, rel).exists()
+        {"path": rel, "sha256": digests[posixpath.basename(rel)]}
+        for rel in rels
+        if posixpath.basename(rel) in digests
     ]

@@ -22,19 +22,18 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import io
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
+from typing import Any
 
 import numpy as np
 
 from corpus_pipeline.errors import UserError
+from corpus_pipeline.formats.base import ShardWriter
 from corpus_pipeline.formats.common import (
     FormatError,
-    atomic_output,
     check_instance_fits,
     lengths_of,
     named_os_error,
@@ -98,8 +97,14 @@ _READ_BUFFER = 1 << 20
 
 def index_path_for(path: str | Path) -> Path:
     """``X.tfrecord`` -> ``X.index`` (the name the ``tfrecord`` package's tools expect)."""
-    p = Path(path)
-    return p.with_suffix(".index") if p.suffix else p.with_name(p.name + ".index")
+    return Path(_index_name(path))
+
+
+def _index_name(path: str | Path) -> str:
+    """:func:`index_path_for` on the path as given (a remote ``s3://...`` one included)."""
+    head, sep, name = str(path).rpartition("/")
+    n = Path(name)
+    return head + sep + (n.with_suffix(".index").name if n.suffix else name + ".index")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -496,169 +501,117 @@ def _packs_to_columns_loop(
 # --------------------------------------------------------------------------------------------
 
 
-class _FramedFileWriter:
-    """Atomic ``.tfrecord`` + ``.index`` pair: framing, index lines, running sha256."""
+def _frame_in_place(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> None:
+    """Fills the header and footer of every record of ``buf`` around its data.
+
+    Record ``i``'s data is ``buf[starts[i] : starts[i] + lengths[i]]``, with ``_HEADER`` bytes
+    free before it and ``_FOOTER`` after: the lengths and their CRCs are vectorised, the data
+    CRCs are one compiled call per record.
+    """
+    n = lengths.shape[0]
+    if not n:
+        return
+    heads = starts - _HEADER
+    ends = starts + lengths
+    header = np.empty((n, _HEADER), dtype=np.uint8)
+    header[:, :8] = lengths.astype("<u8").view(np.uint8).reshape(n, 8)
+    header[:, 8:] = _length_crcs(lengths).view(np.uint8).reshape(n, 4)
+    buf[heads[:, None] + np.arange(_HEADER)] = header
+    data_crcs = masked_crc32c_spans(buf, starts, lengths).astype("<u4")
+    buf[ends[:, None] + np.arange(_FOOTER)] = data_crcs.view(np.uint8).reshape(n, 4)
+
+
+class _TFRecordWriter(ShardWriter):
+    """One ``.tfrecord`` + ``.index`` pair: framing, index lines, running sha256.
+
+    The index is created first, so it is renamed first: a visible ``.tfrecord`` always has
+    its index. Subclasses turn a batch into feature columns (:meth:`_columns`).
+    """
 
     def __init__(self, path: str | Path) -> None:
+        super().__init__()
         self.path = Path(path)
         self.index_path = index_path_for(self.path)
         if self.index_path == self.path:
             raise UserError(f"tfrecord shard {str(self.path)!r} must not end in .index")
         self.num_records = 0
         self._offset = 0
-        self._hash = hashlib.sha256()
-        self._sha256: str | None = None
         self.scratch = EncodeScratch()
-        self._stack = contextlib.ExitStack()
         try:
-            # LIFO exit: the index is renamed before the data, so a visible .tfrecord always
-            # has its index.
-            tmp = self._stack.enter_context(atomic_output(self.path))
-            tmp_index = self._stack.enter_context(atomic_output(self.index_path))
-            self._data: io.BufferedWriter | None = open(tmp, "wb")  # noqa: SIM115 - closed in close()
-            self._index: io.TextIOWrapper | None = open(tmp_index, "w", encoding="ascii")  # noqa: SIM115
+            tmp_index = self._create(_index_name(path))
+            tmp = self._create(path)
+            self._index: io.TextIOWrapper | None = open(tmp_index, "w", encoding="ascii")  # noqa: SIM115 - closed in _finish()
+            self._data = self._hashing(open(tmp, "wb"), path)  # noqa: SIM115
         except BaseException as exc:
-            self._stack.__exit__(type(exc), exc, exc.__traceback__)
+            self.abort(exc)
             raise
+
+    def _columns(self, batch: Sequence[Any]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def write(self, batch: Sequence[Any]) -> None:
+        """Appends a batch of records (all validated before anything is written).
+
+        Raises:
+            ValueError: A record does not fit the shard's widths or is inconsistent.
+        """
+        self._check_open()
+        if not batch:
+            return
+        self.write_columns(self._columns(batch))
 
     def write_records(self, records: Sequence[bytes]) -> None:
         """Appends already-encoded records (framed here)."""
-        frames = [frame_record(data) for data in records]
-        sizes = np.fromiter(map(len, frames), dtype=np.int64, count=len(frames))
-        self._append(np.frombuffer(b"".join(frames), dtype=np.uint8), sizes)
+        lengths = np.fromiter(map(len, records), dtype=np.int64, count=len(records))
+        sizes = lengths + (_HEADER + _FOOTER)
+        starts = np.cumsum(sizes) - sizes + _HEADER
+        buf = np.zeros(int(sizes.sum()), dtype=np.uint8)
+        for start, data in zip(starts.tolist(), records, strict=True):
+            buf[start : start + len(data)] = np.frombuffer(data, dtype=np.uint8)
+        _frame_in_place(buf, starts, lengths)
+        self._append(buf, sizes)
 
     def write_columns(self, columns: Mapping[str, np.ndarray]) -> None:
-        """Appends one ``tf.train.Example`` per row of ``columns``, encoded and framed together.
-
-        Same bytes as ``write_records(encode_examples(columns))``: the batch encoder leaves
-        room for each frame's header and footer, which are then filled in place (lengths and
-        their CRCs vectorised, one compiled CRC call per record for the data).
-        """
+        """Appends one ``tf.train.Example`` per row of ``columns``, encoded and framed together
+        (same bytes as ``write_records(encode_examples(columns))``: the batch encoder leaves
+        room for each frame's header and footer)."""
         buf, starts, lengths = encode_example_batch(
             columns, head=_HEADER, tail=_FOOTER, scratch=self.scratch
         )
-        n = lengths.shape[0]
-        if n:
-            heads = starts - _HEADER
-            ends = starts + lengths
-            header = np.empty((n, _HEADER), dtype=np.uint8)
-            header[:, :8] = lengths.astype("<u8").view(np.uint8).reshape(n, 8)
-            header[:, 8:] = _length_crcs(lengths).view(np.uint8).reshape(n, 4)
-            buf[heads[:, None] + np.arange(_HEADER)] = header
-            data_crcs = masked_crc32c_spans(buf, starts, lengths).astype("<u4")
-            buf[ends[:, None] + np.arange(_FOOTER)] = data_crcs.view(np.uint8).reshape(n, 4)
+        _frame_in_place(buf, starts, lengths)
         self._append(buf, lengths + (_HEADER + _FOOTER))
 
     def _append(self, blob: np.ndarray, sizes: np.ndarray) -> None:
         """Writes framed records (``sizes`` bytes each) and their index lines."""
-        if self._data is None or self._index is None:
-            raise ValueError(f"tfrecord writer for {self.path} is closed")
+        self._check_open()
+        assert self._index is not None
         offsets = np.cumsum(sizes) - sizes + self._offset
         pairs = np.empty(2 * sizes.shape[0], dtype=np.int64)
         pairs[0::2], pairs[1::2] = offsets, sizes
         lines = ("%d %d\n" * sizes.shape[0]) % tuple(pairs.tolist())
+        self._data.write(blob)
         try:
-            self._data.write(blob)  # type: ignore[arg-type]  # numpy arrays are buffers
             self._index.write(lines)
         except OSError as e:
             raise named_os_error(e, self.path) from e
-        self._hash.update(blob)  # type: ignore[arg-type]
         self._offset += int(sizes.sum())
         self.num_records += int(sizes.shape[0])
 
-    def _close_handles(self) -> None:
-        # Closing flushes the buffer, which fails when the disk is full: close both anyway.
-        handles, self._data, self._index = (self._data, self._index), None, None
+    def _finish(self) -> None:
         self.scratch = EncodeScratch()  # drop the work buffers of the last batch
-        error: BaseException | None = None
-        for handle in handles:
-            if handle is not None:
-                try:
-                    handle.close()
-                except BaseException as e:
-                    error = error or e
-        if error is not None:
-            raise error
+        index, self._index = self._index, None
+        if index is not None:
+            index.close()
 
-    def close(self) -> None:
-        if self._sha256 is not None:
-            return
-        try:
-            self._close_handles()
-        except BaseException as e:
-            self.abort(type(e), e, e.__traceback__)
-            if isinstance(e, OSError):
-                raise named_os_error(e, self.path) from e
-            raise
-        self._stack.close()
-        self._sha256 = self._hash.hexdigest()
-
-    def abort(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Removes the temp files (nothing that looks finished is left)."""
-        with contextlib.suppress(OSError):  # a full disk fails the flush of the last buffer
-            self._close_handles()
-        if exc is None:
-            exc = RuntimeError(f"tfrecord writer for {self.path} aborted")
-            exc_type = type(exc)
-        self._stack.__exit__(exc_type, exc, tb)
-
-    @property
-    def sha256(self) -> str:
-        if self._sha256 is None:
-            raise RuntimeError(f"sha256 of {self.path} is known only after close()")
-        return self._sha256
+    def _release(self) -> None:
+        self.scratch = EncodeScratch()
+        index, self._index = self._index, None
+        if index is not None:
+            with contextlib.suppress(OSError):  # a full disk fails the flush of the last buffer
+                index.close()
 
 
-class _ShardWriterBase:
-    """Context-manager plumbing shared by the two TFRecord writers."""
-
-    _file: _FramedFileWriter
-
-    @property
-    def path(self) -> Path:
-        """The final ``.tfrecord`` path."""
-        return self._file.path
-
-    @property
-    def index_path(self) -> Path:
-        """The final ``.index`` path."""
-        return self._file.index_path
-
-    @property
-    def num_records(self) -> int:
-        """Records written so far."""
-        return self._file.num_records
-
-    @property
-    def sha256(self) -> str:
-        """Hex SHA-256 of the finished ``.tfrecord`` (only after :meth:`close`)."""
-        return self._file.sha256
-
-    def close(self) -> None:
-        """Finishes the shard: fsync, rename index then data. Idempotent."""
-        self._file.close()
-
-    def __enter__(self) -> _ShardWriterBase:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is None:
-            self.close()
-        else:
-            self._file.abort(exc_type, exc, tb)
-
-
-class TFRecordShardWriter(_ShardWriterBase):
+class TFRecordShardWriter(_TFRecordWriter):
     """Writes one unpacked Google BERT TFRecord shard (``X.tfrecord`` + ``X.index``).
 
     Features per record: ``input_ids``, ``input_mask``, ``segment_ids`` int64[S];
@@ -684,26 +637,13 @@ class TFRecordShardWriter(_ShardWriterBase):
     def __init__(self, path: str | Path, max_seq_length: int, max_predictions: int) -> None:
         self.max_seq_length = max_seq_length
         self.max_predictions = max_predictions
-        self._file = _FramedFileWriter(path)
+        super().__init__(path)
 
-    def __enter__(self) -> TFRecordShardWriter:
-        return self
-
-    def write(self, batch: Sequence[Instance]) -> None:
-        """Appends a batch of instances (all validated before anything is written).
-
-        Raises:
-            ValueError: An instance does not fit S/P or has bad masked positions.
-        """
-        if not batch:
-            return
-        cols = _instance_columns(
-            batch, self.max_seq_length, self.max_predictions, self._file.scratch
-        )
-        self._file.write_columns(cols)
+    def _columns(self, batch: Sequence[Instance]) -> dict[str, np.ndarray]:
+        return _instance_columns(batch, self.max_seq_length, self.max_predictions, self.scratch)
 
 
-class PackedTFRecordShardWriter(_ShardWriterBase):
+class PackedTFRecordShardWriter(_TFRecordWriter):
     """Writes one packed TFRecord shard in Graphcore's schema (see :func:`packs_to_columns`).
 
     Args:
@@ -721,23 +661,12 @@ class PackedTFRecordShardWriter(_ShardWriterBase):
         self.max_seq_length = max_seq_length
         self.max_predictions = max_predictions
         self.max_per_pack = max_per_pack
-        self._file = _FramedFileWriter(path)
+        super().__init__(path)
 
-    def __enter__(self) -> PackedTFRecordShardWriter:
-        return self
-
-    def write(self, batch: Sequence[Pack]) -> None:
-        """Appends a batch of packs (all validated before anything is written).
-
-        Raises:
-            ValueError: A pack does not fit S/K/M, or a masked position is [CLS].
-        """
-        if not batch:
-            return
-        cols = _pack_columns(
-            batch, self.max_seq_length, self.max_predictions, self.max_per_pack, self._file.scratch
+    def _columns(self, batch: Sequence[Pack]) -> dict[str, np.ndarray]:
+        return _pack_columns(
+            batch, self.max_seq_length, self.max_predictions, self.max_per_pack, self.scratch
         )
-        self._file.write_columns(cols)
 
 
 # --------------------------------------------------------------------------------------------

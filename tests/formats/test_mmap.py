@@ -187,7 +187,10 @@ def test_indexed_dataset_layout_and_reader(tmp_path):
     assert Path(f"{prefix}.bin").stat().st_size == 11 * 4
     for got, want in zip(bin_items(prefix, idx), items, strict=True):
         np.testing.assert_array_equal(got, want)
-    assert w.sha256 == {"toy.bin": sha(tmp_path / "toy.bin"), "toy.idx": sha(tmp_path / "toy.idx")}
+    assert w.file_sha256 == {
+        "toy.bin": sha(tmp_path / "toy.bin"),
+        "toy.idx": sha(tmp_path / "toy.idx"),
+    }
 
     r = IndexedDatasetReader(prefix)
     assert len(r) == 5 and r.num_documents == 4 and r.dtype == np.int32
@@ -351,8 +354,8 @@ def test_instance_layout_round_trip(tmp_path, instances):
         np.testing.assert_array_equal(parsed["masked_lm_positions"][j], inst.masked_lm_positions)
         np.testing.assert_array_equal(parsed["masked_lm_ids"][j], inst.masked_lm_ids)
         np.testing.assert_array_equal(parsed["next_sentence_labels"][j], [inst.next_sentence_label])
-    assert set(w.sha256) == {f"train_{f}.{e}" for f in codes for e in ("bin", "idx")}
-    for name, digest in w.sha256.items():
+    assert set(w.file_sha256) == {f"train_{f}.{e}" for f in codes for e in ("bin", "idx")}
+    for name, digest in w.file_sha256.items():
         assert sha(tmp_path / name) == digest
 
     reader = read_mmap_instances(tmp_path, "train")
@@ -365,8 +368,8 @@ def test_instance_layout_round_trip(tmp_path, instances):
 def test_instance_layout_is_byte_identical(tmp_path, instances):
     a = write_instances(subdir(tmp_path, "a"), instances, batch=len(instances))
     b = write_instances(subdir(tmp_path, "b"), instances, batch=7)
-    assert a.sha256 == b.sha256
-    for name in a.sha256:
+    assert a.file_sha256 == b.file_sha256
+    for name in a.file_sha256:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
