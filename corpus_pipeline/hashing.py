@@ -20,8 +20,3 @@ def stable_hash(*parts: object) -> int:
 def rng_for(*parts: object) -> np.random.Generator:
     """A numpy Generator seeded by a stable hash of ``parts`` (seed, doc id, dupe, stage...)."""
     return np.random.Generator(np.random.PCG64(stable_hash(*parts)))
-
-
-def shard_of(key: object, num_shards: int) -> int:
-    """The shard a record with content key ``key`` belongs to."""
-    return stable_hash("shard", key) % num_shards

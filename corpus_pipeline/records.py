@@ -6,9 +6,15 @@ are *chunks* (lists) of these, never single sentences.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from corpus_pipeline.hashing import stable_hash
+
+# Byte lengths of an instance's four arrays, at the start of its key.
+_LENGTHS = struct.Struct("<4I")
 
 
 @dataclass
@@ -79,16 +85,33 @@ class Instance:
         )
 
     def key(self) -> bytes:
-        """Content bytes, for multiset comparisons and content-hash sharding."""
-        return b"|".join(
-            (
-                np.asarray(self.input_ids, np.int32).tobytes(),
-                np.asarray(self.segment_ids, np.int8).tobytes(),
-                np.asarray(self.masked_lm_positions, np.int32).tobytes(),
-                np.asarray(self.masked_lm_ids, np.int32).tobytes(),
-                bytes([self.next_sentence_label]),
-            )
+        """The content as bytes: equal keys exactly when the instances are equal.
+
+        The four arrays' byte lengths come first, then the arrays (int32, int8, int32, int32,
+        whatever dtype they were read back as) and the label, so no two instances share a key
+        (a separator byte could also occur inside the arrays). Used for multiset comparisons,
+        canonical orders and :func:`shard_of`.
+        """
+        parts = (
+            np.asarray(self.input_ids, np.int32).tobytes(),
+            np.asarray(self.segment_ids, np.int8).tobytes(),
+            np.asarray(self.masked_lm_positions, np.int32).tobytes(),
+            np.asarray(self.masked_lm_ids, np.int32).tobytes(),
         )
+        return b"".join(
+            (_LENGTHS.pack(*map(len, parts)), *parts, bytes((self.next_sentence_label,)))
+        )
+
+
+def shard_of(instance: Instance, num_shards: int) -> int:
+    """The shard an instance is written to: a stable hash of its content, modulo N.
+
+    The one rule for every dataset (``mask``, ``run``, the test datasets of
+    ``corpus_pipeline.testing``); ``pack`` keeps source shard i as packed shard i. It depends
+    on the instance alone, not on bucket, chunk, worker or arrival order, and equal instances
+    (a duplicate drawn twice) share a shard.
+    """
+    return stable_hash("shard", instance.key()) % num_shards
 
 
 @dataclass

@@ -24,10 +24,9 @@ documents and ``bucket_chars`` characters on average) and the shard size (writin
 the corpus size.
 
 Determinism: a bucket's contents depend only on the documents and the totals; an instance
-chunk's key is (bucket, piece, chunk index); instance ``j`` of a chunk goes to the ``j``-th
-shard drawn from ``rng_for(seed, "shard", key)``; masking draws from generators seeded by
-(seed, document key, duplicate); a shard's writer sorts and permutes its instances with a
-seeded generator. Nothing depends on the document files, worker count, bundle boundaries or
+chunk's key is (bucket, piece, chunk index); an instance goes to the shard its content hashes
+to (``records.shard_of``); masking draws from generators seeded by (seed, document key,
+duplicate); a shard's writer sorts and permutes its instances with a seeded generator. Nothing depends on the document files, worker count, bundle boundaries or
 arrival order: ``run`` and ``extract`` + ``mask`` give the same instances.
 """
 
@@ -53,8 +52,8 @@ from corpus_pipeline.config import MaskConfig
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.formats.documents import read_documents
 from corpus_pipeline.formats.spill import SpillRange, iter_spills, write_spill
-from corpus_pipeline.hashing import rng_for, stable_hash
-from corpus_pipeline.records import Document, EncodedDocument
+from corpus_pipeline.hashing import stable_hash
+from corpus_pipeline.records import Document, EncodedDocument, shard_of
 from corpus_pipeline.stages.buckets import iter_buckets
 from corpus_pipeline.stages.mask_stats import MaskStats
 from corpus_pipeline.stages.masking import MaskVocab, content_digest, create_instances
@@ -275,16 +274,13 @@ class MaskBucket(beam.DoFn):
             stats = MaskStats.for_config(cfg, self.mvocab)
             instances = create_instances(piece, cfg, self.mvocab, count=self.count)
             # A piece's instances are spilled SPILL_CHUNK at a time, so a bucket of long
-            # documents never holds all its instances. Instance j of chunk `key` goes to a shard
-            # drawn from the chunk's own generator: independent of workers and order.
+            # documents never holds all its instances. Each goes to the shard its content
+            # hashes to (records.shard_of): independent of chunks, workers and order.
             for c, chunk in enumerate(iter_chunks(instances, SPILL_CHUNK)):
                 key = (bucket, p, c)
-                targets = rng_for(cfg.seed, "shard", *key).integers(
-                    self.num_shards, size=len(chunk)
-                )
                 groups: dict[int, list[Any]] = {}
-                for inst, shard in zip(chunk, targets.tolist(), strict=True):
-                    groups.setdefault(shard, []).append(inst)
+                for inst in chunk:
+                    groups.setdefault(shard_of(inst, self.num_shards), []).append(inst)
                 stats.add_many(chunk)
                 spill = os.path.join(self.spill_dir, f"bucket-{bucket:06d}-{p:04d}-{c:04d}.spill")
                 for shard, r in write_spill(spill, key, groups).items():

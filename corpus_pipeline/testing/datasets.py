@@ -6,7 +6,7 @@ first stories of the bundled Sherlock Holmes book (Gutenberg boilerplate strippe
 ``sources.books.read_book``, paragraphs grouped into documents, sentences split by punkt with the
 bundled parameters). Encoded with :class:`~corpus_pipeline.stages.wordpiece.WordPieceEncoder`,
 masked with :func:`~corpus_pipeline.stages.masking.create_instances`, distributed over shards by
-content hash (``hashing.shard_of``), optionally packed per shard with
+content hash (``records.shard_of``, the pipeline's rule), optionally packed per shard with
 :func:`~corpus_pipeline.stages.packing.pack_instances`, and written in every format through
 ``formats.registry.open_writer``; the manifest follows the schema of ``formats/manifest.py``.
 
@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corpus_pipeline import hashing, resources
+from corpus_pipeline import resources
 from corpus_pipeline.config import MaskConfig, PackConfig, SentenceConfig
 from corpus_pipeline.formats import registry
 from corpus_pipeline.formats.common import sha256_file
 from corpus_pipeline.formats.manifest import write_manifest
 from corpus_pipeline.formats.mmap import MegatronSentenceWriter
-from corpus_pipeline.records import EncodedDocument, Instance, Pack
+from corpus_pipeline.records import EncodedDocument, Instance, Pack, shard_of
 from corpus_pipeline.sources.books import read_book
 from corpus_pipeline.stages.mask_stats import MaskStats
 from corpus_pipeline.stages.masking import MaskVocab, create_instances
@@ -169,7 +169,7 @@ def make_instances(
             masked_lm_positions=inst.masked_lm_positions.copy(),
             masked_lm_ids=inst.masked_lm_ids.copy(),
         )
-        shards[hashing.shard_of(inst.key(), num_shards)].append(inst)
+        shards[shard_of(inst, num_shards)].append(inst)
     packs: list[list[Pack]] | None = None
     pack_cfg: PackConfig | None = None
     strategies: list[dict[str, Any]] = []
