@@ -55,7 +55,7 @@ REPORTS = ("report.png",)
 # Folders and names our verbs write in an output folder: anything else is not ours.
 _FORMAT_DIRS = ("hdf5", "tfrecord", "mmap")
 _SCRATCH_DIRS = (".markers", ".work", ".chunks")
-_RUN_DIRS = ("docs", "unpacked", "packed")
+_RUN_DIRS = ("docs", "unpacked", "packed", "validation")
 _DOC_SHARD = re.compile(r".+_\d{5,}\.(txt|jsonl)")
 _KINDS = ("documents", "instances", "packed")
 # A lock file that is still empty this long after it was created was left by a process killed
@@ -64,6 +64,9 @@ _EMPTY_LOCK_SECONDS = 10.0
 _TAKEOVER = LOCK + ".takeover"
 
 _held: list[tuple[str, str]] = []  # (folder, lock text) of the locks this process holds
+# Folders of _held that their claim created (local ones), with the highest folder it created
+# on the way (``--output new/a/b`` creates ``new`` too).
+_created: dict[str, str] = {}
 
 
 def fingerprint(verb: str, **parts: Any) -> dict[str, Any]:
@@ -221,18 +224,64 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def releasing(fn: F) -> F:
-    """Decorate a verb's ``run``: the locks it claims are released when it returns or raises."""
+    """Decorate a verb's ``run``: the locks it claims are released when it returns or raises.
+
+    When it raises, a folder that its claim created and that holds nothing of value yet (see
+    :func:`_discard_unfinished`) is removed: a failed command leaves no empty output behind.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         depth = len(_held)
+        failed = True
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            failed = False
+            return result
         finally:
             while len(_held) > depth:
-                _release(*_held.pop())
+                out, text = _held.pop()
+                root = _created.pop(out, None)
+                if failed and root is not None:
+                    _discard_unfinished(out, text, root)
+                else:
+                    _release(out, text)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _worthless(rel: str) -> bool:
+    """A file a failed run may lose: its state file, scratch (spills, chunks), temp names.
+    Shards, completion markers and manifests are kept (a rerun resumes from them)."""
+    parts = rel.split("/")
+    return (
+        rel == STATE
+        or any(p in (".work", ".chunks") for p in parts[:-1])
+        or is_temp_name(parts[-1])
+    )
+
+
+def _discard_unfinished(out: str, text: str, root: str) -> None:
+    """After a failure: remove ``out`` (which this run created, with the folders up to
+    ``root``) when everything in it is :func:`_worthless`, else only release its lock. Only
+    what the listing names and empty folders go: a file that appears meanwhile keeps its
+    folder."""
+    files = _listing(out)
+    if files and not all(_worthless(f) for f in files):
+        _release(out, text)
+        return
+    fsio.delete([os.path.join(out, f) for f in files])
+    _release(out, text)
+    _remove_empty_dirs(out)
+    d = os.path.abspath(out)
+    while True:
+        try:
+            os.rmdir(d)
+        except OSError:  # not empty: something that is not ours appeared
+            return
+        if d == root:
+            return
+        d = os.path.dirname(d)
 
 
 # --- what the folder holds ------------------------------------------------------------------
@@ -424,6 +473,11 @@ def claim(out: str, fp: dict[str, Any], *, overwrite: bool = False) -> str:
     Raises:
         UserError: The folder is being written by another run, or holds something else.
     """
+    root = None
+    if not fsio.is_remote(out):
+        d = os.path.abspath(out)
+        while not os.path.lexists(d) and os.path.dirname(d) != d:
+            root, d = d, os.path.dirname(d)
     fsio.make_output_dir(out)
     text = json.dumps({"pid": os.getpid(), "host": _host(), "started": _now()}, sort_keys=True)
     if fsio.is_remote(out):
@@ -436,6 +490,8 @@ def claim(out: str, fp: dict[str, Any], *, overwrite: bool = False) -> str:
                 f"{out}: cannot create the lock {LOCK} ({e.strerror}): choose a writable --output"
             ) from None
     _held.append((out, text))
+    if root is not None:
+        _created[out] = root
     top = [] if fsio.is_remote(out) else _top_strangers(out)
     files = top or _listing(out)
     action = _check(out, files, fp, overwrite)
