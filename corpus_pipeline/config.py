@@ -6,7 +6,7 @@ CLI flags mirror the field names (``--max-per-pack`` <-> ``PackConfig.max_per_pa
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from corpus_pipeline.errors import UserError
 
@@ -67,19 +67,6 @@ class SentenceConfig:
     language: str = "en"
     max_sentence_chars: int = 1000
     min_sentence_chars: int = 1
-
-
-@dataclass(frozen=True)
-class ShardConfig:
-    """Output sharding.
-
-    Attributes:
-        num_shards: Number of output shards (files per format).
-        name: Shard name prefix (``<name>_training_00000.hdf5``).
-    """
-
-    num_shards: int = 4
-    name: str = "wiki"
 
 
 def default_workers() -> int:
@@ -152,11 +139,3 @@ class PackConfig:
     max_per_pack: int = 3
     strategy: str = "lp"
     seed: int = 12345
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Options common to every verb's Beam run."""
-
-    workers: int = field(default_factory=default_workers)
-    beam_args: tuple[str, ...] = ()

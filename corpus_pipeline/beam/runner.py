@@ -222,12 +222,6 @@ def progress_bar(total: int | None, desc: str, unit: str = "unit") -> Iterator[P
             os.rmdir(tmp)
 
 
-def counter(name: str) -> Callable[[int], None]:
-    """A Beam counter in our namespace, as a plain ``inc(n)`` callback."""
-    c = beam.metrics.Metrics.counter(NAMESPACE, name)
-    return c.inc
-
-
 class BeamCounts:
     """The ``count(name, n)`` callback of the stage abstraction, backed by Beam counters.
 
