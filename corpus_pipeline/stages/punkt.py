@@ -29,6 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import NamedTuple
 
 import regex
@@ -168,13 +169,18 @@ class PunktSplitter:
         # on its last ``!``), as in nltk's _match_potential_end_contexts.
         prev = None
         prev_start = prev_stop = 0
-        for m in _PERIOD_CONTEXT_RE.finditer(text):
-            s = m.start()
-            if other_ws:
-                k = max(rfind(c, prev_stop, s) for c in _ASCII_WS)
+        # The end of the text (None) is a last pseudo-candidate that nothing reaches back
+        # over, so the last real candidate is decided by the same check as the others.
+        for m in chain(_PERIOD_CONTEXT_RE.finditer(text), (None,)):
+            if m is None:
+                s = start = len(text)
             else:
-                k = rfind(" ", prev_stop, s)
-            start = k + 1 if k > prev_stop else prev_start
+                s = m.start()
+                if other_ws:
+                    k = max(rfind(c, prev_stop, s) for c in _ASCII_WS)
+                else:
+                    k = rfind(" ", prev_stop, s)
+                start = k + 1 if k > prev_stop else prev_start
             if prev is not None and prev_stop <= start:
                 context = text[prev_start : prev.end(1)]
                 decision = decisions.get(context)
@@ -188,16 +194,6 @@ class PunktSplitter:
             prev = m
             prev_start = start
             prev_stop = s
-        if prev is not None:
-            context = text[prev_start : prev.end(1)]
-            decision = decisions.get(context)
-            if decision is None:
-                decision = self._decide(context)
-            if decision:
-                end = prev_stop + 1
-                slices.append((last_break, end))
-                nxt = prev.start(2)
-                last_break = nxt if nxt >= 0 else end
         slices.append((last_break, len(text.rstrip())))
         return slices
 
