@@ -32,6 +32,8 @@ _EXTRACT_SOURCES = (
     "corpus_pipeline/sources/wikipedia_pages.py",
     "corpus_pipeline/sources/wikipedia_guards.py",
     "corpus_pipeline/sources/wikipedia_clean.py",
+    "corpus_pipeline/sources/wikipedia_site.py",
+    "corpus_pipeline/data/wiki_magic_words.json",
     "corpus_pipeline/stages/sentences.py",
     "corpus_pipeline/beam/extract.py",
     "corpus_pipeline/commands/extract.py",

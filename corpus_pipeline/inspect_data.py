@@ -30,7 +30,7 @@ import numpy as np
 
 from corpus_pipeline import resources
 from corpus_pipeline.errors import UserError
-from corpus_pipeline.formats import hdf5, mmap, registry, tfrecord
+from corpus_pipeline.formats import hdf5, mmap, mmap_bert, registry, tfrecord
 from corpus_pipeline.formats.common import FormatError, atomic_output, sha256_file
 from corpus_pipeline.formats.example_proto import ExampleDecodeError, decode_example
 from corpus_pipeline.formats.manifest import MANIFEST, read_manifest
@@ -268,7 +268,7 @@ def _foreign_mmap(root: Path) -> FormatView | None:
                         sums = np.add.reduceat(flat.astype(np.int64), ends - lens)
                         s = max(s, int(np.max(sums)))
     reader: Callable[[Path, str], Iterable[Instance | Pack]] = (
-        mmap.read_mmap_packs if packed else mmap.read_mmap_instances
+        mmap_bert.read_mmap_packs if packed else mmap_bert.read_mmap_instances
     )
     shards = [
         ShardSource(str(d / f"{stem}_*"), functools.partial(reader, d, stem)) for d, stem in stems

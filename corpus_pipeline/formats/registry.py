@@ -28,7 +28,7 @@ from typing import Any
 
 from corpus_pipeline import fsio
 from corpus_pipeline.errors import UserError
-from corpus_pipeline.formats import hdf5, mmap, tfrecord
+from corpus_pipeline.formats import hdf5, hdf5_writer, mmap_bert, tfrecord
 from corpus_pipeline.records import Instance, Pack
 
 FORMATS = ("hdf5", "tfrecord", "mmap")
@@ -116,10 +116,10 @@ def open_writer(
     main = fs.join(out_dir, shard_files(fmt, name, index, packed)[0])
     if fmt == "hdf5":
         if max_per_pack is not None:
-            return hdf5.PackedHDF5ShardWriter(
+            return hdf5_writer.PackedHDF5ShardWriter(
                 main, max_seq_length, max_predictions, max_per_pack, vocab_size=vocab_size
             )
-        return hdf5.HDF5ShardWriter(main, max_seq_length, max_predictions)
+        return hdf5_writer.HDF5ShardWriter(main, max_seq_length, max_predictions)
     if fmt == "tfrecord":
         if max_per_pack is not None:
             return tfrecord.PackedTFRecordShardWriter(
@@ -127,7 +127,7 @@ def open_writer(
             )
         return tfrecord.TFRecordShardWriter(main, max_seq_length, max_predictions)
     if fmt == "mmap":
-        cls = mmap.MmapPackWriter if packed else mmap.MmapInstanceWriter
+        cls = mmap_bert.MmapPackWriter if packed else mmap_bert.MmapInstanceWriter
         return cls(
             fs.join(out_dir, "mmap"),
             shard_stem(name, index),
@@ -147,7 +147,9 @@ def read_shard(fmt: str, out_dir: str, name: str, index: int, packed: bool) -> I
     if fmt == "mmap":
         d = os.path.join(out_dir, "mmap")
         stem = shard_stem(name, index)
-        return mmap.read_mmap_packs(d, stem) if packed else mmap.read_mmap_instances(d, stem)
+        return (
+            mmap_bert.read_mmap_packs(d, stem) if packed else mmap_bert.read_mmap_instances(d, stem)
+        )
     raise ValueError(f"unknown format {fmt!r}")
 
 

@@ -38,6 +38,7 @@ from corpus_pipeline.sources.wikipedia_records import (
     is_redirect,
     utf8_size_over,
 )
+from corpus_pipeline.sources.wikipedia_site import WikiSite, drops_link, site_for
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,6 @@ def _xml_escape(text: str) -> str:
 _RESIDUE_RE = re.compile(r"\{\{|\}\}|\[\[|\]\]|\{\||\|\}|<[A-Za-z/!]|&[A-Za-z#][A-Za-z0-9]*;")
 _TEMPLATE_RE = re.compile(r"\{\{[^{}]*\}\}")
 _LINK_RE = re.compile(r"\[\[([^\[\]|]*)(?:\|([^\[\]]*))?\]\]")
-_LINK_DROP_PREFIXES = ("file:", "image:", "category:", "media:")
 _TAG_NAMES = (
     "a|abbr|b|bdi|big|blockquote|br|categorytree|ce|center|chem|cite|code|dd|del|dfn|div|dl|dt|"
     "em|font|gallery|graph|h[1-6]|hiero|hr|i|imagemap|includeonly|inputbox|ins|kbd|li|mapframe|"
@@ -101,21 +101,21 @@ _STRAY_RE = re.compile(r"\{\{|\}\}|\[\[|\]\]|\{\||\|\}|<!--|-->")
 _SPACES_RE = re.compile(r"[ \t]{2,}")
 
 
-def _link_text(m: re.Match[str]) -> str:
+def _link_text(m: re.Match[str], site: WikiSite) -> str:
     target, label = m.group(1), m.group(2)
-    if target.strip().lower().startswith(_LINK_DROP_PREFIXES):
-        return ""
+    if drops_link(target, label, site):
+        return ""  # an image or category link: gone with its caption, as wikiextractor does
     return label if label is not None else target
 
 
-def _scrub(text: str) -> str:
+def _scrub(text: str, site: WikiSite) -> str:
     """Remove markup left by wikiextractor: templates, links, tables, tags, entities."""
     for _ in range(8):  # innermost first; nesting deeper than this is left to the stray pass
         text, n = _TEMPLATE_RE.subn("", text)
         if not n:
             break
     for _ in range(4):
-        text, n = _LINK_RE.subn(_link_text, text)
+        text, n = _LINK_RE.subn(lambda m: _link_text(m, site), text)
         if not n:
             break
     if "&" in text:
@@ -137,11 +137,11 @@ def _strip_tags(text: str) -> str:
     return _TAG_RE.sub("", text[:cut]) + _TAG_ONLY_RE.sub("", text[cut:])
 
 
-def _join_paragraphs(paragraphs: list[str]) -> str:
+def _join_paragraphs(paragraphs: list[str], site: WikiSite) -> str:
     text = "\n".join(s for s in (p.strip() for p in paragraphs) if s)
     if _RESIDUE_RE.search(text) is None:
         return text
-    scrubbed = _scrub(text)
+    scrubbed = _scrub(text, site)
     # A line that was only markup is gone; one that became punctuation only is noise.
     return "\n".join(s for s in (p.strip() for p in scrubbed.split("\n")) if _has_word(s))
 
@@ -232,7 +232,7 @@ def clean_page(
         return None
     if guarded:
         count("extract/escaped:unclosed_markup")
-    text = _join_paragraphs(paragraphs)
+    text = _join_paragraphs(paragraphs, page.site or site_for(""))
     if not text:
         count("extract/dropped:empty")
         return None

@@ -45,6 +45,7 @@ from corpus_pipeline.sources.wikipedia_records import (
     open_local,
     utf8_size_over,
 )
+from corpus_pipeline.sources.wikipedia_site import LINK_DROP_NS, WikiSite, site_for
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +230,7 @@ class _PageReader:
         self._whole = unit.end is None and not unit.wrap
         self._stray = bytearray()  # data before the first page of a later stream
         self._stray_bytes = 0
+        self._site: WikiSite | None = None  # built at the first page, after the header
 
     def pages(
         self, raw: Iterable[bytes], prefetch: bool = False
@@ -467,7 +469,15 @@ class _PageReader:
             text=text,
             revid=int(revid) if revid and revid.strip().isdigit() else None,
             timestamp=timestamp,
+            site=self._site or self._make_site(),
         )
+
+    def _make_site(self) -> WikiSite:
+        """The unit's link vocabulary: its language, and the Media/File/Category names from
+        its own header or, for a later stream of a multistream dump, from planning."""
+        names = {n for n, key in self.namespaces.items() if key in LINK_DROP_NS}
+        self._site = site_for(self.unit.lang, tuple(sorted(names.union(self.unit.link_ns))))
+        return self._site
 
 
 def _parse(buf: bytes | bytearray, start: int, end: int) -> ET.Element:

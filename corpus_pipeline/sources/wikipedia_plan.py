@@ -19,7 +19,7 @@ import logging
 import os
 import re
 import xml.etree.ElementTree as ET
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from corpus_pipeline.config import ExtractConfig
 from corpus_pipeline.errors import InputFormatError
@@ -34,6 +34,7 @@ from corpus_pipeline.sources.wikipedia_records import (
     local_name,
     open_local,
 )
+from corpus_pipeline.sources.wikipedia_site import LINK_DROP_NS
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,8 @@ def plan_units(
     with opener(p) as f:
         magic = f.read(8)
     compression = _compression_of(p, magic)
-    encoding, lang = _probe_header(p, compression, opener)
-    whole = [WorkUnit(p, compression, 0, None, False, encoding, 0, lang)]
+    encoding, lang, link_ns = _probe_header(p, compression, opener)
+    whole = [WorkUnit(p, compression, 0, None, False, encoding, 0, lang, link_ns)]
     if compression != "bz2":
         return whole
     if index_path is None:
@@ -105,7 +106,7 @@ def plan_units(
         return whole
     bounds = [*offsets, size]
     return [
-        WorkUnit(p, "bz2", bounds[i], bounds[i + 1], bounds[i] != 0, encoding, i, lang)
+        WorkUnit(p, "bz2", bounds[i], bounds[i + 1], bounds[i] != 0, encoding, i, lang, link_ns)
         for i in range(len(offsets))
     ]
 
@@ -206,21 +207,36 @@ def dump_language(path: str | os.PathLike[str], *, opener: Opener = open_local) 
     _file_size(p, opener)
     with opener(p) as f:
         magic = f.read(8)
-    return _probe_header(p, _compression_of(p, magic), opener)[1]
+    return _probe_header(p, _compression_of(p, magic), opener).lang
 
 
-def _probe_header(path: str, compression: str, opener: Opener) -> tuple[str, str]:
+class _Header(NamedTuple):
+    encoding: str
+    lang: str
+    link_ns: tuple[str, ...] = ()
+
+
+def _probe_header(path: str, compression: str, opener: Opener) -> _Header:
     """Read the start of the dump: raise unless it is XML with a ``<mediawiki>`` root.
 
     A file that ends (truncated) before the root is not an error here: the reader counts it.
-    Returns the document encoding and the wiki's language (:func:`language_of` of the
-    ``<siteinfo>``'s ``<dbname>``, read up to the end of ``<siteinfo>`` or the first page).
+    Returns the document encoding, the wiki's language (:func:`language_of` of the
+    ``<siteinfo>``'s ``<dbname>``) and its names of the Media, File and Category namespaces,
+    read up to the end of ``<siteinfo>`` or the first page.
     """
     parser: Any = ET.XMLPullParser(events=("start", "end"))
     head = b""
     seen = 0
     inflater = Inflater(compression)
     xml_lang: str | None = None  # set once the root is seen
+    dbname = ""
+    link_ns: list[str] = []
+
+    def found() -> _Header:
+        return _Header(
+            _declared_encoding(head), language_of(dbname, xml_lang or ""), tuple(link_ns)
+        )
+
     with opener(path) as f:
         try:
             for data in inflater.inflate(read_range(f, 0, None)):
@@ -237,36 +253,40 @@ def _probe_header(path: str, compression: str, opener: Opener) -> tuple[str, str
                             )
                         xml_lang = elem.get(_XML_LANG) or ""
                     elif event == "end" and name == "dbname":
-                        return _declared_encoding(head), language_of(elem.text or "", xml_lang)
+                        dbname = elem.text or ""
+                    elif event == "end" and name == "namespace":
+                        key = (elem.get("key") or "").strip()
+                        if key.lstrip("-").isdigit() and int(key) in LINK_DROP_NS and elem.text:
+                            link_ns.append(elem.text)
                     elif (event == "start" and name == "page") or (
                         event == "end" and name in ("siteinfo", "mediawiki")
                     ):
-                        return _declared_encoding(head), language_of("", xml_lang)
+                        return found()
                 seen += len(data)
                 if seen > _PROBE_BYTES:
                     break
         except ET.ParseError as e:
             if xml_lang is not None:  # damage after the root: the reader counts it
-                return _declared_encoding(head), language_of("", xml_lang)
+                return found()
             raise InputFormatError(
                 f"{path}: not an XML file ({e}); give a Wikipedia dump (.xml, .xml.bz2)"
             ) from None
         except CorruptData as e:
             if xml_lang is not None:
-                return _declared_encoding(head), language_of("", xml_lang)
+                return found()
             raise InputFormatError(
                 f"{path}: corrupt {compression} data at the start of the file ({e}); "
                 "download it again"
             ) from None
     if xml_lang is not None:  # a root, then the end of the file or of the probe
-        return _declared_encoding(head), language_of("", xml_lang)
+        return found()
     if seen > _PROBE_BYTES or inflater.complete:
         raise InputFormatError(
             f"{path}: no XML element in "
             f"{'the first ' + str(_PROBE_BYTES >> 20) + ' MiB' if seen else 'the file'}; "
             "not a MediaWiki dump"
         )
-    return _declared_encoding(head), ""  # truncated before the root: the reader counts it
+    return _Header(_declared_encoding(head), "")  # truncated before the root: the reader counts it
 
 
 def _index_offsets(index: str, dump: str, size: int, opener: Opener) -> list[int]:

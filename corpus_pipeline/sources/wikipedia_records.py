@@ -15,6 +15,8 @@ from typing import BinaryIO, Protocol
 
 from wikiextractor.extract import redirectKeywords
 
+from corpus_pipeline.sources.wikipedia_site import WikiSite
+
 Count = Callable[..., None]
 
 SOURCE = "wikipedia"
@@ -49,6 +51,8 @@ class WorkUnit:
         stream: Position of the unit in the dump (0 for a single-stream dump).
         lang: The wiki's language code from its ``<siteinfo>`` (:func:`dump_language`), ``""``
             when the header does not name one.
+        link_ns: The dump's names of its Media, File and Category namespaces (from its
+            ``<siteinfo>``), for the units of a multistream dump that do not hold it.
     """
 
     path: str
@@ -59,6 +63,7 @@ class WorkUnit:
     encoding: str = "utf-8"
     stream: int = 0
     lang: str = ""
+    link_ns: tuple[str, ...] = ()
 
     def describe(self) -> str:
         """``path[start:end]`` for messages."""
@@ -82,6 +87,9 @@ class RawPage:
             ``{{CURRENTYEAR}}``-style magic words so extraction does not depend on the day.
         oversized: The text was larger than ``ExtractConfig.max_page_bytes`` and was dropped
             when read (``text`` is empty); :func:`clean_page` counts it as too large.
+        site: The link vocabulary of the page's wiki (its localized File, Category
+            namespaces and image keywords); None reads it as English. Context, not content:
+            not compared.
     """
 
     id: int
@@ -92,6 +100,7 @@ class RawPage:
     revid: int | None = None
     timestamp: str = ""
     oversized: bool = False
+    site: WikiSite | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,8 @@ from tokenizers import BertWordPieceTokenizer
 
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.formats.common import FormatError, atomic_output, remove_stale_temps
-from corpus_pipeline.formats.hdf5 import (
-    HDF5ShardWriter,
-    PackedHDF5ShardWriter,
-    read_hdf5,
-    read_packed_hdf5,
-)
+from corpus_pipeline.formats.hdf5 import read_hdf5, read_packed_hdf5
+from corpus_pipeline.formats.hdf5_writer import HDF5ShardWriter, PackedHDF5ShardWriter
 from corpus_pipeline.hashing import rng_for
 from corpus_pipeline.records import Instance, Pack
 from corpus_pipeline.resources import SAMPLE_BOOK, UNCASED_VOCAB

@@ -17,12 +17,14 @@ from corpus_pipeline.formats.mmap import (
     IndexedDatasetReader,
     IndexedDatasetWriter,
     MegatronSentenceWriter,
+    read_megatron_sentences,
+    token_dtype,
+)
+from corpus_pipeline.formats.mmap_bert import (
     MmapInstanceWriter,
     MmapPackWriter,
-    read_megatron_sentences,
     read_mmap_instances,
     read_mmap_packs,
-    token_dtype,
 )
 from corpus_pipeline.hashing import rng_for
 from corpus_pipeline.records import EncodedDocument, Instance, Pack
