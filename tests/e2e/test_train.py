@@ -6,24 +6,18 @@ import collections
 import itertools
 import json
 import math
-import multiprocessing
-import os
 import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+pytest.register_assert_rewrite("tests.support.training")
 
 from corpus_pipeline import resources  # noqa: E402
 from corpus_pipeline.errors import UserError  # noqa: E402
 from corpus_pipeline.formats import registry  # noqa: E402
 from corpus_pipeline.formats.manifest import read_manifest, write_manifest  # noqa: E402
-from corpus_pipeline.testing.datasets import build_dataset  # noqa: E402
-from corpus_pipeline.train import main  # noqa: E402
 from corpus_pipeline.train.data import (  # noqa: E402
     LoaderState,
     PretrainingStream,
@@ -31,31 +25,10 @@ from corpus_pipeline.train.data import (  # noqa: E402
     open_dataset,
 )
 from corpus_pipeline.train.loader import make_loader  # noqa: E402
-from corpus_pipeline.train.config import TrainConfig  # noqa: E402
-from corpus_pipeline.train.loop import train  # noqa: E402
 from tests.support.torch_threads import one_torch_thread  # noqa: E402, F401 (autouse)
+from tests.support.training import P, S, argv, cli, cli_fork, train_run  # noqa: E402
 
-S, P = 64, 10
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def unpacked(tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("unpacked")
-    build_dataset(out, max_seq_length=S, max_predictions=P, num_shards=3, megatron=True)
-    return str(out)
-
-
-@pytest.fixture(scope="module")
-def packed(tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("packed")
-    build_dataset(out, packed=True, max_seq_length=S, max_predictions=P, num_shards=2)
-    return str(out)
-
-
-def _cfg(data: str, **kw) -> TrainConfig:
-    base = {"steps": 3, "batch_size": 8, "log_every": 1, "seed": 7, "progress": False}
-    return TrainConfig(data=data, **{**base, **kw})
+pytest_plugins = ("tests.support.training",)
 
 
 def _row_keys(batch) -> list[bytes]:
@@ -73,14 +46,14 @@ def _row_keys(batch) -> list[bytes]:
 
 @pytest.mark.parametrize("kind", ["unpacked", "packed"])
 def test_every_format_trains_and_reads_the_same_batches(kind, request, capsys):
-    data = request.getfixturevalue(kind)
+    data = request.getfixturevalue(f"train_{kind}")
     keys = {}
     first_losses = {}
     for fmt in registry.FORMATS:
         # Whole epoch, as the trainer batches it: the same rows in the same order.
         stream = PretrainingStream(open_dataset(data, fmt), 16, 1, shuffle_buffer=64)
         keys[fmt] = [k for b in stream.batches(0, 1) for k in _row_keys(b)]
-        result = train(_cfg(data, format=fmt, steps=1))
+        result = train_run(data, format=fmt, steps=1)
         assert result.last_step == 1 and len(result.mlm_losses) == 1
         assert all(math.isfinite(x) for x in result.mlm_losses + result.nsp_losses)
         assert abs(result.mlm_losses[0] - math.log(30522)) < 0.5
@@ -96,7 +69,8 @@ def test_every_format_trains_and_reads_the_same_batches(kind, request, capsys):
     assert "tokens/s=" in out and "real_tokens=" in out
 
 
-def test_packed_batches_carry_more_real_tokens(packed):
+def test_packed_batches_carry_more_real_tokens(train_packed):
+    packed = train_packed
     fracs = {}
     rows = {}
     for name, unpack in (("unpacked", True), ("packed", False)):
@@ -119,7 +93,7 @@ def test_packed_batches_carry_more_real_tokens(packed):
 
 @pytest.mark.parametrize("kind", ["unpacked", "packed"])
 def test_two_ranks_two_workers_cover_every_record_once(kind, request):
-    data = request.getfixturevalue(kind)
+    data = request.getfixturevalue(f"train_{kind}")
     info = open_dataset(data, "tfrecord")
     manifest = read_manifest(data)
     want = collections.Counter(
@@ -132,16 +106,19 @@ def test_two_ranks_two_workers_cover_every_record_once(kind, request):
             stream = PretrainingStream(info, 7, 3, world_size=2, rank=rank, shuffle_buffer=20)
             stream.set_state(LoaderState.fresh(2, epoch=epoch))
             n = 0
-            for batch in make_loader(stream, 2):
-                got.update(_row_keys(batch))
-                n += 1
+            # What each of two DataLoader workers yields (the DataLoader itself: the resume
+            # tests below).
+            for worker in range(2):
+                for batch in stream.batches(worker, 2):
+                    got.update(_row_keys(batch))
+                    n += 1
             # Ranks take near-equal contiguous block ranges: at most one batch apart.
             assert abs(n - info.num_records / 7 / 2) <= 1.5
         assert got == want  # every record exactly once, no duplicates
 
 
-def test_loader_resumes_mid_epoch_in_the_same_order(unpacked):
-    info = open_dataset(unpacked, "mmap")
+def test_loader_resumes_mid_epoch_in_the_same_order(train_unpacked):
+    info = open_dataset(train_unpacked, "mmap")
     # 13 rows per batch: the two worker streams end unevenly, the last batch is short.
     stream = PretrainingStream(info, 13, 5, shuffle_buffer=50)
     stream.set_state(LoaderState.fresh(2))
@@ -166,50 +143,50 @@ def test_loader_resumes_mid_epoch_in_the_same_order(unpacked):
         assert rest == [k for _, k in full[cut:]]
 
 
-def test_resume_gives_the_same_losses_as_an_uninterrupted_run(unpacked, tmp_path):
-    kw = {"steps": 6, "workers": 2, "format": "hdf5"}
-    straight = train(_cfg(unpacked, **kw))
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(train_unpacked, tmp_path):
+    # Two workers: the resumed loader replays both worker streams from the checkpoint.
+    kw = {"steps": 4, "workers": 2, "format": "hdf5"}
+    straight = train_run(train_unpacked, **kw)
     ckpt = tmp_path / "ckpt"
-    part1 = train(_cfg(unpacked, checkpoint_dir=str(ckpt), stop_at=3, **kw))
-    assert part1.last_step == 3 and (ckpt / "step_00000003.pt").is_file()
-    part2 = train(_cfg(unpacked, checkpoint_dir=str(ckpt), resume="latest", **kw))
-    assert part2.first_step == 4 and part2.last_step == 6
+    part1 = train_run(train_unpacked, checkpoint_dir=str(ckpt), stop_at=2, **kw)
+    assert part1.last_step == 2 and (ckpt / "step_00000002.pt").is_file()
+    part2 = train_run(train_unpacked, checkpoint_dir=str(ckpt), resume="latest", **kw)
+    assert part2.first_step == 3 and part2.last_step == 4
     assert part1.mlm_losses + part2.mlm_losses == straight.mlm_losses
     assert part1.nsp_losses + part2.nsp_losses == straight.nsp_losses
-    saved = torch.load(ckpt / "step_00000006.pt", weights_only=True)
-    assert saved["step"] == 6 and saved["loader"][0]["batches"] == 6
+    saved = torch.load(ckpt / "step_00000004.pt", weights_only=True)
+    assert saved["step"] == 4 and saved["loader"][0]["batches"] == 4
     assert saved["data"]["vocab_size"] == 30522 and saved["preset"] == "tiny"
 
 
-def test_same_seed_same_losses_other_seed_other_losses(packed, tmp_path):
-    a = train(_cfg(packed, steps=3, metrics=str(tmp_path / "a.jsonl")))
-    b = train(_cfg(packed, steps=3))
-    c = train(_cfg(packed, steps=1, seed=8))
+def test_same_seed_same_losses_other_seed_other_losses(train_packed, tmp_path):
+    a = train_run(train_packed, steps=2, metrics=str(tmp_path / "a.jsonl"))
+    b = train_run(train_packed, steps=2)
+    c = train_run(train_packed, steps=1, seed=8)
     assert a.mlm_losses == b.mlm_losses and a.nsp_losses == b.nsp_losses
     assert a.mlm_losses[0] != c.mlm_losses[0]
     rows = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert [r["step"] for r in rows] == [1, 2]
     assert [r["mlm_loss"] for r in rows] == a.mlm_losses
 
 
-def test_checkpoint_of_other_vocabulary_or_lengths_is_refused(unpacked, tmp_path):
-    cased = tmp_path / "cased"
-    build_dataset(cased, max_seq_length=S, max_predictions=P, num_shards=2, cased=True)
-    ckpt = tmp_path / "ckpt"
-    train(_cfg(unpacked, steps=1, checkpoint_dir=str(ckpt)))
+def test_checkpoint_of_other_vocabulary_or_lengths_is_refused(
+    train_unpacked, train_cased, train_s128_p12, tmp_path
+):
+    ckpt = str(tmp_path / "ckpt")
+    train_run(train_unpacked, steps=1, checkpoint_dir=ckpt)
     with pytest.raises(UserError, match="vocabulary .* does not match the checkpoint"):
-        train(_cfg(str(cased), steps=2, checkpoint_dir=str(ckpt), resume="latest"))
-    longer = tmp_path / "s128"
-    build_dataset(longer, formats=("mmap",), max_seq_length=128, max_predictions=P, num_shards=2)
+        train_run(train_cased, steps=2, checkpoint_dir=ckpt, resume="latest")
     with pytest.raises(UserError, match="S=128 does not match the checkpoint"):
-        train(_cfg(str(longer), steps=2, checkpoint_dir=str(ckpt), resume="latest"))
+        train_run(train_s128_p12, steps=2, checkpoint_dir=ckpt, resume="latest")
     # A vocab.txt that is not the data's, named on the command line: one line, exit 2.
-    code = main(["--data", unpacked, "--steps", "1", "--vocab", str(resources.CASED_VOCAB)])
-    assert code == 2
+    run = cli(train_unpacked, steps=1, vocab=str(resources.CASED_VOCAB))
+    assert run.code == 2 and len(run.err_lines) == 1
+    assert run.err_lines[0].startswith(f"error: {resources.CASED_VOCAB}: sha256 ")
 
 
-def test_dynamic_masking_gives_fresh_valid_masks_each_epoch(unpacked):
-    info = open_dataset(unpacked)
+def test_dynamic_masking_gives_fresh_valid_masks_each_epoch(train_unpacked):
+    info = open_dataset(train_unpacked)
     stream = PretrainingStream(info, 16, 3, dynamic=True, shuffle_buffer=1)
     epochs = [list(stream.dynamic_records(e, 0, 1)) for e in (0, 1)]
     again = list(stream.dynamic_records(0, 0, 1))
@@ -239,51 +216,28 @@ def test_dynamic_masking_gives_fresh_valid_masks_each_epoch(unpacked):
     m1 = {i.masked_lm_ids.tobytes() + i.masked_lm_positions.tobytes() for i in epochs[1]}
     assert len(m0 & m1) < 0.05 * len(m0)
     assert masks(epochs[0]) != masks(epochs[1])
-    result = train(_cfg(unpacked, steps=2, dynamic_masking=True))
+    result = train_run(train_unpacked, steps=2, dynamic_masking=True)
     assert all(math.isfinite(x) for x in result.mlm_losses)
 
 
-def test_cli_logs_refuses_and_warns(packed, tmp_path, capsys):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "corpus_pipeline.train",
-            "--data",
-            packed,
-            "--steps",
-            "2",
-            "--batch-size",
-            "8",
-            "--log-every",
-            "1",
-            "--threads",
-            "1",
-            "--tensorboard",
-            str(tmp_path / "tb"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr
-    lines = run.stdout.splitlines()
+def test_cli_logs_refuses_and_warns(train_packed, tmp_path):
+    tb = tmp_path / "tb"
+    run = cli(train_packed, steps=2, output_dir=str(tmp_path / "out"), tensorboard=str(tb))
+    assert run.code == 0, run.err
+    lines = run.out.splitlines()
     assert sum(line.startswith("step ") and "mlm_loss=" in line for line in lines) == 2
     assert any(line.startswith("done:") and "mlm_loss start=" in line for line in lines)
     try:
         import tensorboard  # noqa: F401
     except ImportError:
-        warn = [x for x in run.stderr.splitlines() if x.startswith("warning:")]
+        warn = [x for x in run.err_lines if x.startswith("warning:")]
         assert len(warn) == 1 and "tensorboard" in warn[0]
     else:
-        assert any((tmp_path / "tb").iterdir())
-    # User mistakes: one "error:" line and exit code 2 (in-process: no second torch start-up).
-    assert main(["--data", str(tmp_path / "missing"), "--steps", "1"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+        assert any(tb.iterdir())
+    # User mistakes: one "error:" line and exit code 2.
+    missing = cli(tmp_path / "missing", steps=1)
+    assert missing.code == 2 and missing.out == ""
+    assert len(missing.err_lines) == 1 and missing.err.startswith("error: ")
 
 
 def _free_port() -> int:
@@ -292,17 +246,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _rank_main(env: dict[str, str], argv: list[str]) -> None:
-    os.environ.update(env)
-    torch.set_num_threads(1)
-    os._exit(main(argv))
-
-
-def _run_ranks(argv: list[str], world: int = 2) -> None:
+def _run_ranks(args: list[str], world: int = 2) -> None:
     """What ``torchrun --nproc-per-node 2`` does (env:// rendezvous), with forked ranks that
     inherit the imported torch instead of starting three fresh interpreters."""
     port = _free_port()
-    ctx = multiprocessing.get_context("fork")
     procs = []
     for rank in range(world):
         env = {
@@ -312,21 +259,20 @@ def _run_ranks(argv: list[str], world: int = 2) -> None:
             "MASTER_ADDR": "127.0.0.1",
             "MASTER_PORT": str(port),
         }
-        procs.append(ctx.Process(target=_rank_main, args=(env, argv)))
-        procs[-1].start()
+        procs.append(cli_fork(args, env))
     for p in procs:
         p.join(timeout=240)
     assert [p.exitcode for p in procs] == [0] * world
 
 
-def test_two_process_ddp_uneven_epochs_checkpoint_and_resume(packed, tmp_path):
+def test_two_process_ddp_uneven_epochs_checkpoint_and_resume(train_packed, tmp_path):
     """DDP on gloo: ranks get 3 and 4 batches per epoch (the lockstep ends the epoch for both
     after 3), checkpoints hold both ranks' loader and RNG states, and a resumed run repeats the
     uninterrupted run's losses."""
     # A 60-pack dataset (the packed fixture's first packs) keeps epochs short.
     data = tmp_path / "small"
-    manifest = read_manifest(packed)
-    packs = list(itertools.islice(registry.read_shard("hdf5", packed, "sample", 0, True), 60))
+    manifest = read_manifest(train_packed)
+    packs = list(itertools.islice(registry.read_shard("hdf5", train_packed, "sample", 0, True), 60))
     with registry.open_writer(
         "hdf5",
         str(data),
@@ -345,39 +291,22 @@ def test_two_process_ddp_uneven_epochs_checkpoint_and_resume(packed, tmp_path):
     write_manifest(str(data), manifest)
     assert -(-60 // 9) == 7  # 7 batches of 9: 3 for rank 0, 4 for rank 1
     ckpt = tmp_path / "ckpt"
-    common = [
-        "--data",
-        str(data),
-        "--steps",
-        "5",
-        "--batch-size",
-        "9",
-        "--log-every",
-        "1",
-        "--checkpoint-dir",
-        str(ckpt),
-        "--keep-checkpoints",
-        "0",
-        "--output-dir",
-        str(tmp_path / "out"),
-        "--no-progress",
-    ]
-    _run_ranks([*common, "--checkpoint-every", "2", "--metrics", str(tmp_path / "a.jsonl")])
+    common = {
+        "steps": 4,
+        "batch_size": 9,
+        "checkpoint_dir": str(ckpt),
+        "keep_checkpoints": 0,
+        "output_dir": str(tmp_path / "out"),
+    }
+    _run_ranks(argv(data, checkpoint_every=2, metrics=str(tmp_path / "a.jsonl"), **common))
     saved = torch.load(ckpt / "step_00000004.pt", weights_only=True)
     assert [s["epoch"] for s in saved["loader"]] == [1, 1]
     assert [s["batches"] for s in saved["loader"]] == [1, 1]
     assert len(saved["rng"]) == 2 and saved["run"]["world_size"] == 2
-    _run_ranks(
-        [
-            *common,
-            "--resume",
-            str(ckpt / "step_00000002.pt"),
-            "--metrics",
-            str(tmp_path / "b.jsonl"),
-        ]
-    )
+    resume = str(ckpt / "step_00000002.pt")
+    _run_ranks(argv(data, resume=resume, metrics=str(tmp_path / "b.jsonl"), **common))
     a = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
     b = [json.loads(x) for x in (tmp_path / "b.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in a] == [0, 0, 0, 1, 1]  # the epoch ended after 3 steps
-    assert [r["step"] for r in b] == [3, 4, 5]
+    assert [r["epoch"] for r in a] == [0, 0, 0, 1]  # the epoch ended after 3 steps
+    assert [r["step"] for r in b] == [3, 4]
     assert b == a[2:]

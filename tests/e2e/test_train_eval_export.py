@@ -11,41 +11,35 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+pytest.register_assert_rewrite("tests.support.training")
 
 from corpus_pipeline import resources  # noqa: E402
 from corpus_pipeline.formats import registry  # noqa: E402
 from corpus_pipeline.stages.wordpiece import WordPieceEncoder  # noqa: E402
-from corpus_pipeline.testing.datasets import build_dataset  # noqa: E402
-from corpus_pipeline.train import main  # noqa: E402
-from corpus_pipeline.train.data import collate, open_dataset, ordered_batches  # noqa: E402
+from corpus_pipeline.train.data import (  # noqa: E402
+    MODEL_KEYS,
+    collate,
+    open_dataset,
+    ordered_batches,
+)
 from corpus_pipeline.train.evaluate import evaluate  # noqa: E402
-from corpus_pipeline.train.config import TrainConfig  # noqa: E402
-from corpus_pipeline.train.loop import train  # noqa: E402
 from corpus_pipeline.train.model import BertConfig, BertForPreTraining, preset_config  # noqa: E402
 from tests.support.torch_threads import one_torch_thread  # noqa: E402, F401 (autouse)
+from tests.support.training import cli, train_run  # noqa: E402
 
-S, P = 64, 10
+pytest_plugins = ("tests.support.training",)
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> str:
+@pytest.fixture
+def data(train_unpacked: str) -> str:
     """Training data: unpacked, every format."""
-    out = tmp_path_factory.mktemp("train")
-    build_dataset(out, max_seq_length=S, max_predictions=P, num_shards=2)
-    return str(out)
+    return train_unpacked
 
 
-@pytest.fixture(scope="module")
-def heldout(tmp_path_factory) -> str:
+@pytest.fixture
+def heldout(train_heldout: str) -> str:
     """Held-out data: the sample text masked with another seed, packed, every format."""
-    out = tmp_path_factory.mktemp("heldout")
-    build_dataset(out, packed=True, max_seq_length=S, max_predictions=P, num_shards=2, seed=2)
-    return str(out)
-
-
-def _cfg(data: str, **kw) -> TrainConfig:
-    base = {"steps": 3, "batch_size": 8, "log_every": 1, "seed": 7, "progress": False}
-    return TrainConfig(data=data, **{**base, **kw})
+    return train_heldout
 
 
 # ------------------------------------------------------------------------------------------
@@ -56,8 +50,9 @@ def test_eval_every_k_steps_and_at_the_end_without_changing_training(
     data, heldout, tmp_path, capsys
 ):
     metrics = tmp_path / "m.jsonl"
-    cfg = _cfg(data, steps=3, eval_data=heldout, eval_every=2, eval_batches=3)
-    with_eval = train(_cfg(**{**vars(cfg), "metrics": str(metrics)}))
+    with_eval = train_run(
+        data, steps=3, eval_data=heldout, eval_every=2, eval_batches=3, metrics=str(metrics)
+    )
     out = capsys.readouterr().out
     assert [e["step"] for e in with_eval.evals] == [2, 3]  # every 2 and the end
     for e in with_eval.evals:
@@ -74,7 +69,7 @@ def test_eval_every_k_steps_and_at_the_end_without_changing_training(
     assert [r["step"] for r in evals] == [2, 3]
     assert [r["mlm_accuracy"] for r in evals] == [e["mlm_accuracy"] for e in with_eval.evals]
     # Eval mode draws no random number: training is the same as without evaluation.
-    plain = train(_cfg(data, steps=3))
+    plain = train_run(data, steps=3)
     assert with_eval.mlm_losses == plain.mlm_losses and with_eval.nsp_losses == plain.nsp_losses
     assert plain.evals == []
 
@@ -96,21 +91,7 @@ def test_eval_is_deterministic_no_dropout_first_batches_in_file_order(heldout):
     # Equal to the eval-mode forward pass (dropout 0.5 in train mode would change it).
     model.eval()
     with torch.no_grad():
-        mlm_logits, _ = model(
-            *(
-                torch.from_numpy(first[k])
-                for k in (
-                    "input_ids",
-                    "segment_ids",
-                    "position_ids",
-                    "sequence_ids",
-                    "masked_lm_positions",
-                    "masked_lm_weights",
-                    "cls_positions",
-                    "nsp_weights",
-                )
-            )
-        )
+        mlm_logits, _ = model(*(torch.from_numpy(first[k]) for k in MODEL_KEYS))
     one = evaluate(model, ordered_batches(info, 4, 1), torch.device("cpu"))
     labels = torch.from_numpy(first["masked_lm_ids"][first["masked_lm_weights"] > 0])
     want = torch.nn.functional.cross_entropy(mlm_logits, labels, reduction="sum").item()
@@ -123,8 +104,8 @@ def test_eval_same_numbers_in_every_format_packed_or_unpacked(data, heldout):
         for unpack in (False, True):
             # --unpack reads the held-out packs one instance per row (the training data here
             # is unpacked either way, so the model is the same).
-            r = train(
-                _cfg(data, steps=1, format=fmt, unpack=unpack, eval_data=heldout, eval_batches=2)
+            r = train_run(
+                data, steps=1, format=fmt, unpack=unpack, eval_data=heldout, eval_batches=2
             )
             (seen[fmt, unpack],) = r.evals
     for unpack in (False, True):
@@ -158,22 +139,20 @@ def test_eval_totals_of_packs_equal_those_of_their_instances_unpacked(heldout):
         assert getattr(as_packs, key) == pytest.approx(getattr(as_rows, key), rel=1e-5), key
 
 
-def test_eval_data_of_other_vocabulary_or_p_is_refused_in_one_line(data, tmp_path, capsys):
-    cased = tmp_path / "cased"
-    build_dataset(cased, formats=("mmap",), max_seq_length=S, max_predictions=P, cased=True)
-    p12 = tmp_path / "p12"
-    build_dataset(p12, formats=("mmap",), max_seq_length=S, max_predictions=12)
-    common = ["--data", data, "--steps", "1", "--threads", "1", "--output-dir", str(tmp_path)]
+def test_eval_data_of_other_vocabulary_or_p_is_refused_in_one_line(
+    data, train_cased, train_s128_p12, tmp_path
+):
+    common = {"steps": 1, "output_dir": str(tmp_path)}
     for bad, want in (
-        (cased, "vocabulary .* does not match the training data"),
-        (p12, "max_predictions P=12 does not match the training data .*'s P=10"),
+        (train_cased, "vocabulary .* does not match the training data"),
+        (train_s128_p12, "max_predictions P=12 does not match the training data .*'s P=10"),
     ):
-        assert main([*common, "--eval-data", str(bad)]) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith("error: ")
-        assert re.search(want, err[0]), err[0]
-    assert main([*common, "--eval-every", "5"]) == 2
-    assert "--eval-every/--eval-batches need --eval-data" in capsys.readouterr().err
+        run = cli(data, eval_data=bad, **common)
+        assert run.code == 2 and len(run.err_lines) == 1
+        assert run.err_lines[0].startswith("error: ")
+        assert re.search(want, run.err_lines[0]), run.err_lines[0]
+    run = cli(data, eval_every=5, **common)
+    assert run.code == 2 and "--eval-every/--eval-batches need --eval-data" in run.err
     assert not (tmp_path / "model.pt").exists()  # refused before training
 
 
@@ -200,7 +179,7 @@ def test_export_hf_loads_in_transformers_with_the_same_logits(heldout, tmp_path)
     transformers = pytest.importorskip("transformers")
     hf_dir = tmp_path / "hf"
     # Trained on packed rows; compared on the same instances unpacked (what HF BERT reads).
-    result = train(_cfg(heldout, steps=3, output_dir=str(tmp_path / "out"), export_hf=str(hf_dir)))
+    result = train_run(heldout, steps=2, output_dir=str(tmp_path / "out"), export_hf=str(hf_dir))
     assert result.hf_export == str(hf_dir)
     names = sorted(p.name for p in hf_dir.iterdir())
     assert {"config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json"} <= set(names)
@@ -214,21 +193,7 @@ def test_export_hf_loads_in_transformers_with_the_same_logits(heldout, tmp_path)
     info = open_dataset(heldout, unpack=True)
     batch = next(ordered_batches(info, 8, 1))
     with torch.no_grad():
-        mlm, nsp = ours(
-            *(
-                torch.from_numpy(batch[k])
-                for k in (
-                    "input_ids",
-                    "segment_ids",
-                    "position_ids",
-                    "sequence_ids",
-                    "masked_lm_positions",
-                    "masked_lm_weights",
-                    "cls_positions",
-                    "nsp_weights",
-                )
-            )
-        )
+        mlm, nsp = ours(*(torch.from_numpy(batch[k]) for k in MODEL_KEYS))
     hf_mlm, hf_nsp = _hf_logits(hf, batch)
     assert hf_mlm.shape == mlm.shape and hf_nsp.shape == nsp.shape
     torch.testing.assert_close(hf_mlm, mlm, atol=1e-4, rtol=1e-4)
@@ -237,16 +202,13 @@ def test_export_hf_loads_in_transformers_with_the_same_logits(heldout, tmp_path)
     assert torch.equal(hf.cls.predictions.decoder.weight, ours.embeddings.word.weight.detach())
 
 
-def test_export_hf_cased_tokenizer_matches_our_encoder(tmp_path):
+def test_export_hf_cased_tokenizer_matches_our_encoder(train_cased, tmp_path):
     transformers = pytest.importorskip("transformers")
-    cased = tmp_path / "cased"
-    build_dataset(cased, formats=("mmap",), max_seq_length=S, max_predictions=P, cased=True)
     hf_dir = tmp_path / "hf"
-    code = main(
-        ["--data", str(cased), "--steps", "1", "--batch-size", "4", "--threads", "1"]
-        + ["--output-dir", str(tmp_path / "out"), "--export-hf", str(hf_dir), "--no-progress"]
+    run = cli(
+        train_cased, steps=1, batch_size=4, output_dir=str(tmp_path / "out"), export_hf=str(hf_dir)
     )
-    assert code == 0
+    assert run.code == 0, run.err
     assert json.loads((hf_dir / "tokenizer_config.json").read_text())["do_lower_case"] is False
     assert (hf_dir / "vocab.txt").read_bytes() == resources.CASED_VOCAB.read_bytes()
     tok = transformers.AutoTokenizer.from_pretrained(str(hf_dir))
@@ -257,9 +219,7 @@ def test_export_hf_cased_tokenizer_matches_our_encoder(tmp_path):
     assert tok.convert_ids_to_tokens([ids[0], ids[-1]]) == ["[CLS]", "[SEP]"]
 
 
-def test_export_hf_without_transformers_is_refused_before_training(
-    data, tmp_path, capsys, monkeypatch
-):
+def test_export_hf_without_transformers_is_refused_before_training(data, tmp_path, monkeypatch):
     real = importlib.util.find_spec
 
     def no_transformers(name, *a, **kw):
@@ -267,21 +227,9 @@ def test_export_hf_without_transformers_is_refused_before_training(
 
     monkeypatch.setattr(importlib.util, "find_spec", no_transformers)
     out = tmp_path / "out"
-    code = main(
-        [
-            "--data",
-            data,
-            "--steps",
-            "1",
-            "--output-dir",
-            str(out),
-            "--export-hf",
-            str(tmp_path / "hf"),
-        ]
-    )
-    assert code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == [
+    run = cli(data, steps=1, output_dir=str(out), export_hf=str(tmp_path / "hf"))
+    assert run.code == 2
+    assert run.err_lines == [
         "error: --export-hf needs transformers: pip install 'corpus-pipeline[hf]' "
         "(or pip install transformers safetensors)"
     ]

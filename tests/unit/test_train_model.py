@@ -27,18 +27,9 @@ from corpus_pipeline.train.model import (  # noqa: E402
     preset_config,
     pretraining_losses,
 )
+from tests.support.torch_threads import one_torch_thread  # noqa: E402, F401 (autouse)
 
 S, P, K = 64, 10, 3
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tests share a couple of cores: OpenMP threads spinning against other processes make a
-    # tiny model ~10x slower than one thread.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _info(packed: bool, vocab_size: int = 30522) -> DatasetInfo:
