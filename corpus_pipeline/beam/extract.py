@@ -168,7 +168,7 @@ def _iter_tasks(
             for j, skipped in enumerate(other):
                 yield ExtractTask(src, len(units) + j, "skip", skipped)
         else:
-            units_ = wikipedia_plan.plan_units(
+            units_ = wikipedia_plan.iter_units(
                 path, cfg, index_path=index, opener=dump_opener(path)
             )
             for i, unit_ in enumerate(units_):

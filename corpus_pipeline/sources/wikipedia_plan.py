@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO, NamedTuple
 
 from corpus_pipeline.config import ExtractConfig
@@ -45,6 +46,9 @@ _PROBE_BYTES = 16 << 20
 _MULTISTREAM_PROBE_BYTES = 4 << 20
 # Raw bytes per read while scanning a multistream file for stream headers.
 _SCAN_BYTES = 16 << 20
+# Decompressed bytes of a multistream index read first (the block then doubles up to
+# _SCAN_BYTES): a --max-docs plan needs only its first lines.
+_FIRST_INDEX_BLOCK = 64 << 10
 # Raw bytes fed to a fresh decompressor to check a candidate stream header.
 _VERIFY_BYTES = 1024  # ~0.04 ms each: the header tables are in the first bytes
 
@@ -84,6 +88,26 @@ def plan_units(
         InputFormatError: the file is missing, empty, not XML, not a MediaWiki export, its
             compressed header is corrupt, or the index does not match it.
     """
+    return list(iter_units(path, cfg, index_path, opener=opener))
+
+
+def iter_units(
+    path: str | os.PathLike[str],
+    cfg: ExtractConfig,
+    index_path: str | os.PathLike[str] | None = None,
+    *,
+    opener: Opener = open_local,
+) -> Iterator[WorkUnit]:
+    """:func:`plan_units` one unit at a time, for a consumer that may stop early
+    (``--max-docs``): a multistream index is then read only as far as the units taken need
+    (the enwiki index is ~1 GB decompressed). An index line found bad, or an offset past the
+    end of the dump, raises when reading reaches it; the last offset's stream header is
+    checked when the index is read to its end.
+
+    Raises:
+        InputFormatError: as :func:`plan_units`, raised by the first ``next()`` for the
+            dump itself.
+    """
     del cfg
     p = os.fspath(path)
     if opener is open_local:
@@ -93,22 +117,26 @@ def plan_units(
         magic = f.read(8)
     compression = _compression_of(p, magic)
     encoding, lang, link_ns = _probe_header(p, compression, opener)
-    whole = [WorkUnit(p, compression, 0, None, False, encoding, 0, lang, link_ns)]
+    whole = WorkUnit(p, compression, 0, None, False, encoding, 0, lang, link_ns)
     if compression != "bz2":
-        return whole
+        yield whole
+        return
     if index_path is None:
         index_path = find_index(p)
     if index_path is not None:
-        offsets = _index_offsets(os.fspath(index_path), p, size, opener)
+        offsets: Iterable[int] = _index_offsets(os.fspath(index_path), p, size, opener)
     else:
         offsets = _scan_stream_offsets(p, size, opener)
-    if len(offsets) <= 1:
-        return whole
-    bounds = [*offsets, size]
-    return [
-        WorkUnit(p, "bz2", bounds[i], bounds[i + 1], bounds[i] != 0, encoding, i, lang, link_ns)
-        for i in range(len(offsets))
-    ]
+    it = iter(offsets)
+    start = next(it)
+    i = 0
+    for nxt in it:
+        yield WorkUnit(p, "bz2", start, nxt, start != 0, encoding, i, lang, link_ns)
+        start, i = nxt, i + 1
+    if i == 0:
+        yield whole
+    else:
+        yield WorkUnit(p, "bz2", start, size, True, encoding, i, lang, link_ns)
 
 
 def needs_chunking(unit: WorkUnit) -> bool:
@@ -289,57 +317,76 @@ def _probe_header(path: str, compression: str, opener: Opener) -> _Header:
     return _Header(_declared_encoding(head), "")  # truncated before the root: the reader counts it
 
 
-def _index_offsets(index: str, dump: str, size: int, opener: Opener) -> list[int]:
-    """Distinct stream offsets of a multistream index, checked against the dump.
+def _index_offsets(index: str, dump: str, size: int, opener: Opener) -> Iterator[int]:
+    """Distinct stream offsets of a multistream index, in file order, checked against the dump
+    as they are read (0 first: the ``<siteinfo>`` stream, which the index does not list).
 
     The enwiki index has ~23M lines; blocks are matched with one regex call each (a Python
-    loop over lines would take minutes on the launcher).
+    loop over lines would take minutes on the launcher). Blocks start small and double, so a
+    consumer that stops after a few units reads little of the index.
     """
     try:
         with opener(index) as raw:
             magic = raw.read(4)
     except FileNotFoundError:
         raise InputFormatError(f"{index}: no such file (the multistream index of {dump})") from None
-    found: set[bytes] = set()
+    last = -1
     lineno = 0
-    with opener(index) as raw:
+    block_size = _FIRST_INDEX_BLOCK
+    with opener(index) as raw, opener(dump) as f:
         stream: Any = bz2.BZ2File(raw) if magic.startswith(b"BZh") else raw
-        try:
-            rest = b""
-            while True:
-                block = stream.read(_SCAN_BYTES)
-                data = rest + block
-                cut = data.rfind(b"\n") + 1 if block else len(data)
-                part, rest = data[:cut], data[cut:]
-                offs = _INDEX_OFFSET_RE.findall(part)
-                n = part.count(b"\n") + (1 if part and not part.endswith(b"\n") else 0)
-                if len(offs) != n:
-                    _check_index_lines(index, part, lineno)
-                found.update(offs)
-                lineno += n
-                if not block:
-                    break
-        except (OSError, EOFError) as e:
-            raise InputFormatError(f"{index}: unreadable index ({e}); download it again") from None
-    offsets = sorted(int(o) for o in found)
-    if not offsets:
+        rest = b""
+        while True:
+            try:
+                block = stream.read(block_size)
+            except (OSError, EOFError) as e:
+                raise InputFormatError(
+                    f"{index}: unreadable index ({e}); download it again"
+                ) from None
+            block_size = min(2 * block_size, _SCAN_BYTES)
+            data = rest + block
+            cut = data.rfind(b"\n") + 1 if block else len(data)
+            part, rest = data[:cut], data[cut:]
+            offs = _INDEX_OFFSET_RE.findall(part)
+            n = part.count(b"\n") + (1 if part and not part.endswith(b"\n") else 0)
+            if len(offs) != n:
+                _check_index_lines(index, part, lineno)
+            lineno += n
+            for raw_off in offs:
+                off = int(raw_off)
+                if off == last:
+                    continue
+                if off < last:
+                    raise InputFormatError(
+                        f"{index}: offset {off} comes after {last}: not in dump order; "
+                        "give the -multistream-index.txt.bz2 that came with the dump"
+                    )
+                if off >= size:
+                    raise InputFormatError(
+                        f"{index}: offset {off} is past the end of {dump} ({size} bytes); "
+                        "the index belongs to another dump"
+                    )
+                if last < 0:
+                    _check_stream_start(f, index, dump, off)
+                    if off != 0:
+                        yield 0
+                yield off
+                last = off
+            if not block:
+                break
+    if last < 0:
         raise InputFormatError(f"{index}: empty multistream index")
-    if offsets[-1] >= size:
+    with opener(dump) as f:
+        _check_stream_start(f, index, dump, last)
+
+
+def _check_stream_start(f: BinaryIO, index: str, dump: str, off: int) -> None:
+    f.seek(off)
+    if not _BZ2_STREAM_RE.match(f.read(10)):
         raise InputFormatError(
-            f"{index}: offset {offsets[-1]} is past the end of {dump} ({size} bytes); "
+            f"{index}: offset {off} is not the start of a bz2 stream in {dump}; "
             "the index belongs to another dump"
         )
-    with opener(dump) as f:
-        for off in (offsets[0], offsets[-1]):
-            f.seek(off)
-            if not _BZ2_STREAM_RE.match(f.read(10)):
-                raise InputFormatError(
-                    f"{index}: offset {off} is not the start of a bz2 stream in {dump}; "
-                    "the index belongs to another dump"
-                )
-    if offsets[0] != 0:
-        offsets.insert(0, 0)  # the <siteinfo> header stream, which the index does not list
-    return offsets
 
 
 _INDEX_OFFSET_RE = re.compile(rb"^(\d+):", re.MULTILINE)

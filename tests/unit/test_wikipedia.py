@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import gzip
 import html
+import itertools
 import json
 import lzma
 import pickle
@@ -29,6 +30,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from wikiextractor.extract import redirectRE
 
+from corpus_pipeline.beam.extract import plan_tasks
 from corpus_pipeline.config import ExtractConfig
 from corpus_pipeline.errors import InputFormatError
 from corpus_pipeline.records import Article
@@ -532,6 +534,40 @@ def test_index_that_does_not_match_the_dump(tmp_path: Path, multistream: tuple[P
     bad.write_bytes(bz2.compress(b"638:10:AccessibleComputing\nnot an index line\n"))
     with pytest.raises(InputFormatError, match="line 2"):
         wikipedia_plan.plan_units(SAMPLE_WIKI_DUMP, CFG, index_path=bad)
+
+
+def test_max_docs_plan_reads_only_the_start_of_the_index(
+    tmp_path: Path, multistream: tuple[Path, Path]
+) -> None:
+    """--max-docs plans the units it needs without reading the rest of the index (the enwiki
+    index is ~1 GB decompressed), and plans the same tasks as before."""
+    dump, index = multistream
+    rows = read_index(index)
+    # The same index, then ~2 MB of lines for the last stream (duplicates, valid) and a bad
+    # line: reading the whole index refuses it, a plan that stops early never reaches it.
+    pad = f"{rows[-1][0]}:999999:Padding\n".encode() * 100_000
+    damaged = tmp_path / "damaged-index.txt.bz2"
+    damaged.write_bytes(index.read_bytes() + bz2.compress(pad + b"not an index line\n"))
+    with pytest.raises(InputFormatError, match="not 'offset:page_id:title'"):
+        wikipedia_plan.plan_units(dump, CFG, index_path=damaged)
+    full = wikipedia_plan.plan_units(dump, CFG, index_path=index)
+    first_two = itertools.islice(wikipedia_plan.iter_units(dump, CFG, index_path=damaged), 2)
+    assert list(first_two) == full[:2]
+    ecfg = dataclasses.replace(CFG, max_docs=5)
+    good_plan = plan_tasks([(str(dump), str(index))], [], ecfg)
+    lazy_plan = plan_tasks([(str(dump), str(damaged))], [], ecfg)
+    assert lazy_plan == good_plan
+    assert [t.unit for t in good_plan] == full[: len(good_plan)] and len(good_plan) < len(full)
+    assert good_plan[-1].limit is not None
+
+
+def test_index_out_of_dump_order_is_refused(tmp_path: Path, multistream: tuple[Path, Path]) -> None:
+    dump, index = multistream
+    lines = bz2.decompress(index.read_bytes()).splitlines(keepends=True)
+    swapped = tmp_path / "swapped-index.txt.bz2"
+    swapped.write_bytes(bz2.compress(b"".join([*lines[150:], *lines[:150]])))
+    with pytest.raises(InputFormatError, match="not in dump order"):
+        wikipedia_plan.plan_units(dump, CFG, index_path=swapped)
 
 
 def test_false_stream_header_is_rejected(
