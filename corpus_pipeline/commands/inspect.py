@@ -102,7 +102,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     fmts = [args.format] if args.format else list(view.formats)
     stats = {}
     for fmt in fmts:
-        stats[fmt] = format_statistics(view.view(fmt), vocab.mask_id, len(vocab.tokens))
+        stats[fmt] = format_statistics(view.view(fmt), vocab)
         if stats[fmt].get("out_of_vocab_ids"):
             print(
                 f"warning: {fmt}: {stats[fmt]['out_of_vocab_ids']:,} token id(s) outside the "

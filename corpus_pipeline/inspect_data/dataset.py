@@ -306,6 +306,14 @@ class Vocabulary:
         """Id of ``[MASK]``."""
         return self.tokens.index("[MASK]")
 
+    @functools.cached_property
+    def index(self) -> dict[str, int]:
+        """Token -> id (the first id of a token listed twice)."""
+        out: dict[str, int] = {}
+        for i, t in enumerate(self.tokens):
+            out.setdefault(t, i)
+        return out
+
     def token(self, i: int) -> str:
         """The token of id ``i`` (``<i>`` when outside the vocabulary)."""
         return self.tokens[i] if 0 <= i < len(self.tokens) else f"<{i}>"

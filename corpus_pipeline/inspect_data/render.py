@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["histogram_table", "render_text"]
+__all__ = ["histogram_table", "render_text", "summary_rows", "top_token_rows"]
 
 
 def _bar(value: int, top: int, width: int = 40) -> str:
@@ -47,27 +47,66 @@ def _num(x: float | None, fmt: str = ".2f") -> str:
     return "n/a" if x is None else format(x, fmt)
 
 
-def render_text(stats: Mapping[str, Any]) -> list[str]:
-    """Human-readable lines for one format's statistics."""
-    lines = [
-        f"  instances            {stats['instances']}"
-        + (f" in {stats['packs']} packs" if stats.get("packs") is not None else ""),
-        f"  tokens               {stats['tokens']} (mean length {_num(stats['mean_length'])})",
-        f"  padding fraction     {_pct(stats['padding_fraction'])}",
+def summary_rows(stats: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The summary table, ``(label, value)`` per row: what a user checks first.
+
+    The same rows are printed by ``inspect`` and drawn in the PNG report.
+    """
+    packed = stats.get("packs") is not None
+    rows = [
+        (
+            "instances",
+            f"{stats['instances']:,}" + (f" in {stats['packs']:,} packs" if packed else ""),
+        ),
+        ("tokens", f"{stats['tokens']:,} (mean length {_num(stats['mean_length'])})"),
+        ("[UNK] share", _pct(stats.get("unk_fraction"))),
+        ("tokens per character", _num(stats.get("tokens_per_character"), ".3f")),
+        ("padding share", _pct(stats["padding_fraction"])),
     ]
-    if stats.get("packs") is not None:
+    if packed:
         sizes = stats["pack_size_histogram"]
-        lines.append(f"  packing efficiency   {_pct(stats['packing_efficiency'])}")
-        lines.append(
-            "  sequences per pack   "
-            + ", ".join(f"{k}: {c}" for k, c in enumerate(sizes) if k and c)
-        )
+        rows += [
+            ("packing efficiency", _pct(stats["packing_efficiency"])),
+            (
+                "sequences per pack",
+                f"{_num(stats.get('sequences_per_pack'))} ("
+                + ", ".join(f"{k}: {c:,}" for k, c in enumerate(sizes) if k and c)
+                + ")",
+            ),
+        ]
+    rows += [
+        ("NSP random next", _pct(stats["random_next_fraction"])),
+        (
+            "masked per instance",
+            f"{_num(stats['masked_per_instance'])} (of tokens: {_pct(stats['masked_fraction'])})",
+        ),
+        ("masked -> [MASK]", _pct(stats["mask_token_fraction"])),
+        ("masked -> kept", _pct(stats["kept_fraction"])),
+        ("masked -> random", _pct(stats["random_fraction"])),
+    ]
+    return rows
+
+
+def top_token_rows(stats: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """The most frequent tokens: ``(token, count, share)`` per row, most frequent first."""
+    return [(str(t), f"{c:,}", f"{share:.2%}") for t, c, share in stats.get("top_tokens") or []]
+
+
+def render_text(stats: Mapping[str, Any]) -> list[str]:
+    """Human-readable lines for one format's statistics: summary table, top tokens,
+    histograms."""
+    width = max(len(label) for label, _ in summary_rows(stats))
+    lines = [f"  {label:<{width}}  {value}" for label, value in summary_rows(stats)]
+    top = top_token_rows(stats)
+    if top:
+        tw = max(len(t) for t, _, _ in top)
+        cw = max(len(c) for _, c, _ in top)
+        lines.append(f"  most frequent tokens (share of {stats['content_tokens']:,}):")
+        lines += [
+            f"    {i:>2}. {t:<{tw}}  {c:>{cw}}  {share:>6}"
+            for i, (t, c, share) in enumerate(top, 1)
+        ]
     lines += [
-        f"  NSP random next      {_pct(stats['random_next_fraction'])}",
-        f"  masked per instance  {_num(stats['masked_per_instance'])} "
-        f"(masked fraction {_pct(stats['masked_fraction'])})",
-        f"  masked -> [MASK]     {_pct(stats['mask_token_fraction'])}, kept "
-        f"{_pct(stats['kept_fraction'])}, random {_pct(stats['random_fraction'])}",
         "  instance lengths:",
         *histogram_table(stats["length_histogram"]),
         "  masked positions per instance:",

@@ -19,6 +19,7 @@ import numpy as np
 from corpus_pipeline.formats.common import FormatError
 from corpus_pipeline.inspect_data.dataset import (
     FormatView,
+    Vocabulary,
     load_vocabulary,
     open_dataset,
 )
@@ -28,6 +29,47 @@ from corpus_pipeline.stages.mask_stats import MaskStats
 __all__ = ["format_statistics", "dataset_statistics"]
 
 _BATCH = 1024
+#: Most frequent tokens reported (enough to see [UNK] or stray markup near the top).
+TOP_TOKENS = 20
+#: Tokens that frame or pad a sequence: not text, so not in the token shares.
+FRAME_TOKENS = ("[CLS]", "[SEP]", "[PAD]", "[MASK]")
+
+
+def _original_ids(inst: Instance) -> np.ndarray:
+    """The instance's ids with each masked position holding its original token."""
+    ids = np.array(inst.input_ids, dtype=np.int64)
+    pos = inst.masked_lm_positions
+    if pos.size:
+        ids[pos] = inst.masked_lm_ids
+    return ids
+
+
+def _token_statistics(counts: np.ndarray, vocab: Vocabulary, top: int) -> dict[str, Any]:
+    """[UNK] share, tokens per character and the most frequent tokens, from token counts."""
+    content = counts.copy()
+    for tok in FRAME_TOKENS:
+        if tok in vocab.index:
+            content[vocab.index[tok]] = 0
+    spelled = np.fromiter(
+        (1 if t == "[UNK]" else len(t[2:] if t.startswith("##") else t) for t in vocab.tokens),
+        np.int64,
+        len(vocab.tokens),
+    )
+    n = int(content.sum())
+    chars = int(content @ spelled)
+    unk = int(content[vocab.index["[UNK]"]]) if "[UNK]" in vocab.index else 0
+    order = np.lexsort((np.arange(content.size), -content))[:top]
+    top_tokens = [
+        [vocab.tokens[i], int(content[i]), int(content[i]) / n]
+        for i in order.tolist()
+        if content[i]
+    ]
+    return {
+        "content_tokens": n,
+        "unk_fraction": unk / n if n else None,
+        "tokens_per_character": n / chars if chars else None,
+        "top_tokens": top_tokens,
+    }
 
 
 def _instances(rec: Instance | Pack) -> list[Instance]:
@@ -48,13 +90,18 @@ def _check_masked_positions(batch: list[Instance], where: list[tuple[str, int]])
 
 
 def format_statistics(
-    view: FormatView, mask_id: int, vocab_size: int | None = None
+    view: FormatView, vocab: Vocabulary, *, top: int = TOP_TOKENS
 ) -> dict[str, Any]:
     """Statistics of one format's records (streamed).
 
-    With ``vocab_size``, token ids (inputs and masked originals) outside ``0..vocab_size-1``
-    are counted in ``out_of_vocab_ids`` (``out_of_vocab_first``: where the first one is):
-    decoded text shows them as ``<id>``, and a model with that vocabulary cannot embed them.
+    Token ids (inputs and masked originals) outside the vocabulary are counted in
+    ``out_of_vocab_ids`` (``out_of_vocab_first``: where the first one is): decoded text shows
+    them as ``<id>``, and a model with that vocabulary cannot embed them.
+
+    The token counts are over the *original* text: masked positions count their original token
+    (``masked_lm_ids``), not what the input shows. Content tokens are all but [CLS], [SEP],
+    [PAD] and [MASK]; ``tokens_per_character`` divides them by the characters they spell (a
+    ``##`` piece without its ``##``, [UNK] as one character; spaces are not in the shards).
 
     Raises:
         FormatError: A masked position outside its sequence, or a pack longer than S.
@@ -64,12 +111,18 @@ def format_statistics(
         ``length_histogram`` (``[i]`` = instances of i tokens, 0..S), ``random_next_fraction``,
         ``masked``, ``masked_per_instance``, ``masked_fraction``, ``mask_token_fraction``,
         ``kept_fraction``, ``random_fraction``, ``masked_count_histogram`` (0..P), ``records``,
-        ``shards``; packed data adds ``packs``, ``packing_efficiency``,
-        ``pack_size_histogram`` (0..K) and ``pack_length_histogram`` (0..S), and its
-        ``padding_fraction`` is that of the packed rows.
+        ``shards``, ``out_of_vocab_ids``, ``out_of_vocab_first``, ``content_tokens``,
+        ``unk_fraction`` ([UNK] / content tokens), ``tokens_per_character``, ``top_tokens``
+        (the ``top`` most frequent content tokens: ``[token, count, share of content
+        tokens]``, ties by id); packed data adds ``packs``, ``packing_efficiency``,
+        ``sequences_per_pack`` (mean), ``pack_size_histogram`` (0..K) and
+        ``pack_length_histogram`` (0..S), and its ``padding_fraction`` is that of the packed
+        rows.
     """
     s = view.max_seq_length
-    stats = MaskStats(s, mask_id)
+    vocab_size = len(vocab.tokens)
+    stats = MaskStats(s, vocab.mask_id)
+    token_counts = np.zeros(vocab_size, np.int64)
     masked_hist = np.zeros(view.max_predictions + 1, np.int64)
     k = view.max_per_pack or 1
     pack_sizes = np.zeros(k + 1, np.int64)
@@ -81,7 +134,7 @@ def format_statistics(
     oov_first: str | None = None
 
     def flush() -> None:
-        nonlocal masked_hist, oov, oov_first
+        nonlocal masked_hist, oov, oov_first, token_counts
         if not batch:
             return
         try:
@@ -89,20 +142,22 @@ def format_statistics(
         except IndexError:
             _check_masked_positions(batch, where)
             raise
-        if vocab_size is not None:
-            ids = np.concatenate([np.concatenate((i.input_ids, i.masked_lm_ids)) for i in batch])
-            bad = (ids < 0) | (ids >= vocab_size)
-            n_bad = int(np.count_nonzero(bad))
-            if n_bad:
-                if oov_first is None:
-                    first = next(
-                        j
-                        for j, i in enumerate(batch)
-                        if ((i.input_ids >= vocab_size) | (i.input_ids < 0)).any()
-                        or ((i.masked_lm_ids >= vocab_size) | (i.masked_lm_ids < 0)).any()
-                    )
-                    oov_first = f"{where[first][0]} row {where[first][1]}"
-                oov += n_bad
+        ids = np.concatenate([np.concatenate((i.input_ids, i.masked_lm_ids)) for i in batch])
+        bad = (ids < 0) | (ids >= vocab_size)
+        n_bad = int(np.count_nonzero(bad))
+        if n_bad:
+            if oov_first is None:
+                first = next(
+                    j
+                    for j, i in enumerate(batch)
+                    if ((i.input_ids >= vocab_size) | (i.input_ids < 0)).any()
+                    or ((i.masked_lm_ids >= vocab_size) | (i.masked_lm_ids < 0)).any()
+                )
+                oov_first = f"{where[first][0]} row {where[first][1]}"
+            oov += n_bad
+        original = np.concatenate([_original_ids(i) for i in batch])
+        original = original[(original >= 0) & (original < vocab_size)]
+        token_counts += np.bincount(original, minlength=vocab_size)
         m = np.fromiter((i.masked_lm_positions.shape[0] for i in batch), np.int64, len(batch))
         if m.max(initial=0) >= masked_hist.shape[0]:
             masked_hist = np.pad(masked_hist, (0, int(m.max()) + 1 - masked_hist.shape[0]))
@@ -136,13 +191,14 @@ def format_statistics(
     d["records"] = records
     d["shards"] = len(view.shards)
     d["packs"] = records if view.packed else None
-    if vocab_size is not None:
-        d["out_of_vocab_ids"] = oov
-        d["out_of_vocab_first"] = oov_first
+    d["out_of_vocab_ids"] = oov
+    d["out_of_vocab_first"] = oov_first
+    d.update(_token_statistics(token_counts, vocab, top))
     if view.packed:
         slots = records * s
         eff = d["tokens"] / slots if slots else None
         d["packing_efficiency"] = eff
+        d["sequences_per_pack"] = d["instances"] / records if records else None
         d["padding_fraction"] = None if eff is None else 1.0 - eff
         d["pack_size_histogram"] = pack_sizes.tolist()
         d["pack_length_histogram"] = pack_lengths.tolist()
@@ -187,6 +243,6 @@ def dataset_statistics(
             "max_predictions": fv.max_predictions,
             "max_per_pack": fv.max_per_pack,
             "derived_widths": fv.derived,
-            **format_statistics(fv, voc.mask_id, len(voc.tokens)),
+            **format_statistics(fv, voc),
         }
     return out
