@@ -11,12 +11,14 @@ does: plan, read, clean.
 from __future__ import annotations
 
 import bz2
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from corpus_pipeline.config import ExtractConfig
+from corpus_pipeline.formats.spill import read_spill, write_spill
 from corpus_pipeline.sources import wikipedia_clean, wikipedia_pages, wikipedia_plan
 from corpus_pipeline.sources.wikipedia_site import MAGIC_WORDS_FILE, is_image_option, site_for
 from corpus_pipeline.testing.multistream import build_multistream
@@ -157,6 +159,24 @@ def test_later_streams_of_a_multistream_dump_know_the_names(tmp_path: Path):
     texts = _extract(dump)
     assert texts == _extract(single)
     assert all("Παρθενώνας" not in t and "Ακρόπολη" not in t for t in texts)
+
+
+def test_pages_keep_their_wiki_through_a_spill_file(tmp_path: Path):
+    """A single-stream dump is cut into chunks of raw pages that go through spill files to the
+    workers that clean them: the pages still know their wiki there."""
+    dbname, names, body, image, nested, banned = CASES["el"]
+    path = _write(tmp_path, "d.xml.bz2", _dump(dbname, names, _page_texts(body, image, nested)))
+    (unit,) = wikipedia_plan.plan_units(str(path), CFG)
+    assert wikipedia_plan.needs_chunking(unit)
+    cfg = dataclasses.replace(CFG, pages_per_chunk=2)
+    texts = []
+    for i, chunk in enumerate(wikipedia_pages.iter_page_chunks(unit, cfg, count=lambda *a: None)):
+        (ref,) = write_spill(str(tmp_path / f"{i}.spill"), (0, 0, i), {0: chunk}).values()
+        for page in read_spill(ref):
+            article = wikipedia_clean.clean_page(page, cfg, count=lambda *a: None)
+            texts.append(article.text if article is not None else "")
+    assert len(texts) == 3
+    assert not any(word in text for text in texts for word in banned), texts
 
 
 def test_an_unknown_namespace_name_is_caught_by_the_image_keywords(tmp_path: Path):
