@@ -256,36 +256,38 @@ def finish_datasets(
         shards = sorted((e for d, e in entries if d == spec.out_dir), key=lambda e: e["index"])
         timings = split_timings(shards)
         pcfg = spec.pack
-        manifest: dict[str, Any] = {
-            "kind": "packed" if pcfg else "instances",
-            "name": plan.name,
-            "formats": list(spec.formats),
-            "max_seq_length": plan.cfg.max_seq_length,
-            "max_predictions": plan.cfg.max_predictions,
-            "max_per_pack": pcfg.max_per_pack if pcfg else None,
-            "seed": plan.cfg.seed,
-            "vocab": plan.vinfo,
-            "config": {"mask": asdict(plan.cfg), "pack": asdict(pcfg) if pcfg else None},
-            "inputs": [os.path.basename(f) for f in inputs],
-            "shards": shards,
-            "megatron": megatron if spec is plan.specs[0] else None,
-            "totals": {
-                "instances": sum(s["instances"] for s in shards),
-                "records": sum(s["records"] for s in shards),
-                "documents": counts.get("encode/passed", 0),
-            },
-            "statistics": stats,
-            "warnings": warnings,
-            "counters": manifest_counters(counts),
-            "timings": {"elapsed_seconds": round(elapsed, 2), **timings},
-        }
-        if pcfg:
-            manifest["packing"] = packing_report(shards, plan.cfg.max_seq_length)
-        if plan.fingerprint is not None:
-            manifest["fingerprint"] = plan.fingerprint
+        manifest = mf.DatasetManifest(
+            kind="packed" if pcfg else "instances",
+            name=plan.name,
+            formats=list(spec.formats),
+            max_seq_length=plan.cfg.max_seq_length,
+            max_predictions=plan.cfg.max_predictions,
+            max_per_pack=pcfg.max_per_pack if pcfg else None,
+            seed=plan.cfg.seed,
+            vocab=mf.Vocab.from_json(plan.vinfo),
+            config={"mask": asdict(plan.cfg), "pack": asdict(pcfg) if pcfg else None},
+            inputs=[os.path.basename(f) for f in inputs],
+            shards=[mf.ShardEntry.from_json(s) for s in shards],
+            megatron=(
+                mf.Megatron.from_json(megatron) if megatron and spec is plan.specs[0] else None
+            ),
+            totals=mf.Totals(
+                instances=sum(s["instances"] for s in shards),
+                records=sum(s["records"] for s in shards),
+                documents=counts.get("encode/passed", 0),
+            ),
+            statistics=mf.Statistics.from_json(stats),
+            warnings=[mf.StatWarning.from_json(w) for w in warnings],
+            counters=manifest_counters(counts),
+            timings={"elapsed_seconds": round(elapsed, 2), **timings},
+            packing=packing_report(shards, plan.cfg.max_seq_length) if pcfg else None,
+            fingerprint=(
+                mf.Fingerprint.from_json(plan.fingerprint) if plan.fingerprint is not None else None
+            ),
+        )
         mf.write_manifest(spec.out_dir, manifest)
         fsio.rmtree(os.path.join(spec.out_dir, ".markers"))
-        manifests.append(manifest)
+        manifests.append(manifest.to_json())
     return manifests
 
 

@@ -35,6 +35,7 @@ from corpus_pipeline.beam.extract import (
 from corpus_pipeline.beam.mask import VocabSpec
 from corpus_pipeline.beam.runner import Progress, Timer, format_summary, progress_bar, run_pipeline
 from corpus_pipeline.config import ExtractConfig, MaskConfig, PackConfig, SentenceConfig
+from corpus_pipeline.formats import manifest as mf
 from corpus_pipeline.formats import registry
 from corpus_pipeline.formats.common import atomic_output, remove_stale_temps
 from corpus_pipeline.stages.masking import MaskVocab
@@ -171,19 +172,17 @@ def run(
     with fsio.open_text(built.docs_json) as f:
         doc_shards = sorted(json.load(f), key=lambda s: s["shard"])
     cleanup_chunks(built.docs_dir)
-    docs_manifest = {
-        "kind": "documents",
-        "format": "text",
-        "lang": cfg.sentences.language,
-        "inputs": [fsio.abspath(d) for d, _ in cfg.dumps] + [fsio.abspath(b) for b in cfg.books],
-        "shards": doc_shards,
-        "documents": sum(s["documents"] for s in doc_shards),
-        "loss": loss_report(counts, cfg.extract.max_loss),
-        "config": {"extract": asdict(cfg.extract), "sentences": asdict(cfg.sentences)},
-        "fingerprint": built.fingerprint,
-    }
-    from corpus_pipeline.formats import manifest as mf
-
+    loss = loss_report(counts, cfg.extract.max_loss)
+    docs_manifest = mf.DocumentsManifest(
+        format="text",
+        lang=cfg.sentences.language,
+        inputs=[fsio.abspath(d) for d, _ in cfg.dumps] + [fsio.abspath(b) for b in cfg.books],
+        shards=[mf.DocumentShard.from_json(s) for s in doc_shards],
+        documents=sum(s["documents"] for s in doc_shards),
+        loss=loss,
+        config={"extract": asdict(cfg.extract), "sentences": asdict(cfg.sentences)},
+        fingerprint=mf.Fingerprint.from_json(built.fingerprint),
+    )
     mf.write_manifest(built.docs_dir, docs_manifest)
     inputs = [os.path.join(built.docs_dir, s["path"]) for s in doc_shards]
     manifests = mask_graph.finish_datasets(built.plan, counts, inputs, timer.elapsed)
@@ -203,13 +202,13 @@ def run(
         ):
             json.dump(run_info, f, indent=2, sort_keys=True)
     mask_graph.check_not_empty(manifests[0], inputs)
-    keep = ["run.json", *(f"docs/{f}" for f in outdir.manifest_files(docs_manifest))]
+    keep = ["run.json", *(f"docs/{f}" for f in outdir.manifest_files(docs_manifest.to_json()))]
     for name, m in zip(("unpacked", "packed"), manifests, strict=False):
         keep.extend(f"{name}/{f}" for f in outdir.manifest_files(m))
     outdir.finish(cfg.output, keep)
     print(
         format_summary(
-            f"run: {docs_manifest['documents']:,} documents -> "
+            f"run: {docs_manifest.documents:,} documents -> "
             f"{manifests[0]['totals']['instances']:,} instances",
             counts,
             timer.elapsed,
@@ -219,5 +218,5 @@ def run(
         print(f"\n{name}: {os.path.join(cfg.output, name)}")
         mask_graph.print_report(m, os.path.join(cfg.output, name), counters=False, warnings=False)
     mask_graph.print_warnings(manifests[0])  # the same for both datasets: once
-    report_loss(docs_manifest["loss"], [d for d, _ in cfg.dumps], built.docs_dir)
+    report_loss(loss, [d for d, _ in cfg.dumps], built.docs_dir)
     return 0

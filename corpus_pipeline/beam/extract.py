@@ -32,6 +32,7 @@ from corpus_pipeline.config import ExtractConfig, SentenceConfig
 from corpus_pipeline.errors import InputFormatError, UserError
 from corpus_pipeline.formats.common import atomic_output, sha256_file
 from corpus_pipeline.formats.documents import SUFFIX, write_document
+from corpus_pipeline.formats.manifest import Loss
 from corpus_pipeline.formats.spill import SpillRange, iter_spills, read_spill, write_spill
 from corpus_pipeline.hashing import stable_hash
 from corpus_pipeline.records import Article, Document
@@ -585,7 +586,7 @@ def cleanup_chunks(out_dir: str) -> None:
 # Loss: the share of the input that damage cost (not the pages dropped on purpose)
 
 
-def loss_report(counts: dict[str, int], max_loss: float) -> dict[str, Any]:
+def loss_report(counts: dict[str, int], max_loss: float) -> Loss:
     """The ``loss`` section of the documents manifest, from the reader's counters.
 
     Only damage counts: pages dropped as malformed (by reason), pages lost with a truncated
@@ -615,44 +616,44 @@ def loss_report(counts: dict[str, int], max_loss: float) -> dict[str, Any]:
         bytes_dropped / max(1, bytes_read),
         sum(streams.values()) / max(1, streams_read),
     )
-    return {
-        "pages_read": pages_read,
-        "pages_dropped": pages_dropped,
-        "pages_dropped_by_reason": dict(sorted(dropped.items())),
-        "bytes_read": bytes_read,
-        "bytes_dropped": bytes_dropped,
-        "streams_read": streams_read,
-        "streams_damaged": sum(streams.values()),
-        "streams_damaged_by_problem": dict(sorted(streams.items())),
-        "share": max(shares),
-        "share_of": ("pages", "bytes", "streams")[shares.index(max(shares))],
-        "max_loss": max_loss,
-    }
+    return Loss(
+        pages_read=pages_read,
+        pages_dropped=pages_dropped,
+        pages_dropped_by_reason=dict(sorted(dropped.items())),
+        bytes_read=bytes_read,
+        bytes_dropped=bytes_dropped,
+        streams_read=streams_read,
+        streams_damaged=sum(streams.values()),
+        streams_damaged_by_problem=dict(sorted(streams.items())),
+        share=max(shares),
+        share_of=("pages", "bytes", "streams")[shares.index(max(shares))],
+        max_loss=max_loss,
+    )
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.2g}%" if x < 0.01 else f"{100 * x:.1f}%"
 
 
-def describe_loss(loss: dict[str, Any]) -> str:
+def describe_loss(loss: Loss) -> str:
     """What was lost, in a few words (empty when nothing was)."""
     parts = []
-    if loss["pages_dropped"]:
-        reasons = ", ".join(f"{r} {n:,}" for r, n in loss["pages_dropped_by_reason"].items())
+    if loss.pages_dropped:
+        reasons = ", ".join(f"{r} {n:,}" for r, n in loss.pages_dropped_by_reason.items())
         parts.append(
-            f"{loss['pages_dropped']:,} of {loss['pages_read']:,} pages "
-            f"({_pct(loss['pages_dropped'] / max(1, loss['pages_read']))}) dropped as damaged "
-            f"({reasons}), {loss['bytes_dropped']:,} of {loss['bytes_read']:,} bytes"
+            f"{loss.pages_dropped:,} of {loss.pages_read:,} pages "
+            f"({_pct(loss.pages_dropped / max(1, loss.pages_read))}) dropped as damaged "
+            f"({reasons}), {loss.bytes_dropped:,} of {loss.bytes_read:,} bytes"
         )
-    if loss["streams_damaged"]:
-        problems = ", ".join(f"{p} {n:,}" for p, n in loss["streams_damaged_by_problem"].items())
+    if loss.streams_damaged:
+        problems = ", ".join(f"{p} {n:,}" for p, n in loss.streams_damaged_by_problem.items())
         parts.append(
-            f"{loss['streams_damaged']:,} of {loss['streams_read']:,} streams damaged ({problems})"
+            f"{loss.streams_damaged:,} of {loss.streams_read:,} streams damaged ({problems})"
         )
     return "; ".join(parts)
 
 
-def report_loss(loss: dict[str, Any], inputs: Iterable[str], out: str) -> None:
+def report_loss(loss: Loss, inputs: Iterable[str], out: str) -> None:
     """End of a run: print what damage cost (if anything), and fail (exit 1, one line on
     stderr) when it is more than ``max_loss`` of the input.
 
@@ -660,14 +661,14 @@ def report_loss(loss: dict[str, Any], inputs: Iterable[str], out: str) -> None:
         UserError: the share lost is over the threshold; the shards are written all the same.
     """
     what = describe_loss(loss)
-    worst = f"{_pct(loss['share'])} of the {loss['share_of']} lost"
+    worst = f"{_pct(loss.share)} of the {loss.share_of} lost"
     if what:
-        print(f"loss: {what}; {worst} (max {_pct(loss['max_loss'])}, --max-loss)")
-    if loss["share"] <= loss["max_loss"]:
+        print(f"loss: {what}; {worst} (max {_pct(loss.max_loss)}, --max-loss)")
+    if loss.share <= loss.max_loss:
         return
     names = ", ".join(fsio.basename(p) for p in inputs) or "input"
     raise UserError(
-        f"{names}: {what}; {worst} (max {_pct(loss['max_loss'])}, --max-loss to change); "
+        f"{names}: {what}; {worst} (max {_pct(loss.max_loss)}, --max-loss to change); "
         f"shards written to {out}",
         exit_code=1,
     )

@@ -191,28 +191,28 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     with fsio.open_text(shard_list) as f:
         shards = sorted(json.load(f), key=lambda s: s["shard"])
     cleanup_chunks(out)
-    manifest = {
-        "kind": "documents",
-        "format": args.format,
-        "lang": scfg.language,
-        "inputs": [fsio.abspath(x) for x in [*args.input, *args.text_dir, *args.books]],
-        "shards": shards,
-        "documents": sum(s["documents"] for s in shards),
-        "counters": counts,
-        "loss": loss_report(counts, ecfg.max_loss),
-        "config": {"extract": asdict(ecfg), "sentences": asdict(scfg)},
-        "fingerprint": fp,
-    }
+    loss = loss_report(counts, ecfg.max_loss)
+    manifest = mf.DocumentsManifest(
+        format=args.format,
+        lang=scfg.language,
+        inputs=[fsio.abspath(x) for x in [*args.input, *args.text_dir, *args.books]],
+        shards=[mf.DocumentShard.from_json(s) for s in shards],
+        documents=sum(s["documents"] for s in shards),
+        counters=counts,
+        loss=loss,
+        config={"extract": asdict(ecfg), "sentences": asdict(scfg)},
+        fingerprint=mf.Fingerprint.from_json(fp),
+    )
     mf.write_manifest(out, manifest)  # signed, like every manifest
-    outdir.finish(out, outdir.manifest_files(manifest))
+    outdir.finish(out, outdir.manifest_files(manifest.to_json()))
     print(
         format_summary(
-            f"extract: {manifest['documents']:,} documents in {len(shards)} shards -> {out}",
+            f"extract: {manifest.documents:,} documents in {len(shards)} shards -> {out}",
             counts,
             timer.elapsed,
         )
     )
-    report_loss(manifest["loss"], [*args.input, *args.text_dir], out)
+    report_loss(loss, [*args.input, *args.text_dir], out)
     return 0
 
 

@@ -97,8 +97,8 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     vocab = load_vocabulary(view, args.vocab)
     if vocab.warning:
         print(f"warning: {vocab.warning}", file=sys.stderr)
-    for w in (view.manifest or {}).get("warnings") or []:
-        print(f"warning: {w['message']}", file=sys.stderr)
+    for w in (view.manifest.warnings if view.manifest else None) or []:
+        print(f"warning: {w.message}", file=sys.stderr)
     fmts = [args.format] if args.format else list(view.formats)
     stats = {}
     for fmt in fmts:

@@ -9,6 +9,7 @@ shard sizes of a few thousand instances and up), and written in every requested 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -72,29 +73,27 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     from corpus_pipeline.stages.pack_strategies import STRATEGIES
 
     src = fsio.abspath(args.input)
-    m = mf.read_manifest(src)
-    if m.get("kind") == "documents" or "formats" not in m:
-        docs = m.get("kind") == "documents"
-        what = "is a documents folder (from `extract`), not" if docs else "is not"
+    m = mf.load_manifest(src)
+    if isinstance(m, mf.DocumentsManifest):
         raise UserError(
-            f"{src}: {what} a masked dataset: pack needs the output of `corpus-pipeline mask` "
-            "(or the unpacked/ folder of `run`)"
+            f"{src}: is a documents folder (from `extract`), not a masked dataset: pack needs "
+            "the output of `corpus-pipeline mask` (or the unpacked/ folder of `run`)"
         )
-    if m.get("kind") == "packed":
+    if m.packed:
         raise UserError(f"{src}: already packed; pack an unpacked dataset (from `mask`)")
     if args.strategy not in STRATEGIES:
         raise UserError(f"--strategy {args.strategy!r}: choose from {', '.join(STRATEGIES)}")
-    formats = registry.parse_formats(args.format) if args.format else tuple(m["formats"])
-    read_fmt = args.read_format or m["formats"][0]
-    if read_fmt not in m["formats"]:
-        raise UserError(f"--read-format {read_fmt}: {src} has {', '.join(m['formats'])}")
+    formats = registry.parse_formats(args.format) if args.format else tuple(m.formats)
+    read_fmt = args.read_format or m.formats[0]
+    if read_fmt not in m.formats:
+        raise UserError(f"--read-format {read_fmt}: {src} has {', '.join(m.formats)}")
     positive("--workers", args.workers)
-    if "hdf5" in formats and m["vocab"]["size"] >= 32768:
+    if "hdf5" in formats and m.vocab.size >= 32768:
         raise UserError(
-            f"{src}: vocabulary of {m['vocab']['size']} entries, but packed HDF5 (MLPerf) stores "
+            f"{src}: vocabulary of {m.vocab.size} entries, but packed HDF5 (MLPerf) stores "
             "int16 ids and needs < 32768: choose --format tfrecord,mmap"
         )
-    seed = m["seed"] if args.seed is None else args.seed
+    seed = m.seed if args.seed is None else args.seed
     pcfg = PackConfig(
         max_per_pack=positive("--max-per-pack", args.max_per_pack),
         strategy=args.strategy,
@@ -108,18 +107,18 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
         # The input dataset is its manifest (every shard's sha256 is in it).
         inputs={"manifest": fsio.sha256(mf.manifest_path(src)), "read_format": read_fmt},
         formats=list(formats),
-        shards=len(m["shards"]),
-        name=m["name"],
+        shards=len(m.shards),
+        name=m.name,
     )
     outdir.claim(out, fp, overwrite=args.overwrite)
     timer = Timer()
     spec = ShardSpec(
         out,
-        m["name"],
+        m.name,
         formats,
-        m["max_seq_length"],
-        m["max_predictions"],
-        m["vocab"]["size"],
+        m.max_seq_length,
+        m.max_predictions,
+        m.vocab.size,
         seed,
         pcfg,
         fp["sha256"],
@@ -130,8 +129,8 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     if not fsio.is_remote(work):
         os.makedirs(work)
     # Every source shard, so packed shard i is source shard i; empty ones give empty shards.
-    indices = [s["index"] for s in m["shards"]]
-    empty = frozenset(s["index"] for s in m["shards"] if registry.is_empty_shard(s))
+    indices = [s.index for s in m.shards]
+    empty = frozenset(s.index for s in m.shards if s.is_empty)
     with progress_bar(len(indices), "pack", unit="shard") as progress:
 
         def build(p: beam.Pipeline) -> None:
@@ -140,7 +139,7 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
                 | "Shards" >> beam.Create(indices, reshuffle=False)
                 | "Spread" >> beam.Reshuffle()
                 | "Pack"
-                >> beam.ParDo(PackShardFromDataset(spec, src, m["name"], read_fmt, progress, empty))
+                >> beam.ParDo(PackShardFromDataset(spec, src, m.name, read_fmt, progress, empty))
                 | "Collect" >> beam.combiners.ToList()
                 | "Save" >> beam.Map(save_json, os.path.join(work, "shards.json"))
             )
@@ -151,30 +150,34 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     timings = split_timings(shards)
     fsio.rmtree(work)
     fsio.rmtree(os.path.join(out, ".markers"))
-    n_in = m["totals"]["instances"]
+    n_in = m.totals.instances
     n_out = sum(s["instances"] for s in shards)
     if n_in != n_out:
         raise UserError(
             f"{src}: read {n_out} instances but the manifest lists {n_in}: "
             "run `corpus-pipeline verify` on it"
         )
-    manifest = dict(m)
-    manifest.update(
+    manifest = dataclasses.replace(
+        m,
         kind="packed",
         formats=list(formats),
         max_per_pack=pcfg.max_per_pack,
         seed=seed,
-        shards=shards,
+        shards=[mf.ShardEntry.from_json(s) for s in shards],
         megatron=None,
-        config={**m.get("config", {}), "pack": asdict(pcfg)},
-        totals={**m["totals"], "records": sum(s["records"] for s in shards)},
+        config={**m.config, "pack": asdict(pcfg)},
+        totals=dataclasses.replace(m.totals, records=sum(s["records"] for s in shards)),
         counters=manifest_counters(counts),
-        packing=packing_report(shards, m["max_seq_length"]),
+        packing=packing_report(shards, m.max_seq_length),
         source=os.path.basename(src),
         timings={"elapsed_seconds": round(timer.elapsed, 2), **timings},
-        fingerprint=fp,
+        fingerprint=mf.Fingerprint.from_json(fp),
+        version=None,
+        created=None,
+        signature=None,
     )
     mf.write_manifest(out, manifest)
-    outdir.finish(out, outdir.manifest_files(manifest))
-    print_report(manifest, out)
+    written = manifest.to_json()
+    outdir.finish(out, outdir.manifest_files(written))
+    print_report(written, out)
     return 0

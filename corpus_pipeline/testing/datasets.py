@@ -28,9 +28,9 @@ from typing import Any
 
 from corpus_pipeline import resources
 from corpus_pipeline.config import MaskConfig, PackConfig, SentenceConfig
+from corpus_pipeline.formats import manifest as mf
 from corpus_pipeline.formats import registry
 from corpus_pipeline.formats.common import sha256_file
-from corpus_pipeline.formats.manifest import write_manifest
 from corpus_pipeline.formats.mmap import MegatronSentenceWriter
 from corpus_pipeline.records import EncodedDocument, Instance, Pack, shard_of
 from corpus_pipeline.sources.books import read_book
@@ -301,34 +301,34 @@ def build_dataset(
             "efficiency": tokens / (total_records * max_seq_length) if total_records else None,
             "strategies": data.strategies,
         }
-    manifest: dict[str, Any] = {
-        "version": 1,
-        "kind": "packed" if packed else "instances",
-        "name": name,
-        "formats": list(fmts),
-        "max_seq_length": max_seq_length,
-        "max_predictions": max_predictions,
-        "max_per_pack": k,
-        "seed": seed,
-        "vocab": {
-            "file": encoder.vocab_path.name,
-            "sha256": encoder.vocab_sha256,
-            "size": encoder.vocab_size,
-            "cased": cased,
-        },
-        "config": {
+    manifest = mf.DatasetManifest(
+        kind="packed" if packed else "instances",
+        name=name,
+        formats=list(fmts),
+        max_seq_length=max_seq_length,
+        max_predictions=max_predictions,
+        max_per_pack=k,
+        seed=seed,
+        vocab=mf.Vocab(
+            file=encoder.vocab_path.name,
+            sha256=encoder.vocab_sha256,
+            size=encoder.vocab_size,
+            cased=cased,
+        ),
+        config={
             "mask": dataclasses.asdict(data.mask_config),
             "pack": dataclasses.asdict(data.pack_config) if data.pack_config else None,
         },
-        "shards": shards_meta,
-        "megatron": megatron_meta,
-        "totals": {
-            "instances": sum(s["instances"] for s in shards_meta),
-            "records": total_records,
-            "documents": len(data.documents),
-        },
-        "statistics": statistics,
-        "counters": dict(sorted(data.counters.items())),
-    }
-    write_manifest(str(out), manifest)
-    return manifest
+        shards=[mf.ShardEntry.from_json(s) for s in shards_meta],
+        megatron=mf.Megatron.from_json(megatron_meta) if megatron_meta else None,
+        totals=mf.Totals(
+            instances=sum(s["instances"] for s in shards_meta),
+            records=total_records,
+            documents=len(data.documents),
+        ),
+        statistics=mf.Statistics.from_json(statistics),
+        counters=dict(sorted(data.counters.items())),
+        version=mf.VERSION,
+    )
+    mf.write_manifest(str(out), manifest)
+    return manifest.to_json()

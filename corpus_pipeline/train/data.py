@@ -47,7 +47,7 @@ from corpus_pipeline.config import MaskConfig
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.formats import registry
 from corpus_pipeline.formats.common import FormatError, sha256_file
-from corpus_pipeline.formats.manifest import read_manifest
+from corpus_pipeline.formats.manifest import Vocab, load_dataset_manifest
 from corpus_pipeline.records import EncodedDocument, Instance, Pack
 
 #: Records held by each stream's shuffle buffer.
@@ -156,9 +156,9 @@ def open_dataset(
         UserError: No/invalid manifest, or the requested format is not in the folder.
     """
     out = str(path)
-    m = read_manifest(out)
+    m = load_dataset_manifest(out)
     where = os.path.join(out, "manifest.json")
-    formats = list(m.get("formats") or [])
+    formats = list(m.formats)
     if fmt is None:
         if not formats:
             raise UserError(f"{where}: lists no shard formats: regenerate the dataset")
@@ -170,40 +170,34 @@ def open_dataset(
             f"{out}: has no {fmt} shards (it has {', '.join(formats) or 'none'}); "
             f"pass --format {formats[0] if formats else '...'}"
         )
-    try:
-        vocab = m["vocab"]
-        source_packed = m.get("kind") == "packed"
-        packed = source_packed and not unpack
-        count_key = "instances" if source_packed and unpack else "records"
-        info = DatasetInfo(
-            path=out,
-            name=str(m["name"]),
-            fmt=fmt,
-            packed=packed,
-            max_seq_length=int(m["max_seq_length"]),
-            max_predictions=int(m["max_predictions"]),
-            max_per_pack=int(m.get("max_per_pack") or 1) if packed else 1,
-            vocab_sha256=str(vocab["sha256"]),
-            vocab_size=int(vocab["size"]),
-            vocab_file=str(vocab.get("file", "")),
-            shards=tuple((int(s["index"]), int(s[count_key])) for s in m["shards"]),
-            megatron_prefix=(m.get("megatron") or {}).get("prefix"),
-            mask_config=dict((m.get("config") or {}).get("mask") or {}),
-            source_packed=source_packed,
-            vocab_cased=_cased(vocab),
-        )
-    except (KeyError, TypeError, ValueError) as e:
-        raise UserError(
-            f"{where}: incomplete manifest (missing or bad {e}): regenerate the dataset"
-        ) from None
-    return info
+    source_packed = m.packed
+    packed = source_packed and not unpack
+    return DatasetInfo(
+        path=out,
+        name=m.name,
+        fmt=fmt,
+        packed=packed,
+        max_seq_length=m.max_seq_length,
+        max_predictions=m.max_predictions,
+        max_per_pack=(m.max_per_pack or 1) if packed else 1,
+        vocab_sha256=m.vocab.sha256,
+        vocab_size=m.vocab.size,
+        vocab_file=m.vocab.file,
+        shards=tuple(
+            (s.index, s.instances if source_packed and unpack else s.records) for s in m.shards
+        ),
+        megatron_prefix=m.megatron.prefix if m.megatron is not None else None,
+        mask_config=dict(m.config.get("mask") or {}),
+        source_packed=source_packed,
+        vocab_cased=_cased(m.vocab),
+    )
 
 
-def _cased(vocab: dict[str, Any]) -> bool:
+def _cased(vocab: Vocab) -> bool:
     """The manifest's ``vocab.cased``; older manifests: cased iff it is the bundled cased one."""
-    if "cased" in vocab:
-        return bool(vocab["cased"])
-    return str(vocab.get("sha256")) == sha256_file(resources.CASED_VOCAB)
+    if vocab.cased is not None:
+        return vocab.cased
+    return vocab.sha256 == sha256_file(resources.CASED_VOCAB)
 
 
 def check_signature(info: DatasetInfo, expected: dict[str, Any], what: str) -> None:
