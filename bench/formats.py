@@ -66,6 +66,8 @@ from corpus_pipeline.beam.shards import WRITE_BATCH
 from corpus_pipeline.formats import manifest as mf
 from corpus_pipeline.formats import registry
 from corpus_pipeline.formats import tfrecord as tfr
+from corpus_pipeline.formats import tfrecord_columns as tfc
+from corpus_pipeline.formats import tfrecord_writer as tfw
 from corpus_pipeline.formats.common import sha256_file
 from corpus_pipeline.formats.example_proto import encode_examples
 from corpus_pipeline.records import Instance, Pack
@@ -136,19 +138,19 @@ def write_tfrecord_reference(ds: Dataset, out: Path) -> None:
     for sh, records in zip(ds.shards, ds.records, strict=True):
         path = out / ds.files("tfrecord", sh["index"])[0]
         path.parent.mkdir(parents=True, exist_ok=True)
-        w: tfr.TFRecordShardWriter | tfr.PackedTFRecordShardWriter
+        w: tfw.TFRecordShardWriter | tfw.PackedTFRecordShardWriter
         if ds.packed:
-            w = tfr.PackedTFRecordShardWriter(path, s, p, ds.m["max_per_pack"])
+            w = tfw.PackedTFRecordShardWriter(path, s, p, ds.m["max_per_pack"])
         else:
-            w = tfr.TFRecordShardWriter(path, s, p)
+            w = tfw.TFRecordShardWriter(path, s, p)
         with w:
             for start in range(0, len(records), WRITE_BATCH):
                 batch = records[start : start + WRITE_BATCH]
                 if ds.packed:
-                    cols = tfr._packs_to_columns_loop(batch, s, p, ds.m["max_per_pack"])
+                    cols = tfc.packs_to_columns_loop(batch, s, p, ds.m["max_per_pack"])
                 else:
-                    cols = tfr._instances_to_columns_loop(batch, s, p)
-                w._file.write_records(encode_examples(cols))
+                    cols = tfc.instances_to_columns_loop(batch, s, p)
+                w.write_records(encode_examples(cols))
 
 
 def read_all(ds: Dataset, fmt: str, out: Path) -> int:

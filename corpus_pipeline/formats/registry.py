@@ -28,7 +28,7 @@ from typing import Any
 
 from corpus_pipeline import fsio
 from corpus_pipeline.errors import UserError
-from corpus_pipeline.formats import hdf5, hdf5_writer, mmap_bert, tfrecord
+from corpus_pipeline.formats import hdf5, hdf5_writer, mmap_bert, tfrecord, tfrecord_writer
 from corpus_pipeline.records import Instance, Pack
 
 FORMATS = ("hdf5", "tfrecord", "mmap")
@@ -122,10 +122,10 @@ def open_writer(
         return hdf5_writer.HDF5ShardWriter(main, max_seq_length, max_predictions)
     if fmt == "tfrecord":
         if max_per_pack is not None:
-            return tfrecord.PackedTFRecordShardWriter(
+            return tfrecord_writer.PackedTFRecordShardWriter(
                 main, max_seq_length, max_predictions, max_per_pack
             )
-        return tfrecord.TFRecordShardWriter(main, max_seq_length, max_predictions)
+        return tfrecord_writer.TFRecordShardWriter(main, max_seq_length, max_predictions)
     if fmt == "mmap":
         cls = mmap_bert.MmapPackWriter if packed else mmap_bert.MmapInstanceWriter
         return cls(

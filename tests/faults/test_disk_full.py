@@ -32,7 +32,7 @@ import h5py
 import pytest
 
 from corpus_pipeline import resources
-from corpus_pipeline.formats import mmap, registry, tfrecord
+from corpus_pipeline.formats import mmap, registry, tfrecord_writer
 from corpus_pipeline.formats.common import remove_stale_temps
 from corpus_pipeline.records import Instance, Pack
 from corpus_pipeline.testing.datasets import SampleData, make_instances
@@ -134,7 +134,7 @@ def install(monkeypatch: pytest.MonkeyPatch, fmt: str, layer: str) -> FullDisk:
 
             monkeypatch.setattr(h5py.Dataset, name, failing)
     else:
-        module = tfrecord if fmt == "tfrecord" else mmap
+        module = tfrecord_writer if fmt == "tfrecord" else mmap
 
         def fake_open(*args: Any, **kwargs: Any) -> _File:
             return _File(open(*args, **kwargs), disk)  # noqa: SIM115 - closed by the writer

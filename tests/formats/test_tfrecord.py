@@ -18,24 +18,28 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from corpus_pipeline.formats import crc32c as crc_mod
+from corpus_pipeline.formats import example_batch as eb
 from corpus_pipeline.formats import example_proto as ep
-from corpus_pipeline.formats import tfrecord as tfr
+from corpus_pipeline.formats import protowire as pw
 from corpus_pipeline.formats.common import FormatError
 from corpus_pipeline.formats.tfrecord import (
     PACKED_FEATURES,
     UNPACKED_FEATURES,
-    PackedTFRecordShardWriter,
-    TFRecordShardWriter,
     frame_record,
     index_path_for,
-    instances_to_columns,
     iter_records,
     iter_records_with_offsets,
-    packs_to_columns,
     read_index,
     read_packed_tfrecord,
     read_tfrecord,
 )
+from corpus_pipeline.formats.tfrecord_columns import (
+    instances_to_columns,
+    instances_to_columns_loop,
+    packs_to_columns,
+    packs_to_columns_loop,
+)
+from corpus_pipeline.formats.tfrecord_writer import PackedTFRecordShardWriter, TFRecordShardWriter
 from corpus_pipeline.hashing import rng_for
 from corpus_pipeline.records import Instance, Pack
 from corpus_pipeline.resources import SAMPLE_GOOGLE_TEXT, UNCASED_VOCAB
@@ -204,16 +208,16 @@ def test_varints_match_protobuf_rules() -> None:
         [0, 1, 127, 128, 16383, 16384, 30521, 2**21, 2**35, 2**62, 2**63 - 1, -1, -(2**63)],
         dtype=np.int64,
     )
-    buf, offs = ep.encode_varint_rows(values.reshape(1, -1))
-    ref = b"".join(ep.encode_varint(int(v) & 0xFFFFFFFFFFFFFFFF) for v in values)
+    buf, offs = pw.encode_varint_rows(values.reshape(1, -1))
+    ref = b"".join(pw.encode_varint(int(v) & 0xFFFFFFFFFFFFFFFF) for v in values)
     assert buf == ref and offs.tolist() == [0, len(ref)]
-    assert ep.encode_varint(300) == b"\xac\x02"
-    assert len(ep.encode_varint(2**64 - 1)) == 10
-    np.testing.assert_array_equal(ep.decode_varints(buf), values)
-    with pytest.raises(ep.ExampleDecodeError):
-        ep.decode_varints(b"\x01\x80")  # ends inside a varint
-    with pytest.raises(ep.ExampleDecodeError):
-        ep.decode_varints(b"\xff" * 10 + b"\x01")  # 11 bytes
+    assert pw.encode_varint(300) == b"\xac\x02"
+    assert len(pw.encode_varint(2**64 - 1)) == 10
+    np.testing.assert_array_equal(pw.decode_varints(buf), values)
+    with pytest.raises(pw.WireError):
+        pw.decode_varints(b"\x01\x80")  # ends inside a varint
+    with pytest.raises(pw.WireError):
+        pw.decode_varints(b"\xff" * 10 + b"\x01")  # 11 bytes
 
 
 @st.composite
@@ -269,7 +273,7 @@ def test_encode_examples_batch_equals_one_by_one() -> None:
 
 
 def _ld(tag: int, body: bytes) -> bytes:
-    return ep.encode_varint(tag) + ep.encode_varint(len(body)) + body
+    return pw.encode_varint(tag) + pw.encode_varint(len(body)) + body
 
 
 def _list_chunks(kind: str, values, draw) -> bytes:
@@ -284,9 +288,9 @@ def _list_chunks(kind: str, values, draw) -> bytes:
             out += b"".join(_ld(0x0A, v) for v in chunk)
         elif kind == "int":
             if style == "packed":
-                out += _ld(0x0A, b"".join(ep.encode_varint(v & (2**64 - 1)) for v in chunk))
+                out += _ld(0x0A, b"".join(pw.encode_varint(v & (2**64 - 1)) for v in chunk))
             else:
-                out += b"".join(b"\x08" + ep.encode_varint(v & (2**64 - 1)) for v in chunk)
+                out += b"".join(b"\x08" + pw.encode_varint(v & (2**64 - 1)) for v in chunk)
         elif style == "packed":
             out += _ld(0x0A, struct.pack(f"<{len(chunk)}f", *chunk))
         else:
@@ -725,12 +729,12 @@ SAMPLE_SHA256 = {
 
 def reference_unpacked(insts: list[Instance], s: int, p: int) -> bytes:
     """The pre-#16 writer: per-instance columns, per-record Example encoding and framing."""
-    cols = tfr._instances_to_columns_loop(insts, s, p)
+    cols = instances_to_columns_loop(insts, s, p)
     return b"".join(frame_record(r) for r in ep.encode_examples(cols))
 
 
 def reference_packed(packs: list[Pack], s: int, p: int, k: int) -> bytes:
-    cols = tfr._packs_to_columns_loop(packs, s, p, k)
+    cols = packs_to_columns_loop(packs, s, p, k)
     return b"".join(frame_record(r) for r in ep.encode_examples(cols))
 
 
@@ -804,7 +808,7 @@ def test_batch_writer_matches_reference_on_edge_values(
     assert [q.instances for q in read_packed_tfrecord(ppath)] == [q.instances for q in packs]
 
 
-SCRATCH = ep.EncodeScratch()
+SCRATCH = eb.EncodeScratch()
 
 
 @HYP
@@ -826,7 +830,7 @@ def test_encode_example_batch_equals_encode_examples(seed: int, n: int, head: in
             cols["k" * int(rng.integers(1, 4)) + str(c)] = rng.integers(lo, hi, (n, w))
     ref = ep.encode_examples(cols)
     for scratch in (None, SCRATCH):  # SCRATCH: reused across examples, stale bytes must not leak
-        buf, starts, lengths = ep.encode_example_batch(cols, head=head, tail=4, scratch=scratch)
+        buf, starts, lengths = eb.encode_example_batch(cols, head=head, tail=4, scratch=scratch)
         assert [bytes(buf[a : a + b]) for a, b in zip(starts, lengths, strict=True)] == ref
         assert buf.shape[0] == sum(len(r) + head + 4 for r in ref)
 
