@@ -2,57 +2,96 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
 from corpus_pipeline import resources
 from corpus_pipeline.cli import main
+
+#: Beam flags for a run whose subject is not worker processes or parallelism: FnApiRunner
+#: runs the pipeline in this process (``in_memory``) instead of starting worker processes,
+#: each of which costs a second of CPU to start. The bytes are the same; the tests that
+#: compare runners and worker counts (``test_pipeline.py``, ``test_extract_cli.py``,
+#: ``test_mask_cli.py``, ``test_pack_cli.py``) say ``--workers`` themselves.
+IN_PROCESS = ("--direct_running_mode", "in_memory")
 
 
 def run_cli(*args: str) -> int:
     return main([str(a) for a in args])
 
 
+def shared_output(factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]) -> Path:
+    """The folder ``name``, made by ``make(folder)`` once per test session.
+
+    Under pytest-xdist every worker process has its own session fixtures: the folder is kept
+    in the session's base folder, which the workers share, and a lock lets the first worker
+    that needs it make it while the others wait. Tests only read it (copy it to change it).
+    """
+    base = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # .../pytest-N, this session's, above each worker's popen-gwK
+    root = base / "shared"
+    root.mkdir(exist_ok=True)
+    out = root / name
+    with open(root / f"{name}.lock", "w", encoding="ascii") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / f"{name}.done").exists():
+            shutil.rmtree(out, ignore_errors=True)  # a worker that failed making it
+            make(out)
+            (root / f"{name}.done").touch()
+    return out
+
+
 @pytest.fixture(scope="session")
 def wiki_docs(tmp_path_factory):
     """The bundled Wikipedia excerpt extracted into 2 text shards (2 workers)."""
-    out = tmp_path_factory.mktemp("wiki_docs")
-    rc = run_cli(
-        "extract",
-        "--input",
-        resources.SAMPLE_WIKI_DUMP,
-        "--output",
-        out,
-        "--shards",
-        "2",
-        "--workers",
-        "2",
-    )
-    assert rc == 0
-    return out
+
+    def make(out: Path) -> None:
+        rc = run_cli(
+            "extract",
+            "--input",
+            resources.SAMPLE_WIKI_DUMP,
+            "--output",
+            out,
+            "--shards",
+            "2",
+            "--workers",
+            "2",
+        )
+        assert rc == 0
+
+    return shared_output(tmp_path_factory, "wiki_docs", make)
 
 
 @pytest.fixture(scope="session")
 def wiki_masked(tmp_path_factory, wiki_docs):
     """Phase-1 masking of the excerpt, dupe factor 5, every format, 2 workers."""
-    out = tmp_path_factory.mktemp("wiki_masked")
-    rc = run_cli(
-        "mask",
-        "--input",
-        wiki_docs,
-        "--output",
-        out,
-        "--preset",
-        "phase1",
-        "--dupe-factor",
-        "5",
-        "--seed",
-        "12345",
-        "--format",
-        "all",
-        "--shards",
-        "3",
-        "--workers",
-        "2",
-    )
-    assert rc == 0
-    return out
+
+    def make(out: Path) -> None:
+        rc = run_cli(
+            "mask",
+            "--input",
+            wiki_docs,
+            "--output",
+            out,
+            "--preset",
+            "phase1",
+            "--dupe-factor",
+            "5",
+            "--seed",
+            "12345",
+            "--format",
+            "all",
+            "--shards",
+            "3",
+            "--workers",
+            "2",
+        )
+        assert rc == 0
+
+    return shared_output(tmp_path_factory, "wiki_masked", make)

@@ -40,7 +40,7 @@ from corpus_pipeline.testing.multistream import (
     split_dump,
 )
 from corpus_pipeline.testing.procmem import watch_tree
-from tests.e2e.conftest import run_cli
+from tests.e2e.conftest import IN_PROCESS, run_cli
 
 HEADER, PAGES, FOOTER = split_dump(read_dump_bytes(resources.SAMPLE_WIKI_DUMP))
 # Real articles (namespace 0, not redirects), smallest first: fast to clean, real wikitext.
@@ -92,8 +92,8 @@ def reference_docs(xml: bytes, tmp: Path) -> dict[str, list[str]]:
 
 
 def extract(out: Path, *args: Any) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """``corpus-pipeline extract ... --workers 1 --format jsonl``; asserts exit 0."""
-    rc = run_cli("extract", *args, "--output", out, "--workers", "1", "--format", "jsonl")
+    """``corpus-pipeline extract ... --format jsonl`` in this process; asserts exit 0."""
+    rc = run_cli("extract", *args, "--output", out, *IN_PROCESS, "--format", "jsonl")
     assert rc == 0
     manifest = json.loads((out / "manifest.json").read_text())
     docs: dict[str, list[str]] = {}
@@ -191,7 +191,7 @@ def test_a_file_that_is_not_a_mediawiki_dump_is_one_line_exit_2(
     path = tmp_path / name
     path.write_bytes(content)
     out = tmp_path / "out"
-    rc = run_cli("extract", "--input", path, "--output", out, "--workers", "1")
+    rc = run_cli("extract", "--input", path, "--output", out, *IN_PROCESS)
     line = one_error_line(capsys)
     assert rc == 2
     assert str(path) in line and needle in line
@@ -430,7 +430,7 @@ def docs_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def mask(docs: Path, out: Path, *args: Any) -> int:
     return run_cli(
-        "mask", "--input", docs, "--output", out, "--workers", "1", "--dupe-factor", "1", *args
+        "mask", "--input", docs, "--output", out, *IN_PROCESS, "--dupe-factor", "1", *args
     )
 
 
@@ -541,8 +541,7 @@ def test_pack_with_max_per_pack_1_is_the_identity_in_every_format(
         "1",
         "--format",
         "all",
-        "--workers",
-        "1",
+        *IN_PROCESS,
     )
     assert rc == 0
     m = read_manifest(str(out))
@@ -574,7 +573,7 @@ def test_more_shards_than_instances_leaves_empty_shards_every_tool_reads(tmp_pat
     assert run_cli("verify", out) == 0
     assert run_cli("inspect", out, "--show", "1") == 0
     packed = tmp_path / "p"
-    assert run_cli("pack", "--input", out, "--output", packed, "--workers", "1") == 0
+    assert run_cli("pack", "--input", out, "--output", packed, *IN_PROCESS) == 0
     pm = read_manifest(str(packed))
     assert [s["index"] for s in pm["shards"]] == list(range(8))
     assert [s["instances"] for s in pm["shards"]] == counts

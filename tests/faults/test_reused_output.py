@@ -28,9 +28,10 @@ from corpus_pipeline.beam.shards import ShardSpec, finished_shard, prepare_outpu
 from corpus_pipeline.cli import main
 from corpus_pipeline.records import Instance
 from corpus_pipeline.tmpdirs import _host
+from tests.e2e.conftest import IN_PROCESS
 from tests.faults.killing import ROOT, cli, digest
 
-MASK = ["--preset", "phase1", "--dupe-factor", "1", "--workers", "1"]
+MASK = ["--preset", "phase1", "--dupe-factor", "1"]
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, list[str]]:
@@ -94,7 +95,7 @@ def test_extract_with_fewer_shards_into_a_used_folder(
     """8 shards then 4: refused in one line; --overwrite gives a fresh run's folder, nothing
     of the 8-shard run left; the same command again redoes it."""
     out, fresh = tmp_path / "out", tmp_path / "fresh"
-    base = ["extract", "--books", books, "--workers", "1"]
+    base = ["extract", "--books", books, *IN_PROCESS]
     assert run_cli(capsys, *base, "--output", out, "--shards", "8")[0] == 0
     assert "books_00007.txt" in listed(out)
 
@@ -116,7 +117,7 @@ def test_mask_hdf5_into_a_folder_of_every_format(
     tmp_path: Path, docs: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out, fresh = tmp_path / "out", tmp_path / "fresh"
-    base = ["mask", "--input", docs, *MASK, "--shards", "2"]
+    base = ["mask", "--input", docs, *MASK, *IN_PROCESS, "--shards", "2"]
     assert run_cli(capsys, *base, "--output", out, "--format", "all")[0] == 0
     rc, err = run_cli(capsys, *base, "--output", out, "--format", "hdf5")
     assert rc == 2
@@ -155,7 +156,7 @@ def test_a_killed_run_of_another_seed_is_refused_not_resumed(
     out, fresh = tmp_path / "out", tmp_path / "fresh"
     base = ["mask", "--input", docs, *MASK, "--shards", "6", "--format", "tfrecord"]
     first = subprocess.Popen(
-        cli(*base, "--output", out, "--seed", "1"),
+        cli(*base, "--output", out, "--seed", "1", "--workers", "1"),
         cwd=ROOT,
         env=_env(tmp_path / "tmp"),
         stdout=subprocess.DEVNULL,
@@ -172,6 +173,7 @@ def test_a_killed_run_of_another_seed_is_refused_not_resumed(
     assert_one_error_line(
         err, f"{out} holds an unfinished dataset made with another configuration", "seed 1 vs 2"
     )
+    base += IN_PROCESS
     assert run_cli(capsys, *base, "--output", out, "--seed", "2", "--overwrite")[0] == 0
     assert run_cli(capsys, *base, "--output", fresh, "--seed", "2")[0] == 0
     assert listed(out) == named_by_manifest(out) == listed(fresh)
@@ -182,7 +184,7 @@ def test_a_second_run_into_a_folder_being_written_stops_in_one_line(
     tmp_path: Path, docs: Path
 ) -> None:
     out = tmp_path / "out"
-    cmd = cli("mask", "--input", docs, "--output", out, *MASK, "--dupe-factor", "4")
+    cmd = cli("mask", "--input", docs, "--output", out, *MASK, *IN_PROCESS, "--dupe-factor", "4")
     first = subprocess.Popen(
         cmd,
         cwd=ROOT,
@@ -223,7 +225,7 @@ def test_the_lock_of_a_dead_run_is_taken_over_and_a_live_one_refuses(
     out.mkdir()
     lock = out / outdir.LOCK
     lock.write_text(json.dumps({"pid": os.getpid(), "host": _host(), "started": "T0"}))
-    cmd = ["extract", "--books", books, "--output", out, "--shards", "2", "--workers", "1"]
+    cmd = ["extract", "--books", books, "--output", out, "--shards", "2", *IN_PROCESS]
     rc, err = run_cli(capsys, *cmd)
     assert rc == 2
     assert_one_error_line(err, f"is being written by pid {os.getpid()} on {_host()} since T0")
@@ -245,7 +247,7 @@ def test_overwrite_never_empties_a_folder_corpus_pipeline_did_not_write(
     (home / ".bashrc").write_text("# mine\n")
     (home / "projects" / "notes.txt").write_text("mine\n")
     before = listed(home)
-    cmd = ["extract", "--books", books, "--output", home, "--workers", "1"]
+    cmd = ["extract", "--books", books, "--output", home, *IN_PROCESS]
     for flags in ([], ["--overwrite"]):
         rc, err = run_cli(capsys, *cmd, *flags)
         assert rc == 2
@@ -255,7 +257,7 @@ def test_overwrite_never_empties_a_folder_corpus_pipeline_did_not_write(
     loose = tmp_path / "loose"
     loose.mkdir()
     (loose / "chapter_00001.txt").write_text("mine\n")
-    rc, err = run_cli(capsys, *cmd[:-4], "--output", loose, "--workers", "1", "--overwrite")
+    rc, err = run_cli(capsys, "extract", "--books", books, "--output", loose, "--overwrite")
     assert rc == 2 and (loose / "chapter_00001.txt").exists()
     assert_one_error_line(err, "did not write")
 
