@@ -15,6 +15,7 @@ from typing import IO
 
 from corpus_pipeline import fsio
 from corpus_pipeline.errors import InputFormatError, UserError
+from corpus_pipeline.formats.base import ShardWriter
 from corpus_pipeline.records import Document
 
 DOC_FORMATS = ("text", "jsonl")
@@ -43,14 +44,40 @@ def write_document(f: IO[str], doc: Document, fmt: str) -> None:
         f.write("\n\n")
 
 
+class DocumentWriter(ShardWriter):
+    """Writes one documents file (text or JSON lines) that appears only once complete.
+
+    Args:
+        path: Final path, local or remote; a local folder must exist.
+        fmt: ``text`` or ``jsonl``.
+    """
+
+    def __init__(self, path: str | Path, fmt: str) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.fmt = fmt
+        tmp = self._create(path)
+        self._f = open(tmp, "w", encoding="utf-8", newline="\n")  # noqa: SIM115 - closed in _finish
+
+    def write(self, docs: Iterable[Document]) -> None:
+        """Appends documents."""
+        self._check_open()
+        for doc in docs:
+            write_document(self._f, doc, self.fmt)
+            self.num_records += 1
+
+    def _finish(self) -> None:
+        self._f.close()
+
+    def _release(self) -> None:
+        self._f.close()
+
+
 def write_documents(path: str | Path, docs: Iterable[Document], fmt: str) -> int:
     """Write documents atomically to ``path`` (local or remote); returns the number written."""
-    n = 0
-    with fsio.atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        for doc in docs:
-            write_document(f, doc, fmt)
-            n += 1
-    return n
+    with DocumentWriter(path, fmt) as w:
+        w.write(docs)
+    return w.num_records
 
 
 def detect_format(path: str | Path) -> str:
