@@ -20,6 +20,7 @@ import pytest
 from corpus_pipeline.config import ExtractConfig
 from corpus_pipeline.formats.spill import read_spill, write_spill
 from corpus_pipeline.sources import wikipedia_clean, wikipedia_pages, wikipedia_plan
+from corpus_pipeline.sources.wikipedia_records import RawPage
 from corpus_pipeline.sources.wikipedia_site import MAGIC_WORDS_FILE, is_image_option, site_for
 from corpus_pipeline.testing.multistream import build_multistream
 
@@ -196,8 +197,6 @@ def test_a_plain_link_with_a_colon_keeps_its_label():
     assert is_image_option("μικρογραφία", "el") and is_image_option("250εσ", "el")
     assert is_image_option("upright=1.5", "el")  # English keywords work on every wiki
     page_text = "Πριν. [[Αθήνα|[[Βικιπαίδεια:Σελίδα|Η πόλη]]]] Μετά."
-    from corpus_pipeline.sources.wikipedia_records import RawPage
-
     article = wikipedia_clean.clean_page(
         RawPage(1, "T", 0, False, page_text, site=site), CFG, count=lambda *a: None
     )
