@@ -4,10 +4,10 @@
     torchrun --nproc-per-node 2 -m corpus_pipeline.train --data OUT --steps 1000 --preset base
 
 Reads HDF5, TFRecord and mmap shards, packed or not, through ``corpus_pipeline.formats``
-(``data.py``); the model is ``model.py``, the loop ``loop.py`` (set-up checks in ``plan.py``,
-devices and DDP in ``distributed.py``, AdamW and CUDA autocast in ``optim.py``, checkpoints in
-``checkpoint.py``, SIGTERM/Ctrl-C in ``signals.py``, logs and ``--metrics`` in ``metrics.py``).
-Importing this package does not import torch: the CLI imports it when it runs and says how to
+(``dataset.py``), batched, split over ranks and workers and resumable (``data.py``); the model
+is ``model.py``, the loop ``loop.py`` (set-up checks in ``plan.py``, devices and DDP in
+``distributed.py``, AdamW and CUDA autocast in ``optim.py``, checkpoints in ``checkpoint.py``,
+SIGTERM/Ctrl-C in ``signals.py``, logs and ``--metrics`` in ``metrics.py``). Importing this package does not import torch: the CLI imports it when it runs and says how to
 install it when it is missing.
 """
 

@@ -17,7 +17,7 @@ from typing import Any
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.train.checkpoint import latest_checkpoint, load_checkpoint
 from corpus_pipeline.train.config import DEFAULT_LR, TrainConfig
-from corpus_pipeline.train.data import DatasetInfo, check_signature, open_dataset, resolve_vocab
+from corpus_pipeline.train.dataset import DatasetInfo, check_signature, open_dataset, resolve_vocab
 from corpus_pipeline.train.model import PRESETS, BertConfig, preset_config
 
 

@@ -18,12 +18,8 @@ from corpus_pipeline import resources  # noqa: E402
 from corpus_pipeline.errors import UserError  # noqa: E402
 from corpus_pipeline.formats import registry  # noqa: E402
 from corpus_pipeline.formats.manifest import read_manifest, write_manifest  # noqa: E402
-from corpus_pipeline.train.data import (  # noqa: E402
-    LoaderState,
-    PretrainingStream,
-    collate,
-    open_dataset,
-)
+from corpus_pipeline.train.data import LoaderState, PretrainingStream, collate  # noqa: E402
+from corpus_pipeline.train.dataset import open_dataset  # noqa: E402
 from corpus_pipeline.train.loader import make_loader  # noqa: E402
 from tests.support.torch_threads import one_torch_thread  # noqa: E402, F401 (autouse)
 from tests.support.training import P, S, argv, cli, cli_fork, train_run  # noqa: E402

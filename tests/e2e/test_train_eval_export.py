@@ -16,12 +16,8 @@ pytest.register_assert_rewrite("tests.support.training")
 from corpus_pipeline import resources  # noqa: E402
 from corpus_pipeline.formats import registry  # noqa: E402
 from corpus_pipeline.stages.wordpiece import WordPieceEncoder  # noqa: E402
-from corpus_pipeline.train.data import (  # noqa: E402
-    MODEL_KEYS,
-    collate,
-    open_dataset,
-    ordered_batches,
-)
+from corpus_pipeline.train.data import MODEL_KEYS, collate, ordered_batches  # noqa: E402
+from corpus_pipeline.train.dataset import open_dataset  # noqa: E402
 from corpus_pipeline.train.evaluate import evaluate  # noqa: E402
 from corpus_pipeline.train.model import BertConfig, BertForPreTraining, preset_config  # noqa: E402
 from tests.support.torch_threads import one_torch_thread  # noqa: E402, F401 (autouse)

@@ -18,7 +18,7 @@ from corpus_pipeline.formats.common import sha256_file
 from corpus_pipeline.formats.documents import write_documents
 from corpus_pipeline.records import Document
 from corpus_pipeline.testing.datasets import build_dataset
-from corpus_pipeline.train.data import open_dataset
+from corpus_pipeline.train.dataset import open_dataset
 from corpus_pipeline.verify import run_verification
 
 

@@ -12,12 +12,8 @@ torch = pytest.importorskip("torch")
 from corpus_pipeline.errors import UserError  # noqa: E402
 from corpus_pipeline.records import Pack  # noqa: E402
 from corpus_pipeline.testing.datasets import make_instances  # noqa: E402
-from corpus_pipeline.train.data import (  # noqa: E402
-    MODEL_KEYS,
-    DatasetInfo,
-    check_signature,
-    collate,
-)
+from corpus_pipeline.train.data import MODEL_KEYS, collate  # noqa: E402
+from corpus_pipeline.train.dataset import DatasetInfo, check_signature  # noqa: E402
 from corpus_pipeline.train.loader import to_tensors  # noqa: E402
 from corpus_pipeline.train.model import (  # noqa: E402
     PRESETS,
