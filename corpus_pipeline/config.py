@@ -1,46 +1,104 @@
-"""Frozen dataclasses, one per stage. Every default lives here.
+"""Frozen dataclasses, one per stage. Every default lives here, once.
 
-CLI flags mirror the field names (``--max-per-pack`` <-> ``PackConfig.max_per_pack``).
+Each option is a field declared with :func:`option`: its name, type, default and the help
+text of its CLI flag. The verbs generate their flags from these fields
+(``corpus_pipeline/commands/options.py``), so a flag's name mirrors its field
+(``--max-per-pack`` <-> ``PackConfig.max_per_pack``) and its help shows the real default.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, field
+from typing import Any
 
 from corpus_pipeline.errors import UserError
 
 
+def option(
+    default: Any = MISSING,
+    help: str = "",
+    *,
+    aliases: tuple[str, ...] = (),
+    metavar: str | None = None,
+    minimum: float | None = None,
+    default_help: str | None = None,
+    flag: str | None = None,
+) -> Any:
+    """A config field that is also a CLI flag.
+
+    Args:
+        default: The default value (one source for the dataclass and the flag's help).
+        help: What the option does, for ``--help`` (the default is appended).
+        aliases: Other accepted spellings of the flag (kept for compatibility).
+        metavar: Placeholder shown in ``--help``.
+        minimum: Smallest accepted value; a smaller one is refused in one line.
+        default_help: How to describe the default when its value alone would mislead
+            (e.g. "128, or the --preset's").
+        flag: The flag's name when it is not ``--`` + the field name with dashes.
+    """
+    meta = {
+        "help": help,
+        "aliases": aliases,
+        "metavar": metavar,
+        "minimum": minimum,
+        "default_help": default_help,
+        "flag": flag,
+    }
+    return field(default=default, metadata=meta)
+
+
 @dataclass(frozen=True)
 class ExtractConfig:
-    """Wikipedia and book extraction.
+    """Wikipedia and book extraction (see each field's help)."""
 
-    Attributes:
-        namespaces: MediaWiki namespaces kept (0 = articles).
-        min_article_chars: Articles with less clean text than this are dropped (``dropped:short``).
-        pages_per_chunk: Pages per work unit when a dump is not multistream.
-        max_page_bytes: Pages whose wikitext is larger are dropped (``dropped:too_large``).
-        expand_templates: Expand templates defined in the dump (wikiextractor's default).
-        max_loss: Largest share of the input (pages, bytes or streams) that damage may cost
-            (malformed pages, truncated or corrupt streams) before the verb exits 1.
-        text_key: JSON-lines / Parquet inputs: the key (column) holding a document's text.
-        id_key: JSON-lines / Parquet inputs: the key holding its id; None: ``<file>:<line>``.
-        doc_per_file: ``.txt`` folders: one file is one document (else blank lines separate
-            documents).
-        max_docs: Keep only the first N documents of the input, in input order (a quick
-            try); None keeps all.
-    """
-
-    namespaces: tuple[int, ...] = (0,)
-    min_article_chars: int = 1
-    pages_per_chunk: int = 200
-    max_page_bytes: int = 8 * 1024 * 1024
-    expand_templates: bool = True
-    max_loss: float = 0.001
-    text_key: str = "text"
-    id_key: str | None = None
-    doc_per_file: bool = False
-    max_docs: int | None = None
+    namespaces: tuple[int, ...] = option(
+        (0,), "MediaWiki namespaces kept, comma-separated (0 = articles)", metavar="N[,N]"
+    )
+    min_article_chars: int = option(
+        1,
+        "articles with less clean text are dropped (counted as extract/dropped:short)",
+        minimum=0,
+    )
+    pages_per_chunk: int = option(
+        200, "pages per parallel work item for single-stream dumps", minimum=1
+    )
+    max_page_bytes: int = option(
+        8 * 1024 * 1024,
+        "pages with more wikitext are dropped (counted as extract/dropped:too_large)",
+        minimum=1,
+    )
+    expand_templates: bool = option(
+        True,
+        "expand the templates defined in the dump, as wikiextractor does (--no-templates: "
+        "keep their text out)",
+        aliases=("--templates",),
+    )
+    max_loss: float = option(
+        0.001,
+        "exit 1 when damage (malformed pages, truncated or corrupt streams) costs more than "
+        "this share of the input (pages, bytes or streams)",
+        metavar="FRACTION",
+    )
+    text_key: str = option(
+        "text", "JSON-lines/Parquet field holding a document's text", metavar="KEY"
+    )
+    id_key: str | None = option(
+        None,
+        "JSON-lines/Parquet field holding a document's id",
+        metavar="KEY",
+        default_help="file name + line",
+    )
+    doc_per_file: bool = option(
+        False, "--text-dir: one .txt file is one document (else blank lines separate them)"
+    )
+    max_docs: int | None = option(
+        None,
+        "a quick try: only the first N documents of the input, in input order",
+        metavar="N",
+        minimum=1,
+        default_help="all",
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_loss <= 1.0:
@@ -55,18 +113,26 @@ class ExtractConfig:
 class SentenceConfig:
     """Sentence splitting (``stages/sentences.py``).
 
-    Attributes:
-        language: Wikipedia language code of the text (``en``, ``ja``, ``el``): English uses
-            Punkt with the bundled parameters, Chinese and Japanese split at ``。！？``, the
-            others use sentencex. ``extract`` and ``run`` read it from the dump's
-            ``<dbname>`` unless ``--lang`` is given (books and other text: ``en``).
-        max_sentence_chars: Runaway "sentences" (lists, tables) are cut at whitespace below this.
-        min_sentence_chars: Shorter pieces are dropped (``split/dropped:short_sentence``).
+    ``language``: English uses Punkt with the bundled parameters, Chinese and Japanese split
+    at ``。！？``, the others use sentencex.
     """
 
-    language: str = "en"
-    max_sentence_chars: int = 1000
-    min_sentence_chars: int = 1
+    language: str = option(
+        "en",
+        "Wikipedia language code of the text (en, ja, el, zh-yue), for sentence splitting",
+        aliases=("--lang",),
+        metavar="CODE",
+        default_help="read from the dump's <siteinfo> <dbname> (jawiki -> ja); en for books "
+        "and other text",
+    )
+    max_sentence_chars: int = option(
+        1000, "cut longer runaway sentences (lists, tables) at whitespace", minimum=1
+    )
+    min_sentence_chars: int = option(
+        1,
+        "drop shorter sentences (counted as split/dropped:short_sentence)",
+        minimum=1,
+    )
 
 
 def default_workers() -> int:
@@ -76,30 +142,29 @@ def default_workers() -> int:
 
 @dataclass(frozen=True)
 class MaskConfig:
-    """Static masking and NSP (Google's create_pretraining_data.py semantics, defects fixed).
+    """Static masking and NSP (Google's create_pretraining_data.py semantics, defects fixed)."""
 
-    Attributes:
-        max_seq_length: S, tokens per instance including [CLS] and two [SEP].
-        max_predictions: P, cap on masked positions per instance.
-        masked_lm_prob: Fraction of tokens to mask.
-        short_seq_prob: Probability of a shorter random target length.
-        dupe_factor: Number of times each document is used with different masks.
-        whole_word_mask: Mask whole words (80/10/10 decided once per word).
-        seed: Base seed for every random draw.
-        bucket_size: Documents per negative-sampling bucket.
-        bucket_chars: Characters per bucket at most (long documents, books): bounds the
-            memory of masking one bucket.
-    """
-
-    max_seq_length: int = 128
-    max_predictions: int = 20
-    masked_lm_prob: float = 0.15
-    short_seq_prob: float = 0.1
-    dupe_factor: int = 5
-    whole_word_mask: bool = False
-    seed: int = 12345
-    bucket_size: int = 4096
-    bucket_chars: int = 32_000_000
+    max_seq_length: int = option(
+        128,
+        "S, tokens per instance including [CLS] and two [SEP]",
+        default_help="128, or the --preset's",
+    )
+    max_predictions: int = option(
+        20, "P, masked positions per instance at most", default_help="20, or the --preset's"
+    )
+    masked_lm_prob: float = option(0.15, "fraction of tokens to mask")
+    short_seq_prob: float = option(0.1, "probability of a shorter random target length")
+    dupe_factor: int = option(5, "times each document is used, with different masks")
+    whole_word_mask: bool = option(False, "mask whole words (80/10/10 decided once per word)")
+    seed: int = option(12345, "base seed of every random draw")
+    bucket_size: int = option(
+        4096, "documents per negative-sampling bucket (bounds memory)", minimum=1
+    )
+    bucket_chars: int = option(
+        32_000_000,
+        "characters per bucket at most, for long documents (bounds memory)",
+        minimum=1,
+    )
 
     def validate(self) -> None:
         """Raise UserError for parameter combinations that cannot produce valid instances."""
@@ -125,17 +190,56 @@ PRESETS: dict[str, dict[str, int]] = {
     "384": {"max_seq_length": 384, "max_predictions": 56},
 }
 
+#: Instances per shard that the default shard count aims at. A shard's writer holds the whole
+#: shard (to shuffle it) at ~1.2 KB per phase1 instance (286k instances measured at +330 MB),
+#: so ~250k keeps a writer near 350 MB. Bytes per instance scale with S and instances per
+#: token with 1/S, so the target holds for every preset.
+SHARD_TARGET_INSTANCES = 250_000
+
 
 @dataclass(frozen=True)
 class PackConfig:
-    """Sequence packing.
+    """Sequence packing (``stages/packing.py``)."""
 
-    Attributes:
-        max_per_pack: K, at most this many instances per pack.
-        strategy: lp (default), nnlshp, spfhp or lpfhp.
-        seed: Seed for the deterministic shuffle within length buckets.
-    """
+    max_per_pack: int = option(3, "K, at most this many instances per pack", minimum=1)
+    strategy: str = option("lp", "packing strategy: lp, nnlshp, spfhp or lpfhp", metavar="NAME")
+    seed: int = option(12345, "seed of the deterministic shuffle within length buckets")
 
-    max_per_pack: int = 3
-    strategy: str = "lp"
-    seed: int = 12345
+
+@dataclass(frozen=True)
+class WordPieceConfig:
+    """How text becomes WordPiece ids (``stages/wordpiece.py``), for ``vocab``, ``mask``
+    and ``run``."""
+
+    vocab: str | None = option(
+        None, "WordPiece vocab.txt", metavar="FILE", default_help="the bundled BERT vocabulary"
+    )
+    cased: bool = option(
+        False, "keep upper case (a cased vocabulary; with no --vocab, the bundled cased one)"
+    )
+    strip_accents: bool | None = option(
+        None,
+        "strip accents before WordPiece (--no-strip-accents keeps ά and ガ with an uncased "
+        "vocabulary); give vocab, mask and run the same choice",
+        default_help="strip when uncased, keep when --cased, as BERT",
+    )
+
+
+@dataclass(frozen=True)
+class VocabConfig:
+    """Training a WordPiece vocabulary (``stages/wordpiece_training.py``)."""
+
+    size: int = option(30522, "vocabulary size, special tokens included", minimum=1)
+    unused: int = option(
+        0,
+        "reserve [unused0]..[unusedN-1] after [PAD] for later additions",
+        metavar="N",
+        minimum=0,
+    )
+    min_frequency: int = option(2, "a pair must occur this often to be merged", minimum=1)
+    limit_alphabet: int = option(
+        1000,
+        "keep at most this many distinct characters, more while they cover under 99.99%% of "
+        "the text (Japanese, Chinese)",
+        minimum=1,
+    )

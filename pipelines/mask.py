@@ -29,7 +29,7 @@ from corpus_pipeline.beam.runner import (
     run_pipeline,
 )
 from corpus_pipeline.beam.shards import ShardSpec, manifest_counters, prepare_output
-from corpus_pipeline.config import MaskConfig, PackConfig
+from corpus_pipeline.config import SHARD_TARGET_INSTANCES, MaskConfig, PackConfig
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.formats import manifest as mf
 from corpus_pipeline.formats.common import atomic_output, sha256_file
@@ -38,11 +38,6 @@ from corpus_pipeline.stages.mask_stats import counter_statistics, statistical_wa
 from corpus_pipeline.stages.masking import MaskVocab
 from corpus_pipeline.stages.wordpiece import CHARS_PER_TOKEN
 
-#: Instances per shard that the default shard count aims at. A shard's writer holds the whole
-#: shard (to shuffle it) at ~1.2 KB per phase1 instance (286k instances measured at +330 MB),
-#: so ~250k keeps a writer near 350 MB. Bytes per instance scale with S and instances per
-#: token with 1/S, so the target holds for every preset.
-SHARD_TARGET_INSTANCES = 250_000
 #: Instance tokens per document token and duplicate: random next segments come from other
 #: documents and unused segments go back, so instances hold more tokens than the documents.
 #: Measured (phase1, dupe 5): bundled excerpt 2.58M chars -> 27.7k instances (1.29); the same

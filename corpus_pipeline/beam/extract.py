@@ -16,7 +16,6 @@ ranges in chunk-key order. So the same input gives byte-identical shards with an
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -235,46 +234,6 @@ def plan_tasks(
     if cfg.max_docs is not None:
         return apply_max_docs(tasks, cfg, scfg or SentenceConfig())
     return list(tasks)
-
-
-# ----------------------------------------------------------------------------------------------
-# Flags shared by `extract` and `run` (the config fields they fill are ExtractConfig's)
-
-
-def add_text_flags(p: argparse.ArgumentParser) -> None:
-    """Flags of user corpora (``sources/text.py``) and ``--max-docs``; shared with ``run``."""
-    p.add_argument(
-        "--text-dir",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="folder of plain .txt files: blank lines separate documents (or one file = "
-        "one document with --doc-per-file); repeatable",
-    )
-    p.add_argument(
-        "--text-key",
-        default=ExtractConfig.text_key,
-        metavar="KEY",
-        help=f"JSON-lines/Parquet field holding the text (default {ExtractConfig.text_key})",
-    )
-    p.add_argument(
-        "--id-key",
-        default=None,
-        metavar="KEY",
-        help="JSON-lines/Parquet field holding the document id (default: file name + line)",
-    )
-    p.add_argument(
-        "--doc-per-file",
-        action="store_true",
-        help="--text-dir: one .txt file is one document",
-    )
-    p.add_argument(
-        "--max-docs",
-        type=int,
-        default=None,
-        metavar="N",
-        help="a quick try: only the first N documents of the input, in input order",
-    )
 
 
 def check_text_dirs(dirs: Sequence[str]) -> None:

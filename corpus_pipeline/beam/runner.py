@@ -168,42 +168,75 @@ class Progress:
     path, so it is never sent to other runners' workers: while :func:`run_pipeline` builds
     and runs a pipeline for a non-local runner (:func:`is_local_runner`), a Progress pickles
     as ``Progress(None)``, whose ``tick`` is a no-op (use the runner's own UI there).
+
+    ``scale`` weighs this view's ticks: the steps of one bar tick in their own units (bytes
+    read, files encoded, shards written) and :meth:`scaled` turns each into its share of the
+    bar's total, so the bar ends at its total whatever the step sizes.
     """
 
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | None, scale: float = 1.0) -> None:
         self.path = path
+        self.scale = scale
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Progress, (self.path if _LOCAL_RUN else None,))
+        return (Progress, (self.path if _LOCAL_RUN else None, self.scale))
 
-    def tick(self, n: int = 1) -> None:
+    def scaled(self, factor: float) -> Progress:
+        """The same bar, each tick of the returned view worth ``factor`` of this one's."""
+        return Progress(self.path, self.scale * factor)
+
+    def tick(self, n: float = 1) -> None:
         """Record ``n`` finished work units (one short append; atomic for small writes)."""
-        if not self.path or not os.path.isdir(os.path.dirname(self.path)):
+        if not n or not self.path or not os.path.isdir(os.path.dirname(self.path)):
             return
         with contextlib.suppress(OSError), open(self.path, "a", encoding="ascii") as f:
-            f.write(f"{n}\n")
+            f.write(f"{n * self.scale!r}\n")
+
+
+#: tqdm's line for a bar in percent of the planned work (``progress_bar(percent=True)``).
+_PERCENT_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]"
 
 
 @contextlib.contextmanager
-def progress_bar(total: int | None, desc: str, unit: str = "unit") -> Iterator[Progress]:
-    """Show a tqdm bar fed by ``Progress.tick`` calls from any local worker process."""
+def progress_bar(
+    total: float | None, desc: str, unit: str = "unit", *, percent: bool = False
+) -> Iterator[Progress]:
+    """Show a tqdm bar fed by ``Progress.tick`` calls from any local worker process.
+
+    Args:
+        total: What the ticks add up to when the work is done (its ETA comes from it).
+        desc: The bar's name (the verb).
+        unit: What a tick counts; ``"B"`` shows bytes with binary prefixes.
+        percent: Show only the percentage and ETA (``total`` is then 100: the steps tick
+            their share through :meth:`Progress.scaled`).
+    """
     tmp = tempfile.mkdtemp(prefix="corpus-pipeline-progress-")
     path = os.path.join(tmp, "ticks")
     Path(path).touch()
     stop = threading.Event()
-    bar = tqdm(total=total, desc=desc, unit=unit, disable=None, file=sys.stderr)
+    # -q sets CORPUS_PIPELINE_QUIET (commands/common.py): no bar; else only on a terminal.
+    disable = True if os.environ.get("CORPUS_PIPELINE_QUIET") else None
+    extra: dict[str, Any] = {}
+    if percent:
+        extra["bar_format"] = _PERCENT_FORMAT
+    elif unit == "B":
+        extra.update(unit_scale=True, unit_divisor=1024)
+    bar = tqdm(total=total, desc=desc, unit=unit, disable=disable, file=sys.stderr, **extra)
 
     def poll() -> None:
-        seen = 0
+        seen = 0.0
         while True:
             final = stop.is_set()  # read once more after the run ends, then stop
             try:
                 with open(path, encoding="ascii") as f:
-                    done = sum(int(x) for x in f.read().split())
+                    done = sum(float(x) for x in f.read().split())
             except (OSError, ValueError):
                 done = seen
+            if total and total < done <= total * (1 + 1e-9):
+                done = total  # the float sum of shares that add up to the total
             if done > seen:
-                bar.update(done - seen)
+                step = done - seen
+                bar.update(int(step) if step.is_integer() else step)  # "3/10", not "3.0/10"
                 seen = done
             if final:
                 break

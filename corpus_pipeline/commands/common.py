@@ -1,36 +1,50 @@
-"""Flags shared by the Beam verbs."""
+"""Flags shared by the verbs that are not config fields (inputs, workers, --overwrite)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+from collections.abc import Iterable, Sequence
 
+from corpus_pipeline import fsio
 from corpus_pipeline.config import default_workers
 from corpus_pipeline.errors import UserError
 
+#: Set (to "1") by ``-q``: progress bars stay off (``beam/runner.py`` reads it too).
+QUIET_ENV = "CORPUS_PIPELINE_QUIET"
+
+#: Inputs smaller than this (bytes on disk) run in one process: starting a worker process
+#: costs about a CPU-second of imports, more than such an input takes to process.
+IN_PROCESS_MAX_BYTES = 1 << 20
+
 
 def add_beam_flags(p: argparse.ArgumentParser) -> None:
-    """``--workers`` (local runner) and a note that other flags go to Beam."""
+    """``--workers`` (the local runner's worker processes)."""
     p.add_argument(
         "--workers",
         type=int,
-        default=default_workers(),
-        help="local worker processes (FnApiRunner multi_processing); default: cores",
-    )
-
-
-def add_lang_flag(p: argparse.ArgumentParser) -> None:
-    """``--lang``: the language of the text, for sentence splitting."""
-    p.add_argument(
-        "--lang",
         default=None,
-        metavar="CODE",
-        help="Wikipedia language code of the text (en, ja, el, zh-yue), for sentence "
-        "splitting; default: read from the dump's <siteinfo> <dbname> (jawiki -> ja), "
-        "en for books",
+        help="local worker processes (default: one per core, "
+        f"{default_workers()} here; inputs under {IN_PROCESS_MAX_BYTES >> 20} MiB run in "
+        "this process). Other flags (--runner DataflowRunner, --project, ...) go to Apache "
+        "Beam",
     )
 
 
-def add_overwrite_flag(p: argparse.ArgumentParser) -> None:
+def add_text_dir_flag(p: argparse.ArgumentParser) -> None:
+    """``--text-dir``: folders of plain ``.txt`` documents (``sources/text.py``)."""
+    p.add_argument(
+        "--text-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="folder of plain .txt files: blank lines separate documents (or one file = "
+        "one document with --doc-per-file); repeatable",
+    )
+
+
+def add_overwrite_flag(p: argparse._ActionsContainer) -> None:
     """``--overwrite``: empty an output folder that holds another dataset (see ``outdir.py``)."""
     p.add_argument(
         "--overwrite",
@@ -40,8 +54,61 @@ def add_overwrite_flag(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_space_check_flag(p: argparse._ActionsContainer) -> None:
+    """``--no-space-check``: run even when the output estimate exceeds the free space."""
+    p.add_argument(
+        "--no-space-check",
+        action="store_true",
+        help="run even when the estimated output is larger than the free disk space",
+    )
+
+
+def progress_disabled() -> bool | None:
+    """tqdm's ``disable``: True under ``-q``; None shows a bar when stderr is a terminal."""
+    return True if os.environ.get(QUIET_ENV) else None
+
+
 def positive(name: str, value: int) -> int:
     """Check a flag is >= 1."""
     if value < 1:
         raise UserError(f"{name} must be >= 1 (got {value})")
     return value
+
+
+def _size(path: str) -> int:
+    """Bytes under ``path`` (a file, or the files of a folder); remote paths count as large."""
+    if fsio.is_remote(path):
+        return IN_PROCESS_MAX_BYTES
+    if os.path.isdir(path):
+        total = 0
+        for root, _, names in os.walk(path):
+            for n in names:
+                with contextlib.suppress(OSError):
+                    total += os.path.getsize(os.path.join(root, n))
+        return total
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def runner_args(
+    workers: int | None, beam_args: Sequence[str], inputs: Iterable[str]
+) -> tuple[int, list[str]]:
+    """The worker count and Beam flags of a run.
+
+    With no ``--workers``, no ``--runner`` and no Beam worker flags, an input smaller than
+    :data:`IN_PROCESS_MAX_BYTES` runs in this process (Beam's ``in_memory`` mode): the output
+    is the same on any worker count, and a worker process would cost more to start than the
+    work it does.
+    """
+    args = list(beam_args)
+    if workers is not None:
+        return positive("--workers", workers), args
+    chosen = ("--runner", "--direct_running_mode", "--direct_num_workers")
+    if any(a == c or a.startswith(c + "=") for a in args for c in chosen):
+        return default_workers(), args
+    if sum(_size(p) for p in inputs) < IN_PROCESS_MAX_BYTES:
+        # Beam's construction-time type check of our own graph costs ~0.2 CPU-s per run.
+        return 1, [*args, "--direct_running_mode=in_memory", "--no_pipeline_type_check"]
+    return default_workers(), args

@@ -1,4 +1,8 @@
-"""``corpus-pipeline extract``: Wikipedia dumps and books -> sentence-split document shards."""
+"""``corpus-pipeline extract``: Wikipedia dumps and books -> sentence-split document shards.
+
+Flags -> :class:`ExtractConfig` and :class:`SentenceConfig` -> ``beam.extract``'s graph. The
+Beam modules are imported when the verb runs, not for ``--help``.
+"""
 
 from __future__ import annotations
 
@@ -6,37 +10,26 @@ import argparse
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import apache_beam as beam
-
 from corpus_pipeline import fsio, outdir
-from corpus_pipeline.beam.extract import (
-    ExtractDocuments,
-    add_text_flags,
-    check_text_dirs,
-    cleanup_chunks,
-    default_name,
-    find_dump_index,
-    loss_report,
-    plan_tasks,
-    report_loss,
-    resolve_language,
-    skipped_book_files,
-)
-from corpus_pipeline.beam.runner import Timer, format_summary, progress_bar, run_pipeline
 from corpus_pipeline.commands.common import (
     add_beam_flags,
-    add_lang_flag,
     add_overwrite_flag,
+    add_text_dir_flag,
     positive,
+    runner_args,
 )
+from corpus_pipeline.commands.options import add_options, from_args
 from corpus_pipeline.config import ExtractConfig, SentenceConfig
 from corpus_pipeline.errors import UserError
-from corpus_pipeline.formats import manifest as mf
 from corpus_pipeline.formats.documents import DOC_FORMATS
+
+DESCRIPTION = """\
+Wikipedia dumps, JSON-lines, Parquet, .txt folders and books -> sentence-split documents,
+sharded, with a manifest.json (what `vocab`, `mask` and `verify` read)."""
 
 EXAMPLES = """examples:
   corpus-pipeline extract --input enwiki-latest-pages-articles.xml.bz2 --output out/docs
@@ -48,39 +41,36 @@ EXAMPLES = """examples:
   corpus-pipeline extract --input dump.xml.bz2 --max-docs 1000 --output out/try
 """
 
+INPUT_HELP = (
+    "Wikipedia dump (.xml, .xml.bz2, .gz, .xz; multistream too), or JSON-lines (.jsonl, "
+    ".jsonl.gz, .jsonl.zst, .jsonl.bz2, .jsonl.xz) or Parquet (.parquet) with a text field; "
+    "repeatable"
+)
+INDEX_HELP = (
+    "multistream index (...-multistream-index.txt.bz2), one per --input, in order; found "
+    "automatically when it lies beside the dump"
+)
+BOOKS_HELP = "folder of .txt books, one book = one document; repeatable"
+
+
+def add_input_flags(p: argparse.ArgumentParser) -> None:
+    """``--input``, ``--index``, ``--books``, ``--text-dir`` (shared with ``run``)."""
+    p.add_argument("--input", action="append", default=[], metavar="FILE", help=INPUT_HELP)
+    p.add_argument("--index", action="append", default=[], metavar="INDEX", help=INDEX_HELP)
+    p.add_argument("--books", action="append", default=[], metavar="DIR", help=BOOKS_HELP)
+    add_text_dir_flag(p)
+
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register the ``extract`` verb on the CLI's subparsers."""
     p: argparse.ArgumentParser = sub.add_parser(
         "extract",
         help="Wikipedia dump and/or books -> sentence-split documents",
-        description=__doc__,
+        description=DESCRIPTION,
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--input",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="Wikipedia dump (.xml, .xml.bz2, .gz, .xz; multistream too), or JSON-lines "
-        "(.jsonl, .jsonl.gz, .jsonl.zst) or Parquet (.parquet) with a text field; repeatable",
-    )
-    p.add_argument(
-        "--index",
-        action="append",
-        default=[],
-        metavar="INDEX",
-        help="multistream index (...-multistream-index.txt.bz2), one per --input, "
-        "in order; found automatically when it lies beside the dump",
-    )
-    p.add_argument(
-        "--books",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="folder of .txt books, one book = one document; repeatable",
-    )
-    add_text_flags(p)
+    add_input_flags(p)
     p.add_argument("--output", required=True, metavar="DIR", help="output folder")
     p.add_argument("--shards", type=int, default=4, help="number of output shards (default 4)")
     p.add_argument("--name", default=None, help="shard name prefix (default: wiki, books or mixed)")
@@ -91,41 +81,46 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="text: one sentence per line, blank line between documents (Google's "
         "format); jsonl: id, title, source, sentences (default text)",
     )
-    add_lang_flag(p)
-    p.add_argument(
-        "--max-sentence-chars",
-        type=int,
-        default=SentenceConfig.max_sentence_chars,
-        help="cut longer runaway sentences (lists, tables) at whitespace",
-    )
-    p.add_argument(
-        "--pages-per-chunk",
-        type=int,
-        default=ExtractConfig.pages_per_chunk,
-        help="pages per parallel work item for single-stream dumps",
-    )
-    p.add_argument(
-        "--no-templates", action="store_true", help="do not expand templates defined in the dump"
-    )
-    p.add_argument(
-        "--max-loss",
-        type=float,
-        default=ExtractConfig.max_loss,
-        metavar="FRACTION",
-        help="exit 1 when damage (malformed pages, truncated or corrupt streams) costs more "
-        f"than this share of the input (default {ExtractConfig.max_loss})",
-    )
+    add_options(p.add_argument_group("extraction"), ExtractConfig)
+    add_options(p.add_argument_group("sentence splitting"), SentenceConfig)
     add_overwrite_flag(p)
     add_beam_flags(p)
     return p
 
 
+def configs_from_args(
+    args: argparse.Namespace, dumps: Sequence[str]
+) -> tuple[ExtractConfig, SentenceConfig]:
+    """ExtractConfig and SentenceConfig from the flags (the language read from the dumps)."""
+    from corpus_pipeline.beam.extract import resolve_language
+
+    ecfg = from_args(args, ExtractConfig)
+    scfg = from_args(args, SentenceConfig)
+    return ecfg, replace(scfg, language=resolve_language(args.language, dumps))
+
+
 @outdir.releasing
 def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
+    """Extract; print the counter summary; exit 1 when damage exceeds --max-loss."""
+    import apache_beam as beam
+
+    from corpus_pipeline.beam.extract import (
+        ExtractDocuments,
+        check_text_dirs,
+        cleanup_chunks,
+        default_name,
+        find_dump_index,
+        loss_report,
+        plan_tasks,
+        report_loss,
+        skipped_book_files,
+    )
+    from corpus_pipeline.beam.runner import Timer, format_summary, progress_bar, run_pipeline
+    from corpus_pipeline.formats import manifest as mf
+
     if not args.input and not args.books and not args.text_dir:
         raise UserError("nothing to extract: give --input FILE, --text-dir DIR or --books DIR")
     positive("--shards", args.shards)
-    positive("--workers", args.workers)
     if args.index and len(args.index) != len(args.input):
         raise UserError("give one --index per --input (or none: indexes beside dumps are found)")
     for path in args.input:
@@ -133,18 +128,9 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     for path in args.index:
         fsio.check_input_file(path, "--index")
     check_text_dirs(args.text_dir)
-    ecfg = ExtractConfig(
-        pages_per_chunk=positive("--pages-per-chunk", args.pages_per_chunk),
-        expand_templates=not args.no_templates,
-        max_loss=args.max_loss,
-        text_key=args.text_key,
-        id_key=args.id_key,
-        doc_per_file=args.doc_per_file,
-        max_docs=args.max_docs,
-    )
-    scfg = SentenceConfig(
-        language=resolve_language(args.lang, args.input),
-        max_sentence_chars=positive("--max-sentence-chars", args.max_sentence_chars),
+    ecfg, scfg = configs_from_args(args, args.input)
+    workers, beam_args = runner_args(
+        args.workers, beam_args, [*args.input, *args.text_dir, *args.books]
     )
     indexes = args.index or [find_dump_index(d) for d in args.input]
     name = args.name or default_name(args.input, args.text_dir, args.books)
@@ -187,7 +173,7 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
                 | "Record" >> beam.Map(_write_json, shard_list)
             )
 
-        counts = run_pipeline(build, args.workers, beam_args)
+        counts = run_pipeline(build, workers, beam_args)
     with fsio.open_text(shard_list) as f:
         shards = sorted(json.load(f), key=lambda s: s["shard"])
     cleanup_chunks(out)

@@ -22,17 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from corpus_pipeline.errors import UserError
-from corpus_pipeline.formats.registry import FORMATS
-from corpus_pipeline.inspect_data import (
-    decode_instance,
-    format_statistics,
-    load_vocabulary,
-    open_dataset,
-    render_text,
-    sample_records,
-    write_report,
-)
-from corpus_pipeline.records import Pack
 
 EXAMPLES = """examples:
   corpus-pipeline inspect out/wiki
@@ -65,7 +54,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("out", metavar="OUT", help="dataset folder (with or without manifest.json)")
     p.add_argument(
-        "--format", default=None, choices=FORMATS, help="one format (default: every format found)"
+        "--format",
+        default=None,
+        metavar="F",
+        help="one format: hdf5, tfrecord or mmap (default: every format found)",
     )
     p.add_argument(
         "--show", type=int, default=2, metavar="N", help="records decoded to text (default: 2)"
@@ -86,11 +78,25 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     """Print the statistics and samples, write the report; returns 0."""
+    from corpus_pipeline.formats.registry import FORMATS
+    from corpus_pipeline.inspect_data import (
+        decode_instance,
+        format_statistics,
+        load_vocabulary,
+        open_dataset,
+        render_text,
+        sample_records,
+        write_report,
+    )
+    from corpus_pipeline.records import Pack
+
     if beam_args:
         raise UserError(
             f"inspect does not run a Beam pipeline; unknown option {beam_args[0]!r} "
             "(see corpus-pipeline inspect --help)"
         )
+    if args.format is not None and args.format not in FORMATS:
+        raise UserError(f"--format {args.format}: choose one of {', '.join(FORMATS)}")
     if args.show < 0:
         raise UserError(f"--show must be >= 0 (got {args.show})")
     view = open_dataset(args.out)

@@ -1,30 +1,37 @@
-"""``corpus-pipeline mask``: sentence-split documents -> statically masked BERT shards."""
+"""``corpus-pipeline mask``: sentence-split documents -> statically masked BERT shards.
+
+Flags -> :class:`MaskConfig`, :class:`PackConfig`, :class:`WordPieceConfig` ->
+``pipelines.mask``. The Beam modules are imported when the verb runs, not for ``--help``.
+"""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from corpus_pipeline import fsio, outdir, resources
-from corpus_pipeline.beam.mask import VocabSpec
-from corpus_pipeline.commands.common import add_beam_flags, add_overwrite_flag, positive
-from corpus_pipeline.config import PRESETS, MaskConfig, PackConfig
-from corpus_pipeline.errors import UserError
-from corpus_pipeline.formats import registry
-from corpus_pipeline.formats.documents import list_document_paths
-from corpus_pipeline.stages.masking import MaskVocab
-from corpus_pipeline.stages.wordpiece import load_vocab_checked
-from pipelines.mask import (
-    SHARD_TARGET_INSTANCES,
-    default_shards,
-    input_text_bytes,
-    mask_documents,
-    mask_fingerprint,
-    print_report,
-    space_line,
+from corpus_pipeline.commands.common import (
+    add_beam_flags,
+    add_overwrite_flag,
+    add_space_check_flag,
+    positive,
+    runner_args,
 )
+from corpus_pipeline.commands.options import add_options, from_args
+from corpus_pipeline.config import (
+    PRESETS,
+    SHARD_TARGET_INSTANCES,
+    MaskConfig,
+    PackConfig,
+    WordPieceConfig,
+)
+from corpus_pipeline.errors import UserError
+
+DESCRIPTION = """\
+Sentence-split documents (from `extract`) -> WordPiece -> static masking (MLM + NSP, the
+semantics of Google's create_pretraining_data.py) -> shards in HDF5, TFRecord and/or Megatron
+mmap, with a manifest.json; --pack writes packed shards instead."""
 
 EXAMPLES = """examples:
   corpus-pipeline mask --input out/docs --output out/wiki-128 --preset phase1 --dupe-factor 5
@@ -33,84 +40,58 @@ EXAMPLES = """examples:
 """
 
 
-def add_mask_flags(p: argparse.ArgumentParser) -> None:
-    """Masking, vocabulary, output and packing flags (shared with ``run``)."""
-    d = MaskConfig()
-    p.add_argument(
-        "--preset",
-        choices=sorted(PRESETS),
-        default=None,
-        help="phase1 (S=128, P=20), phase2 (S=512, P=80) or 384 (P=56)",
-    )
-    p.add_argument(
-        "--max-seq-length", type=int, default=None, help=f"S (default {d.max_seq_length})"
-    )
-    p.add_argument(
-        "--max-predictions",
-        type=int,
-        default=None,
-        help=f"P, masked positions per instance (default {d.max_predictions})",
-    )
-    p.add_argument("--masked-lm-prob", type=float, default=d.masked_lm_prob)
-    p.add_argument("--short-seq-prob", type=float, default=d.short_seq_prob)
-    p.add_argument("--dupe-factor", type=int, default=d.dupe_factor)
-    p.add_argument("--whole-word-mask", action="store_true")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument(
-        "--bucket-size",
-        type=int,
-        default=d.bucket_size,
-        help="documents per negative-sampling bucket (memory bound)",
-    )
-    p.add_argument(
-        "--bucket-chars",
-        type=int,
-        default=d.bucket_chars,
-        help=f"characters per bucket at most, for long documents (default {d.bucket_chars:,})",
-    )
-    p.add_argument("--vocab", default=None, help="WordPiece vocab.txt (default: bundled BERT)")
-    p.add_argument("--cased", action="store_true", help="cased vocabulary and no lower-casing")
-    p.add_argument(
-        "--strip-accents",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="strip accents before WordPiece (default: strip when uncased, keep when --cased, "
-        "as BERT; --no-strip-accents keeps ά and ガ with an uncased vocabulary)",
-    )
-    p.add_argument(
+def add_mask_flags(p: argparse.ArgumentParser, *, run: bool = False) -> None:
+    """Masking, vocabulary, output and packing flags (shared with ``run``).
+
+    Args:
+        p: The verb's parser.
+        run: For ``run``, which writes every format by default and the packed dataset
+            beside the unpacked one.
+    """
+    out = p.add_argument_group("output")
+    default_format = "all" if run else "hdf5"
+    out.add_argument(
         "--format",
-        default="hdf5",
-        help="comma-separated: hdf5, tfrecord, mmap, or all (default hdf5)",
+        default=default_format,
+        help=f"comma-separated: hdf5, tfrecord, mmap, or all (default {default_format})",
     )
-    p.add_argument(
+    out.add_argument(
         "--shards",
         type=int,
         default=None,
         help="number of output shards (default: 4, more for large inputs, so that a shard "
-        f"holds about {SHARD_TARGET_INSTANCES:,} instances at most: its writer holds it in "
-        "memory)",
+        f"holds about {SHARD_TARGET_INSTANCES:,} instances at most)",
     )
-    p.add_argument("--name", default="wiki", help="shard name prefix (default wiki)")
-    p.add_argument(
-        "--no-space-check",
+    out.add_argument("--name", default="wiki", help="shard name prefix (default wiki)")
+    add_space_check_flag(out)
+    add_overwrite_flag(out)
+    masking = p.add_argument_group("masking")
+    masking.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="phase1 (S=128, P=20), phase2 (S=512, P=80) or 384 (P=56); --max-seq-length "
+        "and --max-predictions override it",
+    )
+    add_options(masking, MaskConfig)
+    add_options(p.add_argument_group("vocabulary"), WordPieceConfig)
+    packing = p.add_argument_group("packing")
+    packing.add_argument(
+        "--pack",
         action="store_true",
-        help="run even when the estimated output is larger than the free disk space",
+        help="also write packed shards, in OUT/packed/ beside OUT/unpacked/"
+        if run
+        else "write packed shards instead of unpacked",
     )
-    p.add_argument("--pack", action="store_true", help="write packed shards instead of unpacked")
-    p.add_argument("--max-per-pack", type=int, default=PackConfig.max_per_pack)
-    p.add_argument(
-        "--strategy",
-        default=PackConfig.strategy,
-        help="packing strategy: lp, nnlshp, spfhp, lpfhp (default lp)",
-    )
-    add_overwrite_flag(p)
+    add_options(packing, PackConfig)
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register the ``mask`` verb on the CLI's subparsers."""
     p: argparse.ArgumentParser = sub.add_parser(
         "mask",
         help="documents -> WordPiece -> static masking (NSP + MLM) -> shards",
-        description=__doc__,
+        description=DESCRIPTION,
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -121,7 +102,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         metavar="DOCS",
         help="document files or folders (from `extract`); repeatable",
     )
-    p.add_argument("--output", required=True, metavar="DIR")
+    p.add_argument("--output", required=True, metavar="DIR", help="output folder")
     add_mask_flags(p)
     add_beam_flags(p)
     return p
@@ -129,65 +110,67 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def mask_config(args: argparse.Namespace) -> MaskConfig:
     """MaskConfig from flags: preset first, explicit flags override it."""
-    base: dict[str, Any] = dict(PRESETS[args.preset]) if args.preset else {}
-    if args.max_seq_length is not None:
-        base["max_seq_length"] = args.max_seq_length
-    if args.max_predictions is not None:
-        base["max_predictions"] = args.max_predictions
-    cfg = replace(
-        MaskConfig(**base),
-        masked_lm_prob=args.masked_lm_prob,
-        short_seq_prob=args.short_seq_prob,
-        dupe_factor=args.dupe_factor,
-        whole_word_mask=args.whole_word_mask,
-        seed=args.seed,
-        bucket_size=positive("--bucket-size", args.bucket_size),
-        bucket_chars=positive("--bucket-chars", args.bucket_chars),
-    )
+    cfg = from_args(args, MaskConfig, PRESETS[args.preset] if args.preset else None)
     cfg.validate()
     return cfg
 
 
 def pack_config(args: argparse.Namespace) -> PackConfig | None:
+    """PackConfig from flags (its seed is masking's), or None without ``--pack``."""
     if not args.pack:
         return None
     from corpus_pipeline.stages.pack_strategies import STRATEGIES
 
-    if args.strategy not in STRATEGIES:
-        raise UserError(f"--strategy {args.strategy!r}: choose from {', '.join(STRATEGIES)}")
-    return PackConfig(
-        max_per_pack=positive("--max-per-pack", args.max_per_pack),
-        strategy=args.strategy,
-        seed=args.seed,
-    )
+    cfg = from_args(args, PackConfig, {"seed": mask_config(args).seed})
+    if cfg.strategy not in STRATEGIES:
+        raise UserError(f"--strategy {cfg.strategy!r}: choose from {', '.join(STRATEGIES)}")
+    return cfg
 
 
-def vocab_info(args: argparse.Namespace) -> tuple[VocabSpec, dict[str, Any], MaskVocab]:
-    path = fsio.abspath(args.vocab) if args.vocab else str(resources.default_vocab(args.cased))
+def vocab_info(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any]:
+    """The vocabulary of a run: (VocabSpec for the workers, manifest info, MaskVocab)."""
+    from corpus_pipeline.beam.mask import VocabSpec
+    from corpus_pipeline.stages.masking import MaskVocab
+    from corpus_pipeline.stages.wordpiece import load_vocab_checked
+
+    wcfg = from_args(args, WordPieceConfig)
+    path = fsio.abspath(wcfg.vocab) if wcfg.vocab else str(resources.default_vocab(wcfg.cased))
     local = fsio.local_copy(path)  # a remote vocabulary is read from a downloaded copy
     tokens = load_vocab_checked(local)
     mvocab = MaskVocab.from_tokens(tokens, source=path)
     # Workers get the bundled vocabulary from their own package, any other one by content.
-    bundled = None if args.vocab else ("cased" if args.cased else "uncased")
-    strip = getattr(args, "strip_accents", None)
-    spec = VocabSpec.from_file(local, fsio.basename(path), bool(args.cased), bundled, strip)
+    bundled = None if wcfg.vocab else ("cased" if wcfg.cased else "uncased")
+    strip = wcfg.strip_accents
+    spec = VocabSpec.from_file(local, fsio.basename(path), wcfg.cased, bundled, strip)
     info = {
         "file": fsio.basename(path),
         "sha256": spec.sha256,
         "size": len(tokens),
-        "cased": bool(args.cased),
-        "strip_accents": (not args.cased) if strip is None else bool(strip),
+        "cased": wcfg.cased,
+        "strip_accents": (not wcfg.cased) if strip is None else bool(strip),
     }
     return spec, info, mvocab
 
 
 @outdir.releasing
 def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
+    """Mask the documents into ``--output``; print the report."""
+    from corpus_pipeline.formats import registry
+    from corpus_pipeline.formats.documents import list_document_paths
+    from pipelines.mask import (
+        default_shards,
+        input_text_bytes,
+        mask_documents,
+        mask_fingerprint,
+        print_report,
+        space_line,
+    )
+
     cfg = mask_config(args)
     pcfg = pack_config(args)
     formats = registry.parse_formats(args.format)
-    positive("--workers", args.workers)
     files = list_document_paths(args.input)
+    workers, beam_args = runner_args(args.workers, beam_args, [str(f) for f in files])
     if args.shards is None:
         args.shards = default_shards(input_text_bytes(files), cfg)
     positive("--shards", args.shards)
@@ -220,7 +203,7 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
         vspec,
         vinfo,
         mvocab,
-        args.workers,
+        workers,
         beam_args,
         fp,
     )

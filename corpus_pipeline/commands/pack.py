@@ -4,6 +4,7 @@ One Beam element per input shard: its instances are read back, packed with the c
 strategy on that shard's length histogram (memory bounded by shard size; see
 ``stages/packing.py`` for the efficiency cost of per-shard histograms, which is negligible at
 shard sizes of a few thousand instances and up), and written in every requested format.
+Flags -> :class:`PackConfig`; the Beam modules are imported when the verb runs.
 """
 
 from __future__ import annotations
@@ -16,22 +17,16 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-import apache_beam as beam
-
 from corpus_pipeline import fsio, outdir
-from corpus_pipeline.beam.runner import Timer, progress_bar, run_pipeline
-from corpus_pipeline.beam.shards import (
-    PackShardFromDataset,
-    ShardSpec,
-    manifest_counters,
-    prepare_output,
-)
-from corpus_pipeline.commands.common import add_beam_flags, add_overwrite_flag, positive
+from corpus_pipeline.commands.common import add_beam_flags, add_overwrite_flag, runner_args
+from corpus_pipeline.commands.options import add_options, from_args
 from corpus_pipeline.config import PackConfig
 from corpus_pipeline.errors import UserError
-from corpus_pipeline.formats import manifest as mf
-from corpus_pipeline.formats import registry
-from pipelines.mask import packing_report, print_report, save_json, split_timings
+
+DESCRIPTION = """\
+Pack an unpacked dataset (from `mask`, or run's OUT/unpacked/): up to K instances per row,
+with the attention kept block-diagonal, so less of each row is padding. Packed shard i holds
+the instances of input shard i."""
 
 EXAMPLES = """examples:
   corpus-pipeline pack --input out/wiki-512 --output out/wiki-512-packed --max-per-pack 3
@@ -40,29 +35,25 @@ EXAMPLES = """examples:
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register the ``pack`` verb on the CLI's subparsers."""
     p: argparse.ArgumentParser = sub.add_parser(
         "pack",
         help="pack masked instances, up to K per row (block-diagonal attention)",
-        description=__doc__,
+        description=DESCRIPTION,
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--input", required=True, metavar="DIR", help="an unpacked dataset folder")
-    p.add_argument("--output", required=True, metavar="DIR")
-    p.add_argument(
-        "--max-per-pack",
-        type=int,
-        default=PackConfig.max_per_pack,
-        help="K, at most this many instances per pack (default 3)",
-    )
-    p.add_argument(
-        "--strategy", default=PackConfig.strategy, help="lp (default), nnlshp, spfhp or lpfhp"
-    )
+    p.add_argument("--output", required=True, metavar="DIR", help="output folder")
     p.add_argument("--format", default=None, help="output formats (default: those of the input)")
     p.add_argument(
-        "--read-format", default=None, help="which input format to read (default: first)"
+        "--read-format", default=None, help="which input format to read (default: the first)"
     )
-    p.add_argument("--seed", type=int, default=None, help="default: the input's seed")
+    add_options(
+        p.add_argument_group("packing"),
+        PackConfig,
+        default_help={"seed": "the input dataset's seed"},
+    )
     add_overwrite_flag(p)
     add_beam_flags(p)
     return p
@@ -70,7 +61,20 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 @outdir.releasing
 def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
+    """Pack ``--input`` into ``--output``; print the report."""
+    import apache_beam as beam
+
+    from corpus_pipeline.beam.runner import Timer, progress_bar, run_pipeline
+    from corpus_pipeline.beam.shards import (
+        PackShardFromDataset,
+        ShardSpec,
+        manifest_counters,
+        prepare_output,
+    )
+    from corpus_pipeline.formats import manifest as mf
+    from corpus_pipeline.formats import registry
     from corpus_pipeline.stages.pack_strategies import STRATEGIES
+    from pipelines.mask import packing_report, print_report, save_json, split_timings
 
     src = fsio.abspath(args.input)
     m = mf.load_manifest(src)
@@ -81,24 +85,20 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
         )
     if m.packed:
         raise UserError(f"{src}: already packed; pack an unpacked dataset (from `mask`)")
-    if args.strategy not in STRATEGIES:
-        raise UserError(f"--strategy {args.strategy!r}: choose from {', '.join(STRATEGIES)}")
     formats = registry.parse_formats(args.format) if args.format else tuple(m.formats)
     read_fmt = args.read_format or m.formats[0]
     if read_fmt not in m.formats:
         raise UserError(f"--read-format {read_fmt}: {src} has {', '.join(m.formats)}")
-    positive("--workers", args.workers)
+    workers, beam_args = runner_args(args.workers, beam_args, [src])
     if "hdf5" in formats and m.vocab.size >= 32768:
         raise UserError(
             f"{src}: vocabulary of {m.vocab.size} entries, but packed HDF5 (MLPerf) stores "
             "int16 ids and needs < 32768: choose --format tfrecord,mmap"
         )
-    seed = m.seed if args.seed is None else args.seed
-    pcfg = PackConfig(
-        max_per_pack=positive("--max-per-pack", args.max_per_pack),
-        strategy=args.strategy,
-        seed=seed,
-    )
+    pcfg = from_args(args, PackConfig, {"seed": m.seed})  # default: the input's seed
+    if pcfg.strategy not in STRATEGIES:
+        raise UserError(f"--strategy {pcfg.strategy!r}: choose from {', '.join(STRATEGIES)}")
+    seed = pcfg.seed
     out = fsio.abspath(args.output)
     fsio.check_output_path(out, [src])
     fp = outdir.fingerprint(
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
                 | "Save" >> beam.Map(save_json, os.path.join(work, "shards.json"))
             )
 
-        counts = run_pipeline(build, args.workers, beam_args)
+        counts = run_pipeline(build, workers, beam_args)
     with fsio.open_text(os.path.join(work, "shards.json")) as f:
         shards = sorted(json.load(f), key=lambda s: s["index"])
     timings = split_timings(shards)

@@ -13,8 +13,6 @@ from typing import Any
 
 from corpus_pipeline.commands.common import positive
 from corpus_pipeline.errors import UserError
-from corpus_pipeline.formats.registry import parse_formats
-from corpus_pipeline.verify import run_verification
 
 EXAMPLES = """examples:
   corpus-pipeline verify out/wiki
@@ -65,6 +63,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     """Verify; print one line per problem (exit 1) or one OK line (exit 0)."""
+    from corpus_pipeline.formats.registry import parse_formats
+    from corpus_pipeline.verify import run_verification
+
     if beam_args:
         raise UserError(
             f"verify does not run a Beam pipeline; unknown option {beam_args[0]!r} "

@@ -14,6 +14,7 @@ from corpus_pipeline import cli, resources
 from corpus_pipeline.commands import vocab
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.stages.wordpiece import WordPieceEncoder
+from corpus_pipeline.stages.wordpiece_training import special_tokens
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -61,7 +62,7 @@ def test_special_token_order_mirrors_bert_base_uncased():
     assert [t for _, t in positions] == SPECIALS
     # The [unused*] reserve sits between [PAD] and [UNK] there too.
     assert real[1] == "[unused0]" and real[real.index("[UNK]") - 1].startswith("[unused")
-    assert vocab.special_tokens(2) == ["[PAD]", "[unused0]", "[unused1]", *SPECIALS[1:]]
+    assert special_tokens(2) == ["[PAD]", "[unused0]", "[unused1]", *SPECIALS[1:]]
 
 
 def test_vocab_trains_usable_reproducible_vocabulary(docs, tmp_path, capsys):

@@ -7,6 +7,7 @@ descriptor 2, so worker processes and libraries are included, not only ``sys.std
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -144,3 +145,113 @@ def test_a_missing_input_says_no_such_file(tmp_path: Path) -> None:
     p = cli("extract", "--input", tmp_path / "nope.xml.bz2", "--output", tmp_path / "o")
     assert p.returncode == 2
     one_error_line(p, "no such file")
+
+
+def test_a_misspelled_extract_option_on_run_is_refused_with_the_close_match(
+    tmp_path: Path,
+) -> None:
+    """``run`` takes every extract option; a near miss is not handed to Beam unread."""
+    p = cli("run", "--books", BOOKS, "--output", tmp_path / "o", "--max-sentense-chars", "5")
+    assert p.returncode == 2
+    one_error_line(p, "--max-sentense-chars", "did you mean --max-sentence-chars?")
+    assert not (tmp_path / "o").exists()
+
+
+HELP_IMPORTS = """
+import runpy, sys
+sys.argv = ["corpus-pipeline", *sys.argv[1:]]
+try:
+    runpy.run_module("corpus_pipeline", run_name="__main__")
+except SystemExit as e:
+    assert e.code == 0, e.code
+print("BEAM" if "apache_beam" in sys.modules else "NO-BEAM", file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    "argv", [[], ["extract"], ["vocab"], ["mask"], ["pack"], ["run"], ["verify"], ["inspect"]]
+)
+def test_help_does_not_import_beam(argv: list[str]) -> None:
+    p = subprocess.run(
+        [sys.executable, "-c", HELP_IMPORTS, *argv, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 0, p.stderr
+    assert "usage: corpus-pipeline" in p.stdout
+    assert p.stderr.strip().splitlines()[-1] == "NO-BEAM"
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_quiet_before_or_after_the_verb(where: str, tmp_path: Path) -> None:
+    """-q: no summary on stdout, nothing on stderr; the output is still written."""
+    given = ["extract", "--books", BOOKS, "--output", tmp_path / "o"]
+    p = cli(*(["-q", *given] if where == "before" else [*given, "-q"]))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "" and p.stderr == ""
+    assert (tmp_path / "o" / "manifest.json").is_file()
+    loud = cli("extract", "--books", BOOKS, "--output", tmp_path / "o2")
+    assert loud.stdout.startswith("extract: ")
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_verbose_before_or_after_the_verb(where: str, tmp_path: Path) -> None:
+    given = ["extract", "--books", BOOKS, "--output", tmp_path / "o"]
+    p = cli(*(["-v", *given] if where == "before" else [*given, "-v"]))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("extract: ")
+    assert "INFO " in p.stderr  # Beam's log, shown only with -v
+
+
+def test_quiet_and_verbose_together_is_one_line(tmp_path: Path) -> None:
+    p = cli("-q", "extract", "--books", BOOKS, "--output", tmp_path / "o", "-v")
+    assert p.returncode == 2
+    one_error_line(p, "-v and -q")
+
+
+def _on_a_terminal(*args: object) -> tuple[int, str]:
+    """Run the CLI with stderr on a pseudo-terminal (where progress bars are drawn)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    # 100 columns: tqdm draws nothing on a terminal of width 0, a new pty's size.
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    proc = subprocess.Popen(
+        [*CLI, *[str(a) for a in args]], stdout=subprocess.PIPE, stderr=follower
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=300)
+    os.close(leader)
+    return proc.returncode, b"".join(chunks).decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_vocab_progress_bar_has_a_total(quiet: bool, docs: Path, tmp_path: Path) -> None:
+    rc, err = _on_a_terminal(
+        "vocab",
+        "--input",
+        docs,
+        "--size",
+        "200",
+        "--output",
+        tmp_path / "v.txt",
+        *(["-q"] if quiet else []),
+    )
+    assert rc == 0, err
+    if quiet:
+        assert err == ""
+    else:
+        assert re.search(r"vocab: 100%.*\b3/3\b", err), err  # 1 file: 2 passes + the merges
