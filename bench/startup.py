@@ -1,0 +1,146 @@
+"""Benchmark: the start-up cost of a verb, ours against the baseline commit, in one run.
+
+What a user pays before any real work: ``corpus-pipeline --help``, ``extract`` and ``run`` on
+a one-line book. Each command runs in a fresh child process, once with this checkout and once
+with the baseline commit (a ``git worktree`` of ``--base``, put first on ``PYTHONPATH``);
+its cost is the CPU seconds (user + sys) of the child and everything it started (worker
+processes included), from ``resource.getrusage(RUSAGE_CHILDREN)``, the best of ``--repeat``
+runs (this machine is shared: the least disturbed run). Then the CPU cost of importing the
+heavy libraries alone, for reference. Target: each verb <= 1.2 CPU-s in all.
+
+Usage: ``python bench/startup.py [--base COMMIT] [--repeat 3]``
+(the baseline worktree is made in /tmp/wt-base unless it exists; the main tree's git state is
+not touched).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE_FILE = Path("/work/baseline/base_commit.txt")
+WORKTREE = Path("/tmp/wt-base")
+
+IMPORTS = {
+    "python (nothing)": "pass",
+    "apache_beam": "import apache_beam",
+    "apache_beam + FnApiRunner": "import apache_beam; "
+    "import apache_beam.runners.portability.fn_api_runner",
+    "numpy": "import numpy",
+    "h5py": "import h5py",
+    "tokenizers": "import tokenizers",
+    "nltk": "import nltk",
+    "corpus_pipeline.cli": "import corpus_pipeline.cli",
+}
+
+
+def child_cpu(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, int]:
+    """(CPU seconds of the child and its descendants, wall seconds, exit code)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if proc.returncode != 0:
+        sys.stderr.write(f"{' '.join(cmd)} failed:\n{proc.stderr[-1500:]}\n")
+    return cpu, wall, proc.returncode
+
+
+def ensure_worktree(commit: str) -> Path:
+    """The baseline checkout at ``commit`` (``git worktree add --detach``; kept between runs)."""
+    if not (WORKTREE / "corpus_pipeline").is_dir():
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(WORKTREE), commit],
+            check=True,
+            capture_output=True,
+        )
+    head = subprocess.run(
+        ["git", "-C", str(WORKTREE), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    if head != commit:
+        sys.exit(f"{WORKTREE} is at {head}, not {commit}: remove it (git worktree remove)")
+    return WORKTREE
+
+
+def env_for(tree: Path) -> dict[str, str]:
+    """The environment that makes ``python -m corpus_pipeline`` import ``tree``'s code."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(tree)
+    env.pop("CORPUS_PIPELINE_QUIET", None)
+    return env
+
+
+def which_tree(env: dict[str, str], cwd: Path) -> str:
+    out = subprocess.run(
+        [sys.executable, "-c", "import corpus_pipeline; print(corpus_pipeline.__file__)"],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default_base = BASE_FILE.read_text().strip() if BASE_FILE.is_file() else None
+    ap.add_argument("--base", default=default_base, help="baseline commit")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    if not args.base:
+        sys.exit("give --base COMMIT")
+    trees = {"baseline": ensure_worktree(args.base), "ours": ROOT}
+    work = Path(tempfile.mkdtemp(prefix="bench-startup-"))
+    books = work / "books"
+    books.mkdir()
+    (books / "one.txt").write_text("The quick brown fox jumps over the lazy dog. It was fast.\n")
+    for name, tree in trees.items():
+        where = which_tree(env_for(tree), work)
+        if not where.startswith(str(tree)):
+            sys.exit(f"{name}: corpus_pipeline imports from {where}, not {tree}")
+
+    cli = [sys.executable, "-m", "corpus_pipeline"]
+    verbs = {
+        "--help": lambda out: [*cli, "--help"],
+        "extract (1-line book)": lambda out: [*cli, "extract", "--books", books, "--output", out],
+        "run (1-line book)": lambda out: [*cli, "run", "--books", books, "--output", out],
+    }
+    print(f"start-up cost, CPU-s of the child and its workers, best of {args.repeat}")
+    print(f"baseline {args.base[:12]} vs this checkout; {os.cpu_count()} cores")
+    print(f"{'command':<24}{'baseline':>10}{'ours':>10}{'ratio':>8}{'ours wall':>11}")
+    n = 0
+    for label, make in verbs.items():
+        best: dict[str, tuple[float, float]] = {}
+        for _ in range(args.repeat):
+            for name, tree in trees.items():  # interleaved: the same load for both
+                n += 1
+                cmd = [str(a) for a in make(work / f"out{n}")]
+                cpu, wall, rc = child_cpu(cmd, env_for(tree), work)
+                if rc != 0:
+                    sys.exit(1)
+                old = best.get(name, (float("inf"), float("inf")))
+                best[name] = (min(old[0], cpu), min(old[1], wall))
+        b, o = best["baseline"][0], best["ours"][0]
+        print(f"{label:<24}{b:>9.2f}s{o:>9.2f}s{b / o:>7.1f}x{best['ours'][1]:>10.2f}s")
+
+    print("\nimport cost alone, CPU-s (best of the same repeats)")
+    for label, code in IMPORTS.items():
+        cpu = min(
+            child_cpu([sys.executable, "-c", code], env_for(ROOT), work)[0]
+            for _ in range(args.repeat)
+        )
+        print(f"  {label:<28}{cpu:>6.2f}s")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
