@@ -11,7 +11,7 @@ import sys
 from corpus_pipeline import resources
 from corpus_pipeline.formats.documents import read_documents
 from corpus_pipeline.testing.multistream import build_multistream
-from tests.e2e.conftest import run_cli
+from tests.e2e.conftest import IN_PROCESS, run_cli
 
 MARKUP = ("[[", "{{", "|}", "&lt;", "<ref")
 
@@ -38,8 +38,7 @@ def test_wiki_and_book_to_jsonl(tmp_path, capsys):
         "jsonl",
         "--shards",
         "3",
-        "--workers",
-        "2",
+        *IN_PROCESS,
     )
     assert rc == 0
     manifest, docs = _docs(out)
@@ -110,8 +109,7 @@ def test_multistream_dump_is_split_by_stream_and_gives_the_same_articles(tmp_pat
             out,
             "--shards",
             "2",
-            "--workers",
-            "2",
+            *IN_PROCESS,
             "--format",
             "jsonl",
         )
@@ -140,7 +138,7 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path, capsys):
         [],
     ]
     for extra in cases:
-        rc = run_cli("extract", *extra, "--output", tmp_path / "out", "--workers", "1")
+        rc = run_cli("extract", *extra, "--output", tmp_path / "out", *IN_PROCESS)
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2, extra
         assert len(err) == 1 and err[0].startswith("error: "), err
@@ -149,7 +147,7 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path, capsys):
         xml[:200000].rsplit("</page>", 1)[0].encode("utf-16")
         + "</page></mediawiki>".encode("utf-16-le")
     )
-    rc = run_cli("extract", "--input", utf16, "--output", tmp_path / "o16", "--workers", "1")
+    rc = run_cli("extract", "--input", utf16, "--output", tmp_path / "o16", *IN_PROCESS)
     assert rc == 0
     _, docs = _docs(tmp_path / "o16")
     assert len(docs) >= 1
@@ -161,7 +159,7 @@ def test_truncated_bz2_keeps_what_came_before(tmp_path):
     cut.write_bytes(data[: len(data) // 2])
     out = tmp_path / "docs"
     # A cut dump is loss (issue 12): over --max-loss (default 0.1%) it exits 1; lifted here.
-    argv = ["extract", "--input", cut, "--output", out, "--workers", "1"]
+    argv = ["extract", "--input", cut, "--output", out, *IN_PROCESS]
     assert run_cli(*argv, "--max-loss", "1") == 0
     manifest, docs = _docs(out)
     assert 10 < len(docs) < 105

@@ -13,7 +13,7 @@ from corpus_pipeline.formats import registry
 from corpus_pipeline.formats.manifest import read_manifest, without_timestamps
 from corpus_pipeline.formats.mmap import IndexedDatasetReader
 from corpus_pipeline.stages.masking import MaskVocab
-from tests.e2e.conftest import run_cli
+from tests.e2e.conftest import IN_PROCESS, run_cli
 
 # shared/specs/MASKING.md: NVIDIA's create_pretraining_data.py on the same excerpt, S=128,
 # P=20, dupe 5: 28,294 instances, mean length 118.6, 7.3% padding, NSP random 0.519,
@@ -150,8 +150,9 @@ def test_other_seed_gives_other_shards(tmp_path, wiki_docs, wiki_masked):
             "2",
             "--shards",
             "3",
-            "--workers",
-            "2",
+            "--format",
+            "hdf5",  # the file compared
+            *IN_PROCESS,
         )
         == 0
     )
@@ -184,7 +185,7 @@ def test_bad_vocab_and_empty_input(tmp_path, wiki_docs, capsys):
 
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
-    rc = run_cli("mask", "--input", empty, "--output", tmp_path / "o2", "--workers", "1")
+    rc = run_cli("mask", "--input", empty, "--output", tmp_path / "o2", *IN_PROCESS)
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "no instances" in err[0]
     # The manifest still records what happened (0 instances) and no shard file exists.

@@ -11,7 +11,7 @@ import pytest
 from corpus_pipeline.formats import registry
 from corpus_pipeline.formats.manifest import read_manifest, without_timestamps
 from corpus_pipeline.records import Pack
-from tests.e2e.conftest import run_cli
+from tests.e2e.conftest import IN_PROCESS, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +99,7 @@ def test_mask_with_pack_flag_writes_packed_shards(tmp_path, wiki_docs, wiki_pack
             "--pack",
             "--format",
             "tfrecord",
-            "--workers",
-            "2",
+            *IN_PROCESS,
         )
         == 0
     )
@@ -133,8 +132,7 @@ def test_max_per_pack_one_is_identity(tmp_path, wiki_masked):
             "1",
             "--format",
             "mmap",
-            "--workers",
-            "2",
+            *IN_PROCESS,
         )
         == 0
     )
