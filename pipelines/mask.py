@@ -428,7 +428,7 @@ def print_warnings(manifest: dict[str, Any]) -> None:
 def print_report(
     manifest: dict[str, Any], out: str, counters: bool = True, warnings: bool = True
 ) -> None:
-    """The MASKING.md statistics (and the packing report) in a few lines, then warnings."""
+    """The masking statistics (and the packing report) in a few lines, then warnings."""
     s = manifest["statistics"]
 
     def pct(x: float | None) -> str:

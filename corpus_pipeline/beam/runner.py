@@ -2,7 +2,7 @@
 
 Local default: FnApiRunner with ``direct_running_mode=multi_processing`` and one worker per
 core. DirectRunner would first try to download Prism (no network here) and
-``multi_threading`` loses records (see shared/specs/BEAM.md), so neither is used unless the
+``multi_threading`` loses records (README, "Commands"), so neither is used unless the
 user asks for it explicitly. Any Beam flag (``--runner``, ``--project``, ...) passes through.
 """
 

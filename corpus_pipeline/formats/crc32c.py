@@ -1,7 +1,7 @@
 """CRC-32C (Castagnoli) and the TFRecord "masked" CRC.
 
 TFRecord frames every record with ``masked_crc32c`` of its length bytes and of its data
-(FORMATS.md). Two implementations, same results:
+(:mod:`.tfrecord`). Two implementations, same results:
 
 * the ``crc32c`` C extension (PyPI ``crc32c``, hardware SSE4.2/ARMv8 CRC instructions) when it
   is importable. The ``tfrecord`` package requires it, so every normal install has it;

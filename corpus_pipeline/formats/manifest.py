@@ -33,7 +33,7 @@ Dataset schema (version 1), paths relative to the dataset folder::
       "megatron": null | {"prefix": "mmap/wiki_text_sentence", "documents": n, "sentences": n,
                           "files": [{"path": ..., "sha256": ...}]},
       "totals": {"instances": n, "records": n, "documents": n},
-      "statistics": {...},          # MASKING.md statistics (README, "What the manifest says")
+      "statistics": {...},          # masking statistics (README, "mask")
       "warnings": [{"code": ..., "message": ..., "value": ...}],
       "packing": {...},             # packed only: the packing report
       "counters": {...},            # every Beam counter of the run

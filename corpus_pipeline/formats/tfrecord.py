@@ -1,6 +1,6 @@
 """TFRecord shards: Google BERT (unpacked) and Graphcore (packed) schemas, no TensorFlow.
 
-Framing (FORMATS.md): each record is
+Framing (TensorFlow's ``tf.io.TFRecordWriter`` layout): each record is
 ``u64le length | u32le masked_crc32c(length bytes) | data | u32le masked_crc32c(data)``, where
 ``data`` is a ``tf.train.Example`` (encoded by :mod:`.example_proto`). Beside every ``X.tfrecord``
 the writers put ``X.index`` in the ``tfrecord`` package's ``tfrecord2idx`` format (one

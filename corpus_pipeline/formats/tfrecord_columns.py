@@ -179,7 +179,7 @@ def instances_to_columns_loop(
 def packs_to_columns(
     packs: Sequence[Pack], max_seq_length: int, max_predictions: int, max_per_pack: int
 ) -> dict[str, np.ndarray]:
-    """Lays out a batch of packs in the Graphcore packed schema (FORMATS.md).
+    """Lays out a batch of packs in the Graphcore packed schema (README, "Output layout").
 
     Sequence ``k`` (1-based) of a pack: its body (tokens without [CLS]) follows the bodies of
     sequences ``1..k-1`` from index 0; its [CLS] goes to index ``S - k``; its masked positions

@@ -1,6 +1,6 @@
 """The report of a masked dataset and its statistical warnings.
 
-:class:`MaskStats` accumulates the report of ``shared/specs/MASKING.md`` from the instances
+:class:`MaskStats` accumulates the report of the README's ``mask`` section from the instances
 alone (mergeable, for a Beam CombineFn); the short-target fraction comes from the
 ``mask/short_target`` counter, and the counters ``mask/masked:*`` hold the exact 80/10/10
 decisions (the instance-derived split counts a random draw of the original token as kept).

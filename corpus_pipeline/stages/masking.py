@@ -1,7 +1,7 @@
 """Static masking and next-sentence prediction (NSP), as a pure stage.
 
 The algorithm is the one of google-research/bert ``create_pretraining_data.py`` (NVIDIA
-DeepLearningExamples and Graphcore use the same), described in ``shared/specs/MASKING.md``.
+DeepLearningExamples and Graphcore use the same), summarised in the README's ``mask`` section.
 Per document and per duplicate ``k`` it draws one target length (``S - 3``, or with
 probability ``short_seq_prob`` a random length in ``[2, S - 3]``, for the whole document as
 Google does), accumulates whole sentences into a chunk until the target is reached, splits the
@@ -11,7 +11,7 @@ taken from another document of the bucket), truncates the pair and masks
 masking, like Google's, skips words that would overshoot that number and may, in rare
 instances whose words are all longer than it, mask nothing.
 
-What differs from Google, on purpose (``shared/specs/MASKING.md``, "Known defects"):
+What differs from Google, on purpose (the defects of the reference that we fix):
 
 1. A random next never comes from the same document (Google retries 10 times, then keeps it).
    A bucket with a single usable document has no negative: a chunk of two or more sentences

@@ -16,8 +16,8 @@ at 100k, 0.16 at 10k (SQuAD-384 at 10k: 0.03). Shards of >= 100k instances are f
 shard's own efficiency varies far more than that with its share of short sequences:
 99.29..99.95 % for 10k-instance Wikipedia shards.)
 
-**Masked width.** A pack's masked positions must fit ``P + K - 1`` (the packed width M in
-FORMATS.md); a pack that overflows is split into smaller packs, never dropped
+**Masked width.** A pack's masked positions must fit ``P + K - 1`` (the packed width M of
+the README's "Output layout"); a pack that overflows is split into smaller packs, never dropped
 (``pack/split_overflow``).
 """
 
@@ -37,7 +37,7 @@ Count = Callable[..., None]
 
 
 def packed_masked_width(max_predictions: int, max_per_pack: int) -> int:
-    """M, the masked-position width of a pack: ``P + K - 1`` (FORMATS.md)."""
+    """M, the masked-position width of a pack: ``P + K - 1`` (README, "Output layout")."""
     return max_predictions + max_per_pack - 1
 
 

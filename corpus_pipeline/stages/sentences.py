@@ -67,7 +67,7 @@ _OPEN_END_RE = re.compile(r"[?!][\"'\u201d\u2019)\]]*$")
 CJK_LANGUAGES = frozenset(
     {"ja", "zh", "zh-yue", "zh-classical", "zh-min-nan", "yue", "wuu", "gan", "lzh", "cdo", "hak"}
 )
-# Codes that mean English punkt ("english" is the punkt set name the config used to hold).
+# Codes that mean English punkt ("english" is the punkt set name older configs hold).
 _ENGLISH = frozenset({"en", "simple", "english"})
 _LANG_CODE_RE = re.compile(r"^[a-z]{2,3}(?:-[a-z0-9]{1,8})*$")
 

@@ -470,7 +470,7 @@ class WordPieceEncoder:
     def ordinary_ids(self) -> np.ndarray:
         """Sorted int32 ids of ordinary tokens: all but the special and ``[unused*]`` tokens.
 
-        Masking draws its random replacements from these (MASKING.md defect 3).
+        Masking draws its random replacements from these (``stages/masking.py``, difference 3).
         """
         return self._ordinary_ids
 

@@ -66,7 +66,7 @@ class DatasetInfo:
 
     @property
     def masked_width(self) -> int:
-        """M: masked slots per row (P unpacked, P + K - 1 packed, as in FORMATS.md)."""
+        """M: masked slots per row (P unpacked, P + K - 1 packed; README, "Output layout")."""
         return self.max_predictions + self.max_per_pack - 1
 
     @property
