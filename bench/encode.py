@@ -17,7 +17,7 @@ in ``.bench/``; ``--fresh`` re-extracts). Three measurements in one run:
    (1x) and the same documents written to ``--copies`` files (10x; ids are ``<file>:<index>``
    so every copy is a new document). The shard count grows with the input (4 at 1x, 40 at
    10x), so shards hold the same number of instances: a shard's writer holds its shard in
-   memory (DESIGN.md: memory is bounded by chunk and shard size); ``--fixed-shards`` keeps 4
+   memory (README, ``mask``: memory is bounded by bucket, chunk and shard size); ``--fixed-shards`` keeps 4
    shards at 10x to show that cost. Instances/s and peak memory of the whole process tree:
    the launcher and its worker subprocesses' RSS summed, sampled from ``/proc`` every 0.1 s
    (shared pages count once per process: an upper bound), plus the largest single process's

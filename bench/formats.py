@@ -11,8 +11,8 @@ pack`` on its output (both timed as subprocesses). Every record is read back onc
 * read: every shard back with ``registry.read_shard`` (checked equal to what was written);
 * bytes per instance of the files written (checked identical to the verb's files).
 
-The TFRecord writers are also timed against the per-record encoder they replaced (issue #16:
-per-instance columns, one ``encode_examples`` Example and one ``frame_record`` per record),
+The TFRecord writers are also timed against a per-record encoder (per-instance columns, one
+``encode_examples`` Example and one ``frame_record`` per record: what batch encoding saves),
 interleaved in the same passes, its bytes checked identical (row ``tfrecord (per-record ref)``).
 
 Baselines in the same run, on the same shards:
@@ -133,7 +133,7 @@ def write_all(ds: Dataset, fmt: str, out: Path) -> None:
 
 
 def write_tfrecord_reference(ds: Dataset, out: Path) -> None:
-    """Every shard as TFRecord through the pre-#16 path: per-record encoding and framing."""
+    """Every shard as TFRecord one record at a time: per-record encoding and framing."""
     s, p = ds.m["max_seq_length"], ds.m["max_predictions"]
     for sh, records in zip(ds.shards, ds.records, strict=True):
         path = out / ds.files("tfrecord", sh["index"])[0]

@@ -1,4 +1,4 @@
-"""End-to-end throughput and peak memory of `corpus-pipeline run` (issue 6).
+"""End-to-end throughput and peak memory of `corpus-pipeline run`.
 
 Inputs are multistream dumps built from the bundled excerpt (pages replicated with new ids,
 one bz2 stream per 100 pages, plus the index), at 1x and Nx (default 10x). Each run is the

@@ -1,4 +1,4 @@
-"""Scale run (issue 8): ~1 GB of Wikipedia XML through `corpus-pipeline run` on this machine.
+"""Scale run: ~1 GB of Wikipedia XML through `corpus-pipeline run` on this machine.
 
 The input is the bundled enwiki excerpt replicated (pages get new ids and titles) into a
 multistream dump of about ``--target-mb`` MB of uncompressed XML (one bz2 stream per 100

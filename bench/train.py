@@ -9,7 +9,7 @@ the model: fewer padding tokens per step. The first log interval (start-up) is l
 The masked-LM head (a 30,522-way projection per masked token) costs in proportion to the *real*
 tokens, so packing speeds up only the encoder part of a step: on ``tiny`` the head is about half
 of the step and the ratio stays well below the padding ratio; larger presets approach it
-(measured on 1 CPU thread: tiny 1.13x, mini 1.31x, padding ratio 0.98 / 0.67 = 1.46x).
+(the README's benchmark table has the tiny and mini figures).
 
     .venv/bin/python bench/train.py [--steps 40] [--batch-size 32] [--threads N] [--preset mini]
     .venv/bin/python bench/train.py --packed DIR --unpacked DIR   # your own dataset folders

@@ -22,7 +22,7 @@ import re
 import sys
 from pathlib import Path
 
-# The largest Wikipedias by article count, plus Greek (the example); wiki language
+# The largest Wikipedias by article count, plus Greek (the README's non-Latin example); wiki language
 # code -> MediaWiki language code where they differ.
 LANGUAGES = [
     "en",
