@@ -1,7 +1,7 @@
 """The Dask runner (``--runner DaskRunner``) against a ``dask.distributed`` cluster of two
 worker processes: the same bytes and the same counters as the local FnApiRunner.
 
-Beam's Dask runner lacks three things our graph used to rely on, so the graph avoids them
+Beam's Dask runner lacks three things a Beam graph may rely on, so our graph avoids them
 (``beam/mask.py``, ``beam/runner.py``): a ParDo's tagged outputs all reach every consumer (our
 DoFns emit ``(tag, value)`` pairs, split by ``select_tagged``); a side input is computed on
 its own, recomputing everything upstream (totals reach each file through a GroupByKey, and

@@ -158,7 +158,7 @@ def test_truncated_bz2_keeps_what_came_before(tmp_path):
     cut = tmp_path / "cut.xml.bz2"
     cut.write_bytes(data[: len(data) // 2])
     out = tmp_path / "docs"
-    # A cut dump is loss (issue 12): over --max-loss (default 0.1%) it exits 1; lifted here.
+    # A cut dump is loss: over --max-loss (default 0.1%) it exits 1; lifted here.
     argv = ["extract", "--input", cut, "--output", out, *IN_PROCESS]
     assert run_cli(*argv, "--max-loss", "1") == 0
     manifest, docs = _docs(out)
@@ -167,8 +167,8 @@ def test_truncated_bz2_keeps_what_came_before(tmp_path):
 
 
 def test_worker_processes_keep_the_terminal_quiet(tmp_path):
-    """A local run's stderr holds no Beam worker logging: each worker used to print ~20 INFO
-    lines (channels, harness start and exit) and two warnings. The work still happens in
+    """A local run's stderr holds no Beam worker logging: left alone, each worker prints ~20
+    INFO lines (channels, harness start and exit) and two warnings. The work still happens in
     worker processes (2 here), and their summary reaches stdout."""
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "corpus_pipeline", "extract", "--books"]

@@ -1,4 +1,4 @@
-"""Loss accounting through the CLI (issue 12): damage is counted, shown and bounded.
+"""Loss accounting through the CLI: damage is counted, shown and bounded.
 
 Pages dropped as damaged (malformed, lost with a truncated or corrupt stream) are loss; pages
 dropped on purpose (redirects, other namespaces, empty, too large) are not. The loss appears
@@ -70,8 +70,8 @@ def test_damage_under_the_threshold_is_in_the_summary_and_the_manifest(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """One NUL in an article at 3 % of the single-stream excerpt: every other page is
-    extracted (104 of 105 documents; it used to be 1), exit 0 under ``--max-loss 0.05`` (the
-    page is 2.5 % of the bytes)."""
+    extracted (104 of 105 documents, not only the pages before it), exit 0 under
+    ``--max-loss 0.05`` (the page is 2.5 % of the bytes)."""
     offsets = [len(HEADER)]
     for p in PAGES:
         offsets.append(offsets[-1] + len(p))

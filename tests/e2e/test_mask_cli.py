@@ -15,7 +15,7 @@ from corpus_pipeline.formats.mmap import IndexedDatasetReader
 from corpus_pipeline.stages.masking import MaskVocab
 from tests.e2e.conftest import IN_PROCESS, run_cli
 
-# shared/specs/MASKING.md: NVIDIA's create_pretraining_data.py on the same excerpt, S=128,
+# NVIDIA's create_pretraining_data.py on the same excerpt (README, `mask`), S=128,
 # P=20, dupe 5: 28,294 instances, mean length 118.6, 7.3% padding, NSP random 0.519,
 # 17.6 masked positions per instance.
 REFERENCE = {
@@ -31,8 +31,8 @@ def test_statistics_match_the_reference(wiki_masked):
     s = m["statistics"]
     # Random next is a noisy statistic on 105 documents: one-sentence chunks (always random
     # next) follow each document's short-target draw (one per document and duplicate: 14-25%
-    # of the instances). Seeds 1-5 and 12345 give 0.527-0.549 (0.525-0.558 before documents
-    # were keyed by content), so it gets 8%.
+    # of the instances). Seeds 1-5 and 12345 give 0.527-0.549, so it
+    # gets 8%.
     tolerance = {"random_next_fraction": 0.08}
     for key, ref in REFERENCE.items():
         assert abs(s[key] - ref) / ref < tolerance.get(key, 0.05), (key, s[key], ref)

@@ -1,4 +1,4 @@
-"""NSP negatives do not depend on how documents are sharded (issue #12 item 7).
+"""NSP negatives do not depend on how documents are sharded.
 
 Negative-sampling buckets span every document file (``beam/mask.py``): ``run`` with 1, 8 or
 many document shards, and ``extract`` + ``mask``, give the same instances, with Google's
@@ -19,7 +19,7 @@ from tests.e2e.conftest import IN_PROCESS, run_cli
 
 COMMON = ["--preset", "phase1", "--dupe-factor", "1", "--seed", "7", "--format", "tfrecord"]
 BUNDLED = ["--input", str(resources.SAMPLE_WIKI_DUMP), "--books", str(resources.SAMPLE_BOOKS_DIR)]
-# NVIDIA's create_pretraining_data.py on the bundled excerpt: 0.519 (shared/specs/MASKING.md).
+# NVIDIA's create_pretraining_data.py on the bundled excerpt: 0.519 (README, `mask`).
 GOOGLE_BAND = (0.45, 0.60)
 
 

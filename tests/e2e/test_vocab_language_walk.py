@@ -1,5 +1,5 @@
-"""The README's walk from a non-English dump to shards with its own vocabulary (issue 14
-item 6): extract -> vocab -> mask --vocab ... --no-strip-accents -> inspect's [UNK] share."""
+"""The README's walk from a non-English dump to shards with its own vocabulary:
+extract -> vocab -> mask --vocab ... --no-strip-accents -> inspect's [UNK] share."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ def docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_a_misspelled_option_is_refused_with_the_close_match(docs: Path, tmp_path: Path) -> None:
-    """``--dupe-facter 1`` used to run with the default dupe factor and exit 0."""
+    """``--dupe-facter 1`` must not run with the default dupe factor and exit 0."""
     out = tmp_path / "out"
     p = cli("mask", "--input", docs, "--output", out, "--dupe-facter", "1")
     assert p.returncode == 2
@@ -113,7 +113,7 @@ def test_output_naming_an_existing_file(verb: str, docs: Path, tmp_path: Path) -
 
 @pytest.mark.parametrize("verb", ["extract", "run"])
 def test_output_inside_the_books_folder_is_refused(verb: str, tmp_path: Path) -> None:
-    """The second run used to read its own output as books (3 -> 6 books, silently)."""
+    """A second run must not read the first one's output as books (3 -> 6 books, silently)."""
     books = tmp_path / "books"
     books.mkdir()
     for f in sorted(BOOKS.iterdir()):

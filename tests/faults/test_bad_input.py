@@ -127,7 +127,7 @@ def test_truncated_dump_keeps_every_page_before_the_cut(tmp_path: Path, kind: st
     assert 0 < complete < len(pages)
     path = tmp_path / f"enwiki-cut.xml.{kind}"
     path.write_bytes(cut)
-    # A cut dump is loss (issue 12): over --max-loss it exits 1, so the limit is lifted here.
+    # A cut dump is loss: over --max-loss it exits 1, so the limit is lifted here.
     manifest, docs = extract(tmp_path / "out", "--input", path, "--max-loss", "1")
     counters = manifest["counters"]
     assert counters["extract/dropped:truncated_stream"] == 1
@@ -160,7 +160,7 @@ def test_multistream_dump_with_a_corrupt_stream_keeps_the_others(
     lost = {pid for offset, pid, _ in rows if offset == starts[1]}
     assert len(lost) == 3
 
-    # A corrupt stream is loss (issue 12): over --max-loss it exits 1; the limit is lifted here.
+    # A corrupt stream is loss: over --max-loss it exits 1; the limit is lifted here.
     manifest, docs = extract(tmp_path / "out", "--input", dump, "--max-loss", "1")
     counters = manifest["counters"]
     assert counters["extract/dropped:corrupt_stream"] == 1

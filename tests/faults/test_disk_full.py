@@ -234,7 +234,7 @@ def tmpfs(path: Path, size: str) -> Iterator[Path]:
 
 
 # Writes every format, unpacked and packed, into a folder that fills up; prints one JSON line
-# per case. Exits 0 if the process survives (libhdf5 used to crash at exit after a failure).
+# per case. Exits 0 if the process survives (libhdf5 can crash at exit after a failed write).
 _CHILD = """
 import json, os, resource, signal, sys
 from corpus_pipeline.formats import registry

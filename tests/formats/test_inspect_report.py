@@ -1,4 +1,4 @@
-"""``inspect``'s summary table, top tokens and PNG report (issue 14 item 5).
+"""``inspect``'s summary table, top tokens and PNG report.
 
 The numbers are checked against ones computed here straight from the HDF5 shards with h5py
 (no reader of ours involved), and the top tokens against a dataset crafted so that [UNK] and

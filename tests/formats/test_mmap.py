@@ -36,7 +36,7 @@ CODES = {1: "u1", 2: "i1", 3: "i2", 4: "i4", 5: "i8", 6: "f8", 7: "f4", 8: "u2"}
 
 
 # ---------------------------------------------------------------------------------------------
-# An .idx parser written from FORMATS.md alone, sharing no code with the writer.
+# An .idx parser written from Megatron's MMIDIDX layout alone, sharing no code with the writer.
 
 
 @dataclass

@@ -102,7 +102,7 @@ def _other_value(cls: type, f: dataclasses.Field[Any]) -> tuple[list[str], Any]:
 
 
 def test_every_run_option_reaches_the_pipeline_config() -> None:
-    """``run --max-sentence-chars 5`` used to exit 0 with the flag handed to Beam, unread."""
+    """``run --max-sentence-chars 5`` must not exit 0 with the flag handed to Beam, unread."""
     argv = ["run", "--books", BOOKS, "--output", "/tmp/never-written", "--pack"]
     expected: dict[tuple[str, str], Any] = {}
     for cls, part in (

@@ -1,9 +1,9 @@
 """Static masking + NSP (corpus_pipeline.stages.masking).
 
 Real text: Google's sample_text.txt, Sherlock Holmes (stories as documents, paragraphs as
-sentences) and, for the reference statistics of shared/specs/MASKING.md, the bundled enwiki
-excerpt (wikiextractor's cleaner + punkt with the bundled parameters, cached between runs).
-Synthetic documents only pin edges. Each fixed defect is tested on both sides: the check
+sentences) and, for the reference statistics of NVIDIA's script (README, ``mask``), the
+bundled enwiki excerpt (wikiextractor's cleaner + punkt with the bundled parameters, cached
+between runs). Synthetic documents only pin edges. Each fixed defect is tested on both sides: the check
 fails with Google's behaviour (``GoogleCompat``) and passes with ours.
 """
 
@@ -510,9 +510,9 @@ def test_distributions_match_a_plain_transcription_of_google(
 def test_enwiki_statistics_match_nvidia_reference(
     wiki_docs: list[EncodedDocument], vocab: MaskVocab
 ) -> None:
-    """MASKING.md's numbers for NVIDIA's script on the bundled enwiki excerpt (S=128, P=20,
-    dupe 5): 28,294 instances, mean length 118.6, NSP random 0.519, 17.6 masked, 80/10/10,
-    3.1% special random replacements (defect 3).
+    """NVIDIA's script on the bundled enwiki excerpt (S=128, P=20, dupe 5; README, ``mask``):
+    28,294 instances, mean length 118.6, NSP random 0.519, 17.6 masked, 80/10/10, 3.1%
+    special random replacements (difference 3 of ``stages/masking.py``).
 
     Tolerances are three standard deviations of one run (most of the spread comes from which
     large articles draw a short target), measured over seeds; we average four seeds.

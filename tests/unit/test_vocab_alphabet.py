@@ -1,4 +1,4 @@
-"""A trained vocabulary covers the characters of its language (issue 14 item 6).
+"""A trained vocabulary covers the characters of its language.
 
 Japanese or Chinese text uses thousands of distinct ideographs, each a word of its own: one
 left out of the alphabet is an [UNK] wherever it occurs. The alphabet therefore keeps the most

@@ -517,8 +517,8 @@ def test_malformed_xml_midway_is_counted(
     path = tmp_path / "broken.xml"
     path.write_bytes(xml[:cut] + b"<page><title>x</titel>" + xml[cut:])
     got, counts = read_all(path)
-    # The broken page alone is dropped, the reader resyncs at the next <page> (issue 12: it
-    # used to stop there and lose every page after it, counted as malformed_xml).
+    # The broken page alone is dropped, the reader resyncs at the next <page> (stopping there
+    # would lose every page after it).
     assert counts == {
         "extract/dropped:malformed_page": 1,
         "extract/malformed_page:invalid_xml": 1,

@@ -1,9 +1,9 @@
-"""Image and category links in other languages behave as in English (issue 14 item 3).
+"""Image and category links in other languages behave as in English.
 
 wikiextractor drops ``[[File:x.jpg|thumb|200px|left|Caption]]`` with its options and caption.
 The same link nested in another link's label survives it, and the scrub then has to know the
-wiki's own File namespace name and image keywords: ``[[Αθήνα|[[Αρχείο:x.jpg|μικρογραφία|...]]]]``
-used to leave ``μικρογραφία|200px|αριστερά|...`` in Greek text. Each test builds a small dump in
+wiki's own File namespace name and image keywords, or ``[[Αθήνα|[[Αρχείο:x.jpg|μικρογραφία|...]]]]``
+leaves ``μικρογραφία|200px|αριστερά|...`` in Greek text. Each test builds a small dump in
 the language (with its real ``<siteinfo>`` namespace names) and reads it the way the pipeline
 does: plan, read, clean.
 """

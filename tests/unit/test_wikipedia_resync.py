@@ -1,10 +1,10 @@
-"""One damaged page costs that page only (issue 12, item 1).
+"""One damaged page costs that page only.
 
 The reader cuts the decompressed dump at each ``<page>`` and parses every page on its own, so
 a NUL byte, an invalid UTF-8 sequence, a control character or an undefined entity inside one
-page drops that page, counted with its reason, and every page after it is still read. Before,
-one ``ParseError`` ended the unit: on the bundled excerpt, damage at 3 % of a single-stream
-dump left 1 page of 206 (``extract/dropped:malformed_xml 1``).
+page drops that page, counted with its reason, and every page after it is still read. Parsing
+a whole unit at once would let one ``ParseError`` end it: on the bundled excerpt, damage at 3 %
+of a single-stream dump would leave 1 page of 206.
 
 Every bad input is built here from the bundled enwiki excerpt.
 """
