@@ -124,8 +124,8 @@ def _sizes(v: np.ndarray) -> np.ndarray:
 class EncodeScratch:
     """Work buffers that :func:`encode_example_batch` reuses from one batch to the next.
 
-    Fresh megabyte-sized arrays cost a page fault per 4 KiB on every batch, which was a third of
-    the encoder's time; a writer keeps one of these instead. Not thread-safe: one per writer.
+    Fresh megabyte-sized arrays cost a page fault per 4 KiB on every batch, about a third of the
+    encoder's time; a writer keeps one of these instead. Not thread-safe: one per writer.
     """
 
     def __init__(self) -> None:
