@@ -11,7 +11,7 @@ import pytest
 from corpus_pipeline import resources
 from corpus_pipeline.formats.documents import read_documents
 from corpus_pipeline.testing.multistream import build_multistream
-from tests.e2e.conftest import run_cli
+from tests.e2e.conftest import IN_PROCESS, run_cli
 
 
 def _google_docs() -> list[str]:
@@ -39,19 +39,10 @@ def _docs(folder):
     return manifest, docs
 
 
-def _extract(out, *args, workers=1):
-    return run_cli(
-        "extract",
-        *args,
-        "--output",
-        out,
-        "--format",
-        "jsonl",
-        "--shards",
-        "2",
-        "--workers",
-        workers,
-    )
+def _extract(out, *args, workers=None):
+    """``extract`` into 2 JSON-lines shards: in this process, or on ``workers`` processes."""
+    runner = IN_PROCESS if workers is None else ("--workers", workers)
+    return run_cli("extract", *args, "--output", out, "--format", "jsonl", "--shards", "2", *runner)
 
 
 @pytest.mark.parametrize(
@@ -63,7 +54,7 @@ def test_jsonl_text_is_extracted_and_masked(tmp_path, name):
     src = tmp_path / name
     _write_jsonl(src, [json.dumps({"text": t}) for t in texts])
     docs_out = tmp_path / "docs"
-    rc = run_cli("extract", "--input", src, "--output", docs_out, "--workers", "1")
+    rc = run_cli("extract", "--input", src, "--output", docs_out, *IN_PROCESS)
     assert rc == 0
     manifest = json.loads((docs_out / "manifest.json").read_text())
     assert manifest["documents"] == len(texts)
@@ -84,8 +75,7 @@ def test_jsonl_text_is_extracted_and_masked(tmp_path, name):
         "hdf5",
         "--shards",
         "1",
-        "--workers",
-        "1",
+        *IN_PROCESS,
     )
     assert rc == 0
     mmanifest = json.loads((masked / "manifest.json").read_text())
@@ -179,7 +169,7 @@ def test_max_docs_same_documents_with_1_and_2_workers(tmp_path):
     _write_jsonl(a, [json.dumps({"text": f"Record a{i} is here."}) for i in range(3)])
     _write_jsonl(b, [json.dumps({"text": f"Record b{i} is here."}) for i in range(3)])
     out = tmp_path / "jsonl"
-    assert _extract(out, "--input", a, "--input", b, "--max-docs", "5", workers=2) == 0
+    assert _extract(out, "--input", a, "--input", b, "--max-docs", "5") == 0
     assert _ids_in_order(out)[1] == sorted(
         ["a.jsonl:1", "a.jsonl:2", "a.jsonl:3", "b.jsonl:1", "b.jsonl:2"]
     )
@@ -206,8 +196,7 @@ def test_run_with_jsonl_input(tmp_path, capsys):
         "1",
         "--doc-shards",
         "2",
-        "--workers",
-        "1",
+        *IN_PROCESS,
         "--max-docs",
         "4",
     )

@@ -21,7 +21,7 @@ import pytest
 pytest.importorskip("dask.distributed")
 
 from corpus_pipeline import resources  # noqa: E402
-from tests.e2e.conftest import run_cli  # noqa: E402
+from tests.e2e.conftest import IN_PROCESS, run_cli  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_mask_on_dask_matches_fnapi(dask_address, tmp_path):
         "3",
     ]
     local, dask = tmp_path / "local", tmp_path / "dask"
-    assert run_cli(*args, "--output", local, "--workers", "2") == 0
+    assert run_cli(*args, "--output", local, *IN_PROCESS) == 0
     assert run_cli(*args, "--output", dask, *dask_flags(dask_address)) == 0
     assert digests(dask) == digests(local)
     got, want = manifest(dask), manifest(local)

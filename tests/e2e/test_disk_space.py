@@ -10,6 +10,7 @@ from corpus_pipeline import diskspace, resources
 from corpus_pipeline.config import PRESETS, MaskConfig
 from corpus_pipeline.formats.documents import list_document_paths
 from pipelines.mask import estimated_instances, input_text_bytes
+from tests.e2e.conftest import IN_PROCESS
 from tests.faults.test_disk_full import tmpfs
 
 
@@ -35,7 +36,7 @@ def test_a_run_that_does_not_fit_is_refused_before_it_starts(tmp_path: Path) -> 
     with tmpfs(tmp_path / "mnt", "512k") as mnt:
         out = mnt / "out"
         cmd = [sys.executable, "-m", "corpus_pipeline", "mask", "--input", str(docs)]
-        cmd += ["--output", str(out), "--format", "all", "--dupe-factor", "5", "--workers", "1"]
+        cmd += ["--output", str(out), "--format", "all", "--dupe-factor", "5", *IN_PROCESS]
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         assert p.returncode == 2
         lines = p.stderr.strip().splitlines()

@@ -21,7 +21,7 @@ import pytest
 from corpus_pipeline import resources
 from corpus_pipeline.config import ExtractConfig
 from corpus_pipeline.testing.multistream import read_dump_bytes, split_dump
-from tests.e2e.conftest import run_cli
+from tests.e2e.conftest import IN_PROCESS, run_cli
 
 XML = read_dump_bytes(resources.SAMPLE_WIKI_DUMP)
 HEADER, PAGES, FOOTER = split_dump(XML)
@@ -43,7 +43,7 @@ def test_damage_over_the_threshold_exits_1_with_one_line(tmp_path: Path) -> None
     dump.write_bytes(bz2.compress(HEADER + b"".join(pages) + FOOTER))
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "corpus_pipeline", "extract", "--input", str(dump)]
-    cmd += ["--output", str(out), "--workers", "1"]
+    cmd += ["--output", str(out), *IN_PROCESS]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr[-2000:]
     lines = proc.stderr.splitlines()
@@ -80,9 +80,7 @@ def test_damage_under_the_threshold_is_in_the_summary_and_the_manifest(
     pages = [*PAGES[:i], damaged(PAGES[i], b"\x00"), *PAGES[i + 1 :]]
     dump.write_bytes(bz2.compress(HEADER + b"".join(pages) + FOOTER))
     out = tmp_path / "out"
-    rc = run_cli(
-        "extract", "--input", dump, "--output", out, "--workers", "1", "--max-loss", "0.05"
-    )
+    rc = run_cli("extract", "--input", dump, "--output", out, *IN_PROCESS, "--max-loss", "0.05")
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     manifest = json.loads((out / "manifest.json").read_text())

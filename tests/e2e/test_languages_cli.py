@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from corpus_pipeline.formats.documents import read_documents
-from tests.e2e.conftest import run_cli
+from tests.e2e.conftest import IN_PROCESS, run_cli
 
 _PAGE = (
     "<page><title>{title}</title><ns>0</ns><id>{id}</id><revision><id>{id}</id>"
@@ -38,7 +38,7 @@ def _sentences(out):
 def test_extract_reads_the_language_from_dbname(tmp_path):
     dump = _jawiki(tmp_path / "jawiki.xml")
     out = tmp_path / "docs"
-    assert run_cli("extract", "--input", dump, "--output", out, "--workers", "1") == 0
+    assert run_cli("extract", "--input", dump, "--output", out, *IN_PROCESS) == 0
     manifest, sentences = _sentences(out)
     assert manifest["lang"] == "ja" and manifest["config"]["sentences"]["language"] == "ja"
     assert sentences == sorted(
@@ -52,7 +52,7 @@ def test_extract_reads_the_language_from_dbname(tmp_path):
     )
     # --lang overrides the dump: as English text, 。 ends nothing.
     out_en = tmp_path / "docs_en"
-    args = ("extract", "--input", dump, "--output", out_en, "--workers", "1", "--lang", "en")
+    args = ("extract", "--input", dump, "--output", out_en, *IN_PROCESS, "--lang", "en")
     assert run_cli(*args) == 0
     manifest, sentences = _sentences(out_en)
     assert manifest["lang"] == "en" and len(sentences) == 2
@@ -69,6 +69,7 @@ def test_mask_no_strip_accents_keeps_accents_and_is_recorded(tmp_path):
     text = "Η Αθήνα είναι η πρωτεύουσα της Ελλάδας.\nΈχει πολλά μουσεία και θέατρα.\n\n"
     docs.write_text(text * 40, encoding="utf-8")
     base = ["mask", "--input", docs, "--shards", "1", "--dupe-factor", "1", "--format", "hdf5"]
+    base += ["--workers", "1"]  # a worker process: the flag must travel in the pipeline
     assert run_cli(*base, "--output", tmp_path / "strip") == 0
     assert run_cli(*base, "--output", tmp_path / "keep", "--no-strip-accents") == 0
 

@@ -36,7 +36,7 @@ from corpus_pipeline.formats import mmap, registry, tfrecord_writer
 from corpus_pipeline.formats.common import remove_stale_temps
 from corpus_pipeline.records import Instance, Pack
 from corpus_pipeline.testing.datasets import SampleData, make_instances
-from tests.e2e.conftest import run_cli
+from tests.e2e.conftest import IN_PROCESS, run_cli
 
 S, P, K, VOCAB = 128, 20, 3, 30522
 
@@ -317,8 +317,7 @@ def mask_into_full_disk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
                     "2",
                     "--dupe-factor",
                     "5",
-                    "--workers",
-                    "1",
+                    *IN_PROCESS,
                     "--no-space-check",  # the disk filling up mid-write is the point here
                 )
             except Exception as e:  # what the lead's one-line handler must turn into rc 2
