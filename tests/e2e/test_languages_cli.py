@@ -1,4 +1,4 @@
-"""`extract --lang` and the language read from the dump, end to end (issue #14)."""
+"""`extract --lang` and the language read from the dump, end to end."""
 
 from __future__ import annotations
 

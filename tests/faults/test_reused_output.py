@@ -1,10 +1,10 @@
 """An output folder that already holds something, or that another run is writing.
 
-Regressions of issue #12: ``extract --shards 8`` then ``--shards 4`` into one folder left
-``books_00004..7`` behind for the next ``mask`` to read; ``mask --format all`` then ``hdf5``
-left whole ``tfrecord/`` and ``mmap/`` folders; a rerun with ``--seed 2`` of a killed
-``--seed 1`` run kept the seed-1 shards under a seed-2 manifest; two runs into one folder
-ended in hundreds of lines of Beam tracebacks. Now a folder holding another configuration is
+What a reused folder can do unguarded: ``extract --shards 8`` then ``--shards 4`` into one
+folder leaves ``books_00004..7`` behind for the next ``mask`` to read; ``mask --format all``
+then ``hdf5`` leaves whole ``tfrecord/`` and ``mmap/`` folders; a rerun with ``--seed 2`` of a
+killed ``--seed 1`` run keeps the seed-1 shards under a seed-2 manifest; two runs into one
+folder end in hundreds of lines of Beam tracebacks. So a folder holding another configuration is
 refused in one line naming the difference, ``--overwrite`` replaces it (only when it looks like
 ours), a live run's lock refuses a second run, and a dead run's lock is taken over.
 """

@@ -714,7 +714,7 @@ def test_torch_dataset_shards_across_workers(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# The batch encoder (issue #16): byte-identical to the per-record reference
+# The batch encoder: byte-identical to the per-record reference
 # --------------------------------------------------------------------------------------------
 
 # sha256 of the sample shards as the per-record writer wrote them before the batch encoder

@@ -1,4 +1,4 @@
-"""Every Wikipedia language (issue #14): sentence splitting per language, grapheme-safe cuts,
+"""Every Wikipedia language: sentence splitting per language, grapheme-safe cuts,
 the language read from a dump's ``<siteinfo>``."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Silent statistical failures get a warning (issue #12 item 8): counters -> statistics ->
+"""Silent statistical failures get a warning: counters -> statistics ->
 ``{code, message, value}``, in the manifest, on stderr and in ``inspect``."""
 
 from __future__ import annotations
