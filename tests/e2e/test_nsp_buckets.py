@@ -54,8 +54,8 @@ def one_doc_shard(tmp_path_factory):
 @pytest.mark.parametrize(
     "doc_shards, shards, extra",
     [
-        # 64 document shards: most files hold 0 to 3 documents (before the fix, 256 gave 13%
-        # random next); buckets spanning files are also checked on a TestPipeline
+        # 64 document shards: most files hold 0 to 3 documents (buckets confined to one file
+        # would give few negatives); buckets spanning files are also checked on a TestPipeline
         # (tests/transforms/test_mask.py), worker counts by test_mask_cli.py.
         (64, 5, IN_PROCESS),
         pytest.param(8, 3, ("--workers", "2"), marks=pytest.mark.soak),
