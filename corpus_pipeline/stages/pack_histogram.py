@@ -172,6 +172,17 @@ def check_sizes(s: int, k: int) -> None:
         raise UserError(f"--max-per-pack must be >= 1, got {k}")
 
 
+def checked_histogram(hist: Sequence[int] | np.ndarray, s: int, k: int) -> np.ndarray:
+    """:func:`check_sizes`, then the histogram as int64[S] (:func:`as_histogram`).
+
+    Raises:
+        ValueError: S < 1, or a malformed histogram.
+        UserError: K < 1.
+    """
+    check_sizes(s, k)
+    return as_histogram(hist, s)
+
+
 # --- greedy (SPFHP, LPFHP) ------------------------------------------------------------------
 
 
@@ -251,6 +262,23 @@ def greedy(
     return done
 
 
+def _greedy_strategy(
+    name: str,
+    hist: Sequence[int] | np.ndarray,
+    s: int,
+    k: int,
+    *,
+    worst_fit: bool,
+    distribute: bool = False,
+) -> PackingStrategy:
+    """Check the inputs, pack greedily (:func:`greedy`) and time it as the strategy ``name``."""
+    t0 = time.perf_counter()
+    h = checked_histogram(hist, s, k)
+    return make_strategy(
+        name, greedy(h, s, k, worst_fit=worst_fit, distribute=distribute), s, k, t0
+    )
+
+
 def spfhp(
     hist: Sequence[int] | np.ndarray, max_seq_length: int, max_per_pack: int
 ) -> PackingStrategy:
@@ -264,11 +292,7 @@ def spfhp(
     Returns:
         A strategy covering ``hist`` exactly.
     """
-    t0 = time.perf_counter()
-    check_sizes(max_seq_length, max_per_pack)
-    h = as_histogram(hist, max_seq_length)
-    counts = greedy(h, max_seq_length, max_per_pack, worst_fit=True)
-    return make_strategy("spfhp", counts, max_seq_length, max_per_pack, t0)
+    return _greedy_strategy("spfhp", hist, max_seq_length, max_per_pack, worst_fit=True)
 
 
 def lpfhp(
@@ -286,8 +310,6 @@ def lpfhp(
     Returns:
         A strategy covering ``hist`` exactly.
     """
-    t0 = time.perf_counter()
-    check_sizes(max_seq_length, max_per_pack)
-    h = as_histogram(hist, max_seq_length)
-    counts = greedy(h, max_seq_length, max_per_pack, worst_fit=False, distribute=True)
-    return make_strategy("lpfhp", counts, max_seq_length, max_per_pack, t0)
+    return _greedy_strategy(
+        "lpfhp", hist, max_seq_length, max_per_pack, worst_fit=False, distribute=True
+    )

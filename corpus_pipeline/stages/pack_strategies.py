@@ -53,8 +53,7 @@ from corpus_pipeline.errors import UserError
 from corpus_pipeline.stages.pack_histogram import (
     Combo,
     PackingStrategy,
-    as_histogram,
-    check_sizes,
+    checked_histogram,
     greedy,
     lpfhp,
     make_strategy,
@@ -224,8 +223,7 @@ def nnlshp(
     """
     t0 = time.perf_counter()
     s, k = max_seq_length, max_per_pack
-    check_sizes(s, k)
-    h = as_histogram(hist, s)
+    h = checked_histogram(hist, s, k)
     if k == 1:
         return make_strategy("nnlshp", singletons(h), s, k, t0)
     n_columns = count_exact_sum_combinations(s, k)
@@ -264,8 +262,7 @@ def lp(hist: Sequence[int] | np.ndarray, max_seq_length: int, max_per_pack: int)
     """
     t0 = time.perf_counter()
     s, k = max_seq_length, max_per_pack
-    check_sizes(s, k)
-    h = as_histogram(hist, s)
+    h = checked_histogram(hist, s, k)
     if k == 1 or s == 1 or not h.any():
         return make_strategy("lp", singletons(h), s, k, t0)
     n_columns = count_exact_sum_combinations(s, k)
@@ -354,8 +351,7 @@ def choose_strategy(
         raise UserError(f"--strategy {name!r} is unknown: use one of {', '.join(STRATEGIES)}")
     t0 = time.perf_counter()
     s, k = max_seq_length, max_per_pack
-    check_sizes(s, k)
-    h = as_histogram(hist, s)
+    h = checked_histogram(hist, s, k)
     try:
         return _ALGORITHMS[name](h, s, k)
     except UserError:
