@@ -178,6 +178,11 @@ def counter_statistics(counters: Mapping[str, int]) -> dict[str, float | None]:
     }
 
 
+def _warning(code: str, message: str, value: Any) -> dict[str, Any]:
+    """One :func:`statistical_warnings` entry: code, line for the user, the number behind it."""
+    return {"code": code, "message": message, "value": value}
+
+
 def statistical_warnings(
     stats: Mapping[str, Any], counters: Mapping[str, int]
 ) -> list[dict[str, Any]]:
@@ -199,48 +204,48 @@ def statistical_warnings(
     docs = int(counters.get("mask/passed", 0))
     if docs < 2:
         out.append(
-            {
-                "code": "few_documents",
-                "message": f"the corpus has {docs} document(s) with tokens: NSP has no "
+            _warning(
+                "few_documents",
+                f"the corpus has {docs} document(s) with tokens: NSP has no "
                 "random-next negatives (they come from another document); add documents",
-                "value": docs,
-            }
+                docs,
+            )
         )
     rn = stats.get("random_next_fraction")
     if rn is not None and rn < MIN_RANDOM_NEXT:
         fallback = int(counters.get("mask/fallback:no_negative_available", 0))
         dropped = int(counters.get("mask/dropped:no_negative_available", 0))
         out.append(
-            {
-                "code": "low_random_next",
-                "message": f"NSP random next is {100 * rn:.1f}% (Google's ~50%): "
+            _warning(
+                "low_random_next",
+                f"NSP random next is {100 * rn:.1f}% (Google's ~50%): "
                 f"{fallback:,} instances fell back to the actual next and {dropped:,} were "
                 "dropped for want of another document",
-                "value": rn,
-            }
+                rn,
+            )
         )
     long = stats.get("long_sentence_token_fraction")
     if long is not None and long > MAX_LONG_SENTENCE_FRACTION:
         lost = int(counters.get("mask/truncated_tokens", 0))
         tr = stats.get("truncated_token_fraction") or 0.0
         out.append(
-            {
-                "code": "truncation",
-                "message": f"{lost:,} document tokens ({100 * tr:.1f}%) were cut by truncation, "
+            _warning(
+                "truncation",
+                f"{lost:,} document tokens ({100 * tr:.1f}%) were cut by truncation, "
                 f"{100 * long:.1f}% in sentences longer than S - 3 that no instance can hold: "
                 "raise --max-seq-length or split the text into shorter sentences",
-                "value": long,
-            }
+                long,
+            )
         )
     unk = stats.get("unk_fraction")
     if unk is not None and unk > MAX_UNK_FRACTION:
         out.append(
-            {
-                "code": "unk",
-                "message": f"{100 * unk:.1f}% of the tokens are [UNK]: the vocabulary does not "
+            _warning(
+                "unk",
+                f"{100 * unk:.1f}% of the tokens are [UNK]: the vocabulary does not "
                 "fit the text; train one with `corpus-pipeline vocab` or pass --vocab "
                 "(--cased for cased text)",
-                "value": unk,
-            }
+                unk,
+            )
         )
     return out
