@@ -165,9 +165,22 @@ class MaskConfig:
         "characters per bucket at most, for long documents (bounds memory)",
         minimum=1,
     )
+    validation_docs: float | None = option(
+        None,
+        "hold whole documents out into a validation/ dataset beside the training one: a count "
+        "(100) or a fraction (0.01), chosen by a hash of each document and --seed",
+        metavar="N|FRACTION",
+        default_help="none",
+    )
 
     def validate(self) -> None:
         """Raise UserError for parameter combinations that cannot produce valid instances."""
+        v = self.validation_docs
+        if v is not None and not (0.0 < v < 1.0 or (v >= 1 and float(v).is_integer())):
+            raise UserError(
+                f"--validation-docs {v}: give a count of documents (a whole number >= 1) or "
+                "a fraction between 0 and 1"
+            )
         if not 8 <= self.max_seq_length <= 4096:
             raise UserError(f"--max-seq-length {self.max_seq_length} is out of range: use 8..4096")
         if self.max_predictions < 1 or self.max_predictions > self.max_seq_length - 3:

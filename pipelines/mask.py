@@ -10,17 +10,19 @@ build the configs (``corpus_pipeline/commands/``).
 from __future__ import annotations
 
 import json
+import math
 import os
+import posixpath
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
 
 from corpus_pipeline import diskspace, fsio, outdir
-from corpus_pipeline.beam.mask import MaskToShards, VocabSpec
+from corpus_pipeline.beam.mask import VAL_COUNTERS, MaskToShards, VocabSpec
 from corpus_pipeline.beam.runner import (
     Progress,
     Timer,
@@ -47,6 +49,10 @@ _INSTANCE_TOKENS_PER_TOKEN = 1.3
 #: of text); anything else (books, documents) counts byte for byte.
 _TEXT_PER_BYTE = {".bz2": 1.6, ".xz": 1.6, ".gz": 1.3, ".xml": 0.44}
 
+
+#: The folder of the held-out documents' datasets (``--validation-docs``), beside the training
+#: ones: ``mask``'s OUT/validation, ``run``'s OUT/validation/unpacked and OUT/validation/packed.
+VALIDATION = "validation"
 
 #: Text per document for sizing a ``--max-docs`` sample (the bundled excerpt: 2.6 MB of text in
 #: 105 articles; a generous bound so the estimate stays above what is written).
@@ -79,6 +85,27 @@ def default_shards(text_bytes: int, cfg: MaskConfig) -> int:
     """4, or enough shards for ~:data:`SHARD_TARGET_INSTANCES` each (same input, same count)."""
     instances = estimated_instances(text_bytes, cfg)
     return max(4, -(-int(instances) // SHARD_TARGET_INSTANCES))
+
+
+def validation_shards(cfg: MaskConfig, num_shards: int) -> int:
+    """Shards of the validation dataset: the training count scaled by the held-out share
+    (a count of documents sized like a ``--max-docs`` sample), at least 1. Fixed at planning,
+    from the configuration alone, so the same run gives the same count."""
+    v = cfg.validation_docs
+    if v is None:
+        return 0
+    if v < 1:
+        return max(1, math.ceil(num_shards * v))
+    instances = estimated_instances(int(v) * _TEXT_PER_DOC, cfg)
+    return max(1, math.ceil(instances / SHARD_TARGET_INSTANCES))
+
+
+def validation_dir(out: str) -> str:
+    """Where the validation dataset of a dataset folder goes, for ``mask``: ``OUT/validation``.
+
+    ``run`` mirrors its whole layout instead: ``OUT/validation/unpacked`` (and ``packed``).
+    """
+    return fsio.join(out, VALIDATION)
 
 
 def space_line(
@@ -141,6 +168,8 @@ class MaskPlan:
     work: str
     megatron: bool
     fingerprint: dict[str, Any] | None = None  # outdir.fingerprint of the run, if any
+    val_specs: list[ShardSpec] = field(default_factory=list)  # the held-out datasets, if any
+    val_shards: int = 0
 
     @property
     def formats(self) -> tuple[str, ...]:
@@ -158,8 +187,13 @@ def make_plan(
     mvocab: MaskVocab,
     work: str,
     fingerprint: dict[str, Any] | None = None,
+    val_dirs: list[str] | None = None,
 ) -> MaskPlan:
-    """Prepare output folders (stale temps removed) and a fresh work folder."""
+    """Prepare output folders (stale temps removed) and a fresh work folder.
+
+    ``val_dirs`` (one per ``out_dirs`` entry, when ``cfg.validation_docs`` holds documents
+    out) are the folders of the validation datasets, written like their training ones.
+    """
     if "hdf5" in formats and any(p is not None for _, p in out_dirs) and vinfo["size"] >= 32768:
         raise UserError(
             f"{vinfo['file']}: {vinfo['size']} entries, but packed HDF5 (MLPerf) stores int16 ids "
@@ -182,6 +216,15 @@ def make_plan(
                 fingerprint["sha256"] if fingerprint else "",
             )
         )
+    val_specs = []
+    val_shards = validation_shards(cfg, num_shards)
+    if val_shards:
+        if val_dirs is None or len(val_dirs) != len(specs):
+            raise ValueError("a validation split needs one validation folder per dataset")
+        for spec, vdir in zip(specs, val_dirs, strict=True):
+            fsio.make_output_dir(vdir)
+            prepare_output(vdir, formats)
+            val_specs.append(replace(spec, out_dir=vdir))
     fsio.rmtree(work)
     if not fsio.is_remote(work):  # remote: workers write spill files under OUT/.work
         os.makedirs(work)
@@ -196,11 +239,19 @@ def make_plan(
         work,
         megatron="mmap" in formats and specs[0].pack is None,
         fingerprint=fingerprint,
+        val_specs=val_specs,
+        val_shards=val_shards,
     )
 
 
-def add_mask_branch(files: Any, plan: MaskPlan, progress: Progress) -> None:
-    """Wire masking + shard writing + collectors after a PCollection of (index, path)."""
+def add_mask_branch(
+    files: Any, plan: MaskPlan, progress: Progress, write_progress: Progress | None = None
+) -> None:
+    """Wire masking + shard writing + collectors after a PCollection of (index, path).
+
+    Each document file encoded ticks ``progress`` once, each shard written ``write_progress``
+    (default: ``progress``) once.
+    """
     res = files | "Mask" >> MaskToShards(
         plan.vspec,
         plan.cfg,
@@ -210,44 +261,126 @@ def add_mask_branch(files: Any, plan: MaskPlan, progress: Progress) -> None:
         progress,
         plan.mvocab.mask_id,
         plan.megatron,
+        plan.val_specs,
+        plan.val_shards,
+        write_progress,
     )
-    _ = (
-        res["shards"]
-        | "CollectShards" >> beam.combiners.ToList()
-        | "SaveShards" >> beam.Map(save_json, os.path.join(plan.work, "shards.json"))
-    )
-    _ = res["stats"] | "SaveStats" >> beam.Map(save_json, os.path.join(plan.work, "stats.json"))
-    if plan.megatron:
+    splits = [("", plan.specs)]
+    if plan.val_specs:
+        splits.append(("val_", plan.val_specs))
+    for prefix, specs in splits:
+        label = "Validation" if prefix else ""
         _ = (
-            res["docs"]
-            | "CollectDocs" >> beam.combiners.ToList()
-            | "WriteMegatron"
-            >> beam.Map(
-                _write_megatron,
-                plan.specs[0].out_dir,
-                plan.name,
-                plan.vinfo["size"],
-                os.path.join(plan.work, "megatron.json"),
-            )
+            res[f"{prefix}shards"]
+            | f"Collect{label}Shards" >> beam.combiners.ToList()
+            | f"Save{label}Shards"
+            >> beam.Map(save_json, os.path.join(plan.work, f"{prefix}shards.json"))
         )
+        _ = res[f"{prefix}stats"] | f"Save{label}Stats" >> beam.Map(
+            save_json, os.path.join(plan.work, f"{prefix}stats.json")
+        )
+        if plan.megatron:
+            _ = (
+                res[f"{prefix}docs"]
+                | f"Collect{label}Docs" >> beam.combiners.ToList()
+                | f"Write{label}Megatron"
+                >> beam.Map(
+                    _write_megatron,
+                    specs[0].out_dir,
+                    plan.name,
+                    plan.vinfo["size"],
+                    os.path.join(plan.work, f"{prefix}megatron.json"),
+                )
+            )
 
 
 def finish_datasets(
     plan: MaskPlan, counts: dict[str, int], inputs: list[str], elapsed: float
 ) -> list[dict[str, Any]]:
-    """Write each dataset's manifest from what the pipeline left in ``plan.work``."""
-    entries = load_json(os.path.join(plan.work, "shards.json"))
-    stats = load_json(os.path.join(plan.work, "stats.json"))
-    instances = stats["instances"]
-    stats["short_target_fraction"] = (
-        counts.get("mask/short_target", 0) / instances if instances else None
-    )
-    stats.update(counter_statistics(counts))
-    warnings = statistical_warnings(stats, counts)
-    megatron = load_json(os.path.join(plan.work, "megatron.json")) if plan.megatron else None
+    """Write each dataset's manifest from what the pipeline left in ``plan.work``.
+
+    Returns the training datasets' manifests; with a validation split the validation ones
+    follow them, in the same order (``plan.specs`` then ``plan.val_specs``).
+    """
+    held = counts.get("mask/validation_documents", 0)
+    documents = counts.get("encode/passed", 0)
+    splits = [("", plan.specs, documents - held, counts)]
+    if plan.val_specs:
+        splits.append(("val_", plan.val_specs, held, validation_counts(counts)))
+    loaded = [
+        (
+            specs,
+            docs,
+            split_counts,
+            load_json(os.path.join(plan.work, f"{prefix}shards.json")),
+            load_json(os.path.join(plan.work, f"{prefix}stats.json")),
+            load_json(os.path.join(plan.work, f"{prefix}megatron.json")) if plan.megatron else None,
+        )
+        for prefix, specs, docs, split_counts in splits
+    ]
     fsio.rmtree(plan.work)
     manifests = []
-    for spec in plan.specs:
+    for specs, docs, split_counts, entries, stats, megatron in loaded:
+        manifests.extend(
+            _write_manifests(
+                plan, specs, docs, entries, stats, megatron, split_counts, counts, inputs, elapsed
+            )
+        )
+    return manifests
+
+
+def validation_counts(counts: dict[str, int]) -> dict[str, int]:
+    """The counters as the validation split sees them: its masking counters
+    (``mask-validation/*``, see ``beam/mask.py``) under their usual ``mask/`` names, beside
+    the run's encoding counters (the same corpus, encoded once)."""
+    out = {k: v for k, v in counts.items() if not k.startswith(("mask/", VAL_COUNTERS))}
+    out.update(
+        (k.replace(VAL_COUNTERS, "mask/", 1), v)
+        for k, v in counts.items()
+        if k.startswith(VAL_COUNTERS)
+    )
+    return out
+
+
+def _shown(v: float | None) -> float | int | None:
+    """``--validation-docs`` as given: a count prints as an integer."""
+    return int(v) if v is not None and v >= 1 else v
+
+
+def _split_info(plan: MaskPlan, spec: ShardSpec, documents: int) -> dict[str, Any]:
+    """The manifest's ``split`` section: which side of ``--validation-docs`` it holds."""
+    held = spec in plan.val_specs
+    return {
+        "split": {
+            "role": "validation" if held else "training",
+            "validation_docs": _shown(plan.cfg.validation_docs),
+            "documents": documents,
+            "seed": plan.cfg.seed,
+        }
+    }
+
+
+def _write_manifests(
+    plan: MaskPlan,
+    specs: list[ShardSpec],
+    documents: int,
+    entries: list[Any],
+    stats: dict[str, Any],
+    megatron: dict[str, Any] | None,
+    split_counts: dict[str, int],
+    counts: dict[str, int],
+    inputs: list[str],
+    elapsed: float,
+) -> list[dict[str, Any]]:
+    """One split's datasets: statistics from its own counters, the run's in ``counters``."""
+    instances = stats["instances"]
+    stats["short_target_fraction"] = (
+        split_counts.get("mask/short_target", 0) / instances if instances else None
+    )
+    stats.update(counter_statistics(split_counts))
+    warnings = statistical_warnings(stats, split_counts)
+    manifests = []
+    for spec in specs:
         shards = sorted((e for d, e in entries if d == spec.out_dir), key=lambda e: e["index"])
         timings = split_timings(shards)
         pcfg = spec.pack
@@ -263,13 +396,11 @@ def finish_datasets(
             config={"mask": asdict(plan.cfg), "pack": asdict(pcfg) if pcfg else None},
             inputs=[os.path.basename(f) for f in inputs],
             shards=[mf.ShardEntry.from_json(s) for s in shards],
-            megatron=(
-                mf.Megatron.from_json(megatron) if megatron and spec is plan.specs[0] else None
-            ),
+            megatron=(mf.Megatron.from_json(megatron) if megatron and spec is specs[0] else None),
             totals=mf.Totals(
                 instances=sum(s["instances"] for s in shards),
                 records=sum(s["records"] for s in shards),
-                documents=counts.get("encode/passed", 0),
+                documents=documents,
             ),
             statistics=mf.Statistics.from_json(stats),
             warnings=[mf.StatWarning.from_json(w) for w in warnings],
@@ -279,6 +410,7 @@ def finish_datasets(
             fingerprint=(
                 mf.Fingerprint.from_json(plan.fingerprint) if plan.fingerprint is not None else None
             ),
+            extra=_split_info(plan, spec, documents) if plan.val_specs else {},
         )
         mf.write_manifest(spec.out_dir, manifest)
         fsio.rmtree(os.path.join(spec.out_dir, ".markers"))
@@ -300,8 +432,9 @@ def mask_documents(
     workers: int,
     beam_args: Sequence[str],
     fingerprint: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Run the mask pipeline into ``out`` and write its manifest; returns the manifest."""
+) -> list[dict[str, Any]]:
+    """Run the mask pipeline into ``out`` and write its manifest; returns the manifest, then
+    the validation dataset's (``OUT/validation``) when ``cfg.validation_docs`` is set."""
     timer = Timer()
     plan = make_plan(
         [(out, pcfg)],
@@ -314,21 +447,54 @@ def mask_documents(
         mvocab,
         os.path.join(out, ".work"),
         fingerprint,
+        [validation_dir(out)],
     )
-    with progress_bar(len(files) + num_shards, "mask", unit="task") as progress:
+    tasks = len(files) + num_shards + plan.val_shards
+    with progress_bar(tasks, "mask", unit="task") as progress:
 
         def build(p: beam.Pipeline) -> None:
             files_pc = p | "Files" >> beam.Create(list(enumerate(files)), reshuffle=False)
             add_mask_branch(files_pc, plan, progress)
 
         counts = run_pipeline(build, workers, beam_args)
-    (manifest,) = finish_datasets(plan, counts, files, timer.elapsed)
-    check_not_empty(manifest, files)
-    return manifest
+    manifests = finish_datasets(plan, counts, files, timer.elapsed)
+    check_not_empty(manifests[0], files)
+    return manifests
+
+
+def dataset_files(manifest: dict[str, Any], folder: str = "") -> list[str]:
+    """The files a dataset's manifest names, relative to its parent when ``folder`` is given
+    (``outdir.finish`` keeps exactly these)."""
+    return [posixpath.join(folder, f) if folder else f for f in outdir.manifest_files(manifest)]
+
+
+def mask_output_files(manifests: list[dict[str, Any]]) -> list[str]:
+    """What ``mask``'s OUT holds when done: the dataset's files and its validation dataset's
+    (``validation/...``)."""
+    return [
+        f for m, d in zip(manifests, ("", VALIDATION), strict=False) for f in dataset_files(m, d)
+    ]
+
+
+def print_mask_reports(manifests: list[dict[str, Any]], out: str) -> None:
+    """``mask``'s report: the dataset's, then the validation dataset's (without counters)."""
+    print_report(manifests[0], out, warnings=len(manifests) == 1)
+    if len(manifests) > 1:
+        print(f"\nvalidation: {validation_dir(out)}")
+        print_report(manifests[1], validation_dir(out), counters=False, warnings=False)
+        print_warnings(manifests[0])
+        print_warnings(manifests[1])
 
 
 def check_not_empty(manifest: dict[str, Any], inputs: list[str]) -> None:
     """No instance at all is a user mistake (wrong input), not a success."""
+    split = manifest.get("split")
+    if manifest["totals"]["instances"] == 0 and split:
+        raise UserError(
+            f"{', '.join(inputs)}: --validation-docs {split['validation_docs']} held out every "
+            "document that had tokens, none is left for training: give a smaller count or "
+            "fraction"
+        )
     if manifest["totals"]["instances"] == 0:
         raise UserError(
             f"{', '.join(inputs)}: no instances were produced (no document had tokens): "
@@ -421,6 +587,13 @@ def load_json(path: str) -> Any:
 
 def print_warnings(manifest: dict[str, Any]) -> None:
     """The manifest's statistical warnings, one ``warning: `` line each on stderr."""
+    split = manifest.get("split")
+    if split and split["role"] == "validation" and not manifest["totals"]["instances"]:
+        print(
+            f"warning: --validation-docs {split['validation_docs']} held out no document "
+            "with tokens: the validation dataset is empty (give a larger count or fraction)",
+            file=sys.stderr,
+        )
     for w in manifest.get("warnings") or []:
         print(f"warning: {w['message']}", file=sys.stderr)
 

@@ -69,6 +69,36 @@ class ExtractTask:
     limit: int | None = None
 
 
+#: Share of a single-stream dump's progress ticked while it is read (by compressed bytes);
+#: the rest is ticked as its chunks are cleaned. On the bundled excerpt reading took 1.7 s
+#: and cleaning 2.1 s plus sentence splitting, on one core.
+READ_SHARE = 0.35
+
+
+def task_bytes(task: ExtractTask) -> int:
+    """The input bytes of a task, the unit of extraction progress (at least 1, so every task
+    counts; a task of a skipped file 0)."""
+    if task.kind == "skip":
+        return 0
+    unit = task.unit
+    if isinstance(unit, wikipedia_records.WorkUnit):
+        end = unit.end if unit.end is not None else _file_size(unit.path)
+        return max(1, end - unit.start)
+    return max(1, _file_size(unit if isinstance(unit, str) else unit.path))
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path) if not fsio.is_remote(path) else fsio.stat_files(path)[0][1]
+    except (OSError, IndexError, UserError):
+        return 0
+
+
+def total_bytes(tasks: Sequence[ExtractTask]) -> int:
+    """What the extraction progress of ``tasks`` adds up to (:func:`task_bytes`)."""
+    return sum(task_bytes(t) for t in tasks)
+
+
 class CountSkippedFile(beam.DoFn):
     """Count files of a books folder that are not read (not .txt): never a silent skip."""
 
@@ -378,17 +408,31 @@ class _ChunkDoFn(beam.DoFn):
 
 class SplitIntoChunks(_ChunkDoFn):
     """A single-stream dump: read it sequentially, spill each chunk of raw pages to a temp
-    file and emit only its reference (to reshuffle), so memory does not grow with the dump."""
+    file and emit only its reference (to reshuffle), so memory does not grow with the dump.
 
-    def process(self, task: ExtractTask) -> Iterator[tuple[ChunkKey, SpillRange]]:
+    Progress: the dump's :func:`task_bytes`, by the compressed bytes each chunk took to read
+    (:data:`READ_SHARE` of them ticked here, the rest by :class:`CleanChunk`, which gets them
+    with the chunk); what is left at the end (the read-ahead, a ``--max-docs`` stop) is
+    ticked here, so the dump ticks exactly its size whatever the number of chunks.
+    """
+
+    def process(self, task: ExtractTask) -> Iterator[tuple[ChunkKey, SpillRange, float]]:
         left = task.limit
+        files: list[Any] = []
+        base = dump_opener(task.unit.path)
+
+        def opener(path: str) -> Any:
+            files.append(base(path))
+            return files[-1]
+
         chunks = wikipedia_pages.iter_page_chunks(
             task.unit,
             self.ecfg,
             count=self.count,
-            opener=dump_opener(task.unit.path),
+            opener=opener,
             tally=self.count,
         )
+        weight, done = task_bytes(task), 0
         for c, pages in enumerate(_take(chunks, None)):
             if left is not None:
                 pages = pages[:left]
@@ -396,22 +440,34 @@ class SplitIntoChunks(_ChunkDoFn):
             key = (task.source_index, task.unit_index, c)
             path = fsio.join(self.tmp_dir, "pages-{:05d}-{:07d}-{:05d}.spill".format(*key))
             (ref,) = write_spill(path, key, {0: pages}).values()
-            yield key, ref
+            step = max(0, min(weight, _position(files) - task.unit.start) - done)
+            done += step
+            self.progress.tick(READ_SHARE * step)
+            yield key, ref, (1 - READ_SHARE) * step
             if left == 0:
                 break  # --max-docs: the rest of the dump is not read
+        self.progress.tick(weight - done)
 
 
 class CleanChunk(_ChunkDoFn):
     """Raw pages of a chunk (read back from its spill file, then deleted) -> clean articles
     -> sentence-split documents -> temp file."""
 
-    def process(self, element: tuple[ChunkKey, SpillRange]) -> Iterator[tuple[int, Any]]:
-        key, ref = element
+    def process(self, element: tuple[ChunkKey, SpillRange, float]) -> Iterator[tuple[int, Any]]:
+        key, ref, weight = element
         pages = read_spill(ref)
         articles = (wikipedia_clean.clean_page(p, self.ecfg, count=self.count) for p in pages)
         yield from self.spill(key, _documents(articles, self.scfg, self.count))
         fsio.delete([ref.path])
-        self.progress.tick()
+        self.progress.tick(weight)
+
+
+def _position(files: list[Any]) -> int:
+    """How far the dump's reader got in the (compressed) file; 0 when it cannot tell."""
+    try:
+        return int(files[-1].tell()) if files and not files[-1].closed else 0
+    except (OSError, ValueError, AttributeError):
+        return 0
 
 
 class ExtractUnit(_ChunkDoFn):
@@ -427,7 +483,7 @@ class ExtractUnit(_ChunkDoFn):
         items = _take(_raw_items(task, self.ecfg, self.count, self.count), task.limit)
         articles = (_to_article(task, item, self.ecfg, self.count) for item in items)
         yield from self.spill(key, _documents(articles, self.scfg, self.count))
-        self.progress.tick()
+        self.progress.tick(task_bytes(task))
 
 
 class WriteDocumentShard(beam.DoFn):

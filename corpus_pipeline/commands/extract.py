@@ -114,6 +114,7 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
         plan_tasks,
         report_loss,
         skipped_book_files,
+        total_bytes,
     )
     from corpus_pipeline.beam.runner import Timer, format_summary, progress_bar, run_pipeline
     from corpus_pipeline.formats import manifest as mf
@@ -152,7 +153,7 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     inputs = [*zip(args.input, indexes, strict=True), *((d, None) for d in args.text_dir)]
     tasks = plan_tasks(inputs, args.books, ecfg, scfg)
     shard_list = os.path.join(out, ".chunks", "shards.json")
-    with progress_bar(len(tasks), "extract", unit="chunk") as progress:
+    with progress_bar(total_bytes(tasks), "extract", unit="B") as progress:
 
         def build(p: beam.Pipeline) -> None:
             (

@@ -162,7 +162,8 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
         input_text_bytes,
         mask_documents,
         mask_fingerprint,
-        print_report,
+        mask_output_files,
+        print_mask_reports,
         space_line,
     )
 
@@ -192,7 +193,7 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     )
     fp = mask_fingerprint("mask", cfg, pcfg, formats, args.shards, args.name, vinfo, files)
     outdir.claim(out, fp, overwrite=args.overwrite)
-    manifest = mask_documents(
+    manifests = mask_documents(
         files,
         out,
         cfg,
@@ -207,6 +208,6 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
         beam_args,
         fp,
     )
-    outdir.finish(out, outdir.manifest_files(manifest))
-    print_report(manifest, out)
+    outdir.finish(out, mask_output_files(manifests))
+    print_mask_reports(manifests, out)
     return 0
