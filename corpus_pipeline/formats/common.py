@@ -10,8 +10,9 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,7 @@ __all__ = [
     "lengths_of",
     "check_instance_fits",
     "named_os_error",
+    "RecordStream",
 ]
 
 
@@ -40,6 +42,31 @@ class FormatError(InputFormatError):
 
     The message is one line that names the file.
     """
+
+
+class RecordStream:
+    """A shard reader's ``for x in r``, ``len(r)`` and ``next(r)``.
+
+    A subclass sets ``_len`` (its record count) and implements ``_generate`` (a fresh pass over
+    the records); ``iter(r)`` starts a new pass each time, ``next(r)`` continues one shared pass.
+    """
+
+    _len: int
+    _it: Iterator[Any] | None = None
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._generate()
+
+    def __next__(self) -> Any:
+        if self._it is None:
+            self._it = self._generate()
+        return next(self._it)
+
+    def _generate(self) -> Iterator[Any]:
+        raise NotImplementedError
 
 
 def named_os_error(e: OSError, path: str | Path) -> OSError:

@@ -37,12 +37,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import h5py
 import numpy as np
 
-from corpus_pipeline.formats.common import FormatError
+from corpus_pipeline.formats.common import FormatError, RecordStream
 from corpus_pipeline.formats.hdf5_integrity import H5_ERRORS, check_hdf5_structure, one_line
 from corpus_pipeline.records import Instance, Pack
 
@@ -84,25 +83,22 @@ READ_ROWS = 1024
 # Readers
 
 
-class _ReaderBase:
-    """Iterable + Sized + Iterator plumbing: ``for x in r``, ``len(r)`` and ``next(r)``."""
+class _ReaderBase(RecordStream):
+    """Opens an HDF5 shard, checks its schema (``_check_schema``) and its structure.
+
+    h5py's errors become one-line :class:`FormatError` naming the file.
+    """
 
     path: Path
-    _len: int
-    _it: Iterator[Any] | None = None
 
-    def __len__(self) -> int:
-        return self._len
+    def __init__(self, path: str | Path, rows_per_read: int = READ_ROWS) -> None:
+        self.path = Path(path)
+        self.rows_per_read = int(rows_per_read)
+        with self._open() as f:
+            self._check_schema(f)
+        check_hdf5_structure(self.path)
 
-    def __iter__(self) -> Iterator[Any]:
-        return self._generate()
-
-    def __next__(self) -> Any:
-        if self._it is None:
-            self._it = self._generate()
-        return next(self._it)
-
-    def _generate(self) -> Iterator[Any]:
+    def _check_schema(self, f: h5py.File) -> None:
         raise NotImplementedError
 
     def _open(self) -> h5py.File:
@@ -140,13 +136,6 @@ class HDF5InstanceReader(_ReaderBase):
     Raises:
         FormatError: Missing file, truncated/corrupt file, packed or foreign schema.
     """
-
-    def __init__(self, path: str | Path, rows_per_read: int = READ_ROWS) -> None:
-        self.path = Path(path)
-        self.rows_per_read = int(rows_per_read)
-        with self._open() as f:
-            self._check_schema(f)
-        check_hdf5_structure(self.path)
 
     def _check_schema(self, f: h5py.File) -> None:
         try:
@@ -210,13 +199,6 @@ class PackedHDF5Reader(_ReaderBase):
         FormatError: Missing file, truncated/corrupt file, unpacked or foreign schema, or lengths
             that do not add up.
     """
-
-    def __init__(self, path: str | Path, rows_per_read: int = READ_ROWS) -> None:
-        self.path = Path(path)
-        self.rows_per_read = int(rows_per_read)
-        with self._open() as f:
-            self._check_schema(f)
-        check_hdf5_structure(self.path)
 
     def _check_schema(self, f: h5py.File) -> None:
         try:

@@ -29,12 +29,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from corpus_pipeline import fsio
-from corpus_pipeline.formats.common import FormatError
+from corpus_pipeline.formats.common import FormatError, RecordStream
 from corpus_pipeline.formats.mmap import IndexedDatasetReader, MmapWriter, token_dtype
 from corpus_pipeline.records import Instance, Pack
 
@@ -181,11 +180,8 @@ class MmapPackWriter(MmapInstanceWriter):
         self.num_instances += len(insts)
 
 
-class _MmapReaderBase:
+class _MmapReaderBase(RecordStream):
     """Opens and cross-checks the per-field datasets of an instance/pack layout."""
-
-    _it: Iterator[Any] | None = None
-    _len: int
 
     def __init__(self, out_dir: str | Path, name: str, fields: Iterable[str]) -> None:
         self.out_dir = Path(out_dir)
@@ -206,20 +202,6 @@ class _MmapReaderBase:
             raise FormatError(f"{where}: next_sentence_labels must hold one element per instance")
         self._where = where
         self._n_instances = n
-
-    def __len__(self) -> int:
-        return self._len
-
-    def __iter__(self) -> Iterator[Any]:
-        return self._generate()
-
-    def __next__(self) -> Any:
-        if self._it is None:
-            self._it = self._generate()
-        return next(self._it)
-
-    def _generate(self) -> Iterator[Any]:
-        raise NotImplementedError
 
     def _instances(self, lo: int, hi: int) -> list[Instance]:
         ids, lens = self.r["input_ids"].read_range(lo, hi)
