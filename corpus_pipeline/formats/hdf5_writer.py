@@ -12,6 +12,7 @@ import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -136,6 +137,8 @@ class _H5Writer(ShardWriter):
 
     raw: _GuardedFile | None = None
     file: h5py.File | None = None
+    _chunk: int  # rows per HDF5 chunk
+    _buffer: list[Any]  # rows not written yet
 
     def _open_h5(self, path: str | Path) -> h5py.File:
         tmp = self._create(path, suffix=".hdf5")
@@ -145,6 +148,21 @@ class _H5Writer(ShardWriter):
 
     def _flush(self, final: bool) -> None:
         raise NotImplementedError
+
+    def _buffer_rows(self, rows: Sequence[Any]) -> None:
+        """Keep ``rows``; write whole chunks once ``_FLUSH_CHUNKS`` chunks are waiting."""
+        self._buffer.extend(rows)
+        if len(self._buffer) >= self._chunk * _FLUSH_CHUNKS:
+            self._flush(final=False)
+
+    def _take_rows(self, final: bool) -> list[Any]:
+        """The rows to write now, off the buffer: whole chunks, or all of them when ``final``.
+
+        Only whole chunks until the end: flush points depend on the row count alone.
+        """
+        n = len(self._buffer) if final else (len(self._buffer) // self._chunk) * self._chunk
+        rows, self._buffer = self._buffer[:n], self._buffer[n:]
+        return rows
 
     def _check_io(self) -> None:
         """Raise the IO error of a failed write (disk full), if any."""
@@ -258,17 +276,14 @@ class HDF5ShardWriter(_H5Writer):
                 self.max_predictions,
                 str(self.path),
             )
-        self._buffer.extend(batch)
         self.num_records += len(batch)
-        if len(self._buffer) >= self._chunk * _FLUSH_CHUNKS:
-            self._flush(final=False)
+        self._buffer_rows(batch)
 
     def _flush(self, final: bool) -> None:
-        # Only whole chunks until the end: flush points depend on the row count alone.
-        n = len(self._buffer) if final else (len(self._buffer) // self._chunk) * self._chunk
-        if n == 0:
+        rows = self._take_rows(final)
+        if not rows:
             return
-        rows, self._buffer = self._buffer[:n], self._buffer[n:]
+        n = len(rows)
         s, p = self.max_seq_length, self.max_predictions
         ids = [r.input_ids for r in rows]
         lens = lengths_of(ids)
@@ -389,17 +404,15 @@ class PackedHDF5ShardWriter(_H5Writer):
                     str(self.path),
                 )
             packs.append(pack)
-        self._buffer.extend(packs)
         self.num_records += len(packs)
         self.num_instances += sum(len(p.instances) for p in packs)
-        if len(self._buffer) >= self._chunk * _FLUSH_CHUNKS:
-            self._flush(final=False)
+        self._buffer_rows(packs)
 
     def _flush(self, final: bool) -> None:
-        n = len(self._buffer) if final else (len(self._buffer) // self._chunk) * self._chunk
-        if n == 0:
+        packs = self._take_rows(final)
+        if not packs:
             return
-        packs, self._buffer = self._buffer[:n], self._buffer[n:]
+        n = len(packs)
         # Object arrays tagged with the vlen type, written with write_direct: h5py's __setitem__
         # turns equal-length rows into a 2-D array and then fails to broadcast it.
         cols: dict[str, np.ndarray] = {
