@@ -12,10 +12,15 @@ with its index) and a single-stream ``.xml.bz2`` of exactly the same XML.
 2. Ours over the work units of the multistream dump, 1 process vs ``multiprocessing.Pool(2)``
    (the scaling a Beam runner gets from per-stream units). Target: speed-up >= 1.7x.
 
+``--single-stream`` instead times ``corpus-pipeline extract`` on the single-stream dump with
+1 and with ``--workers`` worker processes (wall, best of ``--repeat``; the load average is
+printed beside it) and prints the ratio: the workers read the stream in shares and clean as
+they read (``beam/extract.py``, ``ReadShare``). Target: >= 1.7x with 2 workers.
+
 Prints MB/s of uncompressed XML and pages/s. Times are the best of ``--repeat`` runs (this
 machine is shared, so the minimum is the least disturbed). Runs in < 3 minutes on 2 cores.
 
-Usage: ``python bench/extract.py [--copies 6] [--repeat 2] [--workers 2]``
+Usage: ``python bench/extract.py [--copies 6] [--repeat 2] [--workers 2] [--single-stream]``
 """
 
 from __future__ import annotations
@@ -121,16 +126,53 @@ def count_pages(units: list[wikipedia_records.WorkUnit]) -> collections.Counter[
     return total
 
 
+def single_stream_workers(copies: int, workers: int, repeat: int) -> int:
+    """``corpus-pipeline extract`` on the single-stream dump: 1 worker vs ``workers``."""
+    dump, _, xml_bytes = build_dumps(copies)
+    script = Path(sys.executable).parent / "corpus-pipeline"
+    runs: dict[int, list[tuple[float, float]]] = {1: [], workers: []}
+    loads = []
+    tmp = Path(tempfile.mkdtemp(prefix="bench-extract-"))
+    try:
+        for _ in range(repeat):
+            for n in runs:
+                out = tmp / f"w{n}"
+                shutil.rmtree(out, ignore_errors=True)
+                cmd = [str(script), "extract", "--input", str(dump), "--output", str(out)]
+                loads.append(os.getloadavg()[0])
+                runs[n].append(timed_subprocess([*cmd, "--workers", str(n)])[:2])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    mb = xml_bytes / 1e6
+    print(
+        f"single-stream {dump.name}: XML {mb:.1f} MB; {os.cpu_count()} cores, load average "
+        f"{min(loads):.1f}..{max(loads):.1f} during the runs"
+    )
+    for n, got in runs.items():
+        wall, cpu = best(got)
+        print(f"extract --workers {n}: {wall:6.2f} s wall  cpu {cpu:6.2f} s  {mb / wall:5.2f} MB/s")
+    one, many = best(runs[1])[0], best(runs[workers])[0]
+    print(f"{workers}-worker/1-worker speed-up: {one / many:.2f}x (target >= 1.7)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--copies", type=int, default=6, help="excerpt copies in the dump")
     parser.add_argument("--repeat", type=int, default=2, help="runs per measurement (best kept)")
     parser.add_argument("--workers", type=int, default=2, help="processes for the scaling run")
+    parser.add_argument(
+        "--single-stream",
+        action="store_true",
+        help="time `corpus-pipeline extract` on the single-stream dump, 1 vs --workers workers",
+    )
     parser.add_argument("--run-ours", nargs=2, metavar=("DUMP", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.run_ours:
         run_ours_cli(*args.run_ours)
         return 0
+    if args.single_stream:
+        return single_stream_workers(args.copies, args.workers, args.repeat)
 
     dump, multi, xml_bytes = build_dumps(args.copies)
     load = os.getloadavg()[0]

@@ -1,17 +1,17 @@
 """PTransforms of the text stages: extract articles, split sentences, write document shards.
 
-Elements are coarse: a work unit (one bz2 stream of a multistream dump, one book file) or a
-chunk of ~100-200 raw pages cut from a single-stream dump. Such a chunk is itself spilled to a
-temp file by the reader, and only its small ``SpillRange`` crosses the reshuffle: FnApiRunner
-keeps a bundle's outputs in memory, and the whole file is one bundle, so the launcher used to
-hold the raw pages of the whole dump (1.5 GiB for 195 MB of XML). Cleaning and sentence
-splitting are fused per chunk; the documents of a chunk are spilled to one temp file, grouped by shard
-(``formats/spill.py``), so only small ``(shard, SpillRange)`` records cross the GroupByKey, and peak memory stays bounded by
-chunk size, not corpus size, even on FnApiRunner (which keeps grouped data in memory).
+Elements are coarse: a work unit (one bz2 stream of a multistream dump, one book file) or one
+share of a single-stream dump (:class:`ReadShare`: every share decompresses the stream, and
+cleans only its own chunks of ~200 pages, as they are read, so all workers clean at once).
+Cleaning and sentence splitting are fused per chunk; the documents of a chunk are spilled to
+one temp file, grouped by shard (``formats/spill.py``), so only small ``(shard, SpillRange)``
+records cross the GroupByKey, and peak memory stays bounded by chunk size, not corpus size,
+even on FnApiRunner (which keeps a bundle's outputs and grouped data in memory).
 
 Determinism: a chunk's key is its position in the input (source index, unit index, chunk
 index); a document goes to shard ``stable_hash(document id) % N``; a shard concatenates its
-ranges in chunk-key order. So the same input gives byte-identical shards with any number of workers or runner.
+ranges in chunk-key order. So the same input gives byte-identical shards with any number of
+workers, shares or runner.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from corpus_pipeline.errors import InputFormatError, UserError
 from corpus_pipeline.formats.common import atomic_output, sha256_file
 from corpus_pipeline.formats.documents import SUFFIX, write_document
 from corpus_pipeline.formats.manifest import Loss
-from corpus_pipeline.formats.spill import SpillRange, iter_spills, read_spill, write_spill
+from corpus_pipeline.formats.spill import SpillRange, iter_spills, write_spill
 from corpus_pipeline.hashing import stable_hash
 from corpus_pipeline.records import Article, Document
 from corpus_pipeline.sources import (
@@ -406,18 +406,20 @@ class _ChunkDoFn(beam.DoFn):
         yield from write_spill(path, key, groups).items()
 
 
-class SplitIntoChunks(_ChunkDoFn):
-    """A single-stream dump: read it sequentially, spill each chunk of raw pages to a temp
-    file and emit only its reference (to reshuffle), so memory does not grow with the dump.
+class ReadShare(_ChunkDoFn):
+    """One share of a single-stream dump (``wikipedia_pages.iter_share_chunks``): the whole
+    stream is decompressed here, and the share's chunks of pages are cleaned, sentence-split
+    and spilled as they are read, so every worker cleans while the stream is read (the
+    element is ``(task, share, shares)``; the shares of a dump run on different workers).
 
-    Progress: the dump's :func:`task_bytes`, by the compressed bytes each chunk took to read
-    (:data:`READ_SHARE` of them ticked here, the rest by :class:`CleanChunk`, which gets them
-    with the chunk); what is left at the end (the read-ahead, a ``--max-docs`` stop) is
-    ticked here, so the dump ticks exactly its size whatever the number of chunks.
+    Progress: ``1 / shares`` of the dump's :func:`task_bytes` per share, by the compressed
+    bytes read so far as each chunk is done; what is left at the end (the read-ahead, a
+    ``--max-docs`` stop) is ticked last, so the dump ticks exactly its size.
     """
 
-    def process(self, task: ExtractTask) -> Iterator[tuple[ChunkKey, SpillRange, float]]:
-        left = task.limit
+    def process(self, element: tuple[ExtractTask, int, int]) -> Iterator[tuple[int, Any]]:
+        task, share, shares = element
+        left = task.limit  # --max-docs: planned with a single share, pages in file order
         files: list[Any] = []
         base = dump_opener(task.unit.path)
 
@@ -425,41 +427,55 @@ class SplitIntoChunks(_ChunkDoFn):
             files.append(base(path))
             return files[-1]
 
-        chunks = wikipedia_pages.iter_page_chunks(
+        chunks = wikipedia_pages.iter_share_chunks(
             task.unit,
             self.ecfg,
+            share=share,
+            shares=shares,
             count=self.count,
             opener=opener,
             tally=self.count,
         )
         weight, done = task_bytes(task), 0
-        for c, pages in enumerate(_take(chunks, None)):
+        for c, pages in _take(chunks, None):
             if left is not None:
                 pages = pages[:left]
                 left -= len(pages)
             key = (task.source_index, task.unit_index, c)
-            path = fsio.join(self.tmp_dir, "pages-{:05d}-{:07d}-{:05d}.spill".format(*key))
-            (ref,) = write_spill(path, key, {0: pages}).values()
+            articles = (wikipedia_clean.clean_page(p, self.ecfg, count=self.count) for p in pages)
+            yield from self.spill(key, _documents(articles, self.scfg, self.count))
             step = max(0, min(weight, _position(files) - task.unit.start) - done)
             done += step
-            self.progress.tick(READ_SHARE * step)
-            yield key, ref, (1 - READ_SHARE) * step
+            self.progress.tick(step / shares)
             if left == 0:
                 break  # --max-docs: the rest of the dump is not read
-        self.progress.tick(weight - done)
+        self.progress.tick((weight - done) / shares)
 
 
-class CleanChunk(_ChunkDoFn):
-    """Raw pages of a chunk (read back from its spill file, then deleted) -> clean articles
-    -> sentence-split documents -> temp file."""
+#: Most shares a single-stream dump is read in: each share decompresses the whole stream.
+MAX_SHARES = 8
 
-    def process(self, element: tuple[ChunkKey, SpillRange, float]) -> Iterator[tuple[int, Any]]:
-        key, ref, weight = element
-        pages = read_spill(ref)
-        articles = (wikipedia_clean.clean_page(p, self.ecfg, count=self.count) for p in pages)
-        yield from self.spill(key, _documents(articles, self.scfg, self.count))
-        fsio.delete([ref.path])
-        self.progress.tick(weight)
+
+def read_shares(options: Any) -> int:
+    """How many shares a single-stream dump is read in: one per local worker process (1 when
+    the local workers are threads of one process), else the runner's ``--num_workers``."""
+    from apache_beam.options.pipeline_options import (
+        DirectOptions,
+        StandardOptions,
+        WorkerOptions,
+    )
+
+    if options is None:
+        return 1
+    runner = str(options.view_as(StandardOptions).runner or "DirectRunner").rsplit(".", 1)[-1]
+    if runner in ("DirectRunner", "FnApiRunner", "SwitchingDirectRunner"):
+        direct = options.view_as(DirectOptions)
+        if direct.direct_running_mode != "multi_processing":
+            return 1
+        n = direct.direct_num_workers or os.cpu_count() or 1
+    else:
+        n = options.view_as(WorkerOptions).num_workers or 1
+    return max(1, min(MAX_SHARES, n))
 
 
 def _position(files: list[Any]) -> int:
@@ -566,12 +582,16 @@ class ExtractDocuments(beam.PTransform):
                 | "ExtractUnits" >> beam.ParDo(ExtractUnit(*args))
             )
         if sequential:
+            n = read_shares(pbegin.pipeline.options)
+            # --max-docs counts pages in file order across chunks: one share reads it all.
+            shares = [
+                (t, i, k) for t in sequential for k in [1 if t.limit else n] for i in range(k)
+            ]
             parts.append(
                 pbegin
-                | "Files" >> beam.Create(sequential, reshuffle=False)
-                | "ReadChunks" >> beam.ParDo(SplitIntoChunks(*args))
-                | "SpreadChunks" >> beam.Reshuffle()
-                | "CleanChunks" >> beam.ParDo(CleanChunk(*args))
+                | "Shares" >> beam.Create(shares, reshuffle=False)
+                | "SpreadShares" >> beam.Reshuffle()
+                | "ReadShares" >> beam.ParDo(ReadShare(*args))
             )
         if self.skipped:
             _ = (

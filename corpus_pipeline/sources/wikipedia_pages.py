@@ -4,8 +4,10 @@
 at each ``<page>`` and parse every page on its own (one damaged page is dropped, the reader
 resynchronises at the next ``<page>``), so memory stays bounded by one page (one bz2 stream for
 multistream units) whatever the dump size. A single-stream dump cannot be decompressed in
-parallel, so it is cut into chunks of ``pages_per_chunk`` raw pages that the pipeline
-reshuffles: cleaning, the expensive part, still runs on every worker.
+parallel, so :func:`iter_share_chunks` lets each of N workers decompress the whole stream
+(the cheap part) while parsing and cleaning only its share of the pages: chunk ``c`` of
+``pages_per_chunk`` ``<page>`` elements belongs to share ``c % N``. Parsing, cleaning and
+everything after run on every worker, as the stream is read.
 
 Damage found on a worker is a counter, not an exception (raising would kill the whole job for
 one bad stream): ``extract/dropped:truncated_stream``, ``extract/dropped:corrupt_stream``,
@@ -21,7 +23,7 @@ import logging
 import pyexpat
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -152,10 +154,31 @@ def read_pages(
     Raises:
         InputFormatError: the unit is a whole file whose root is not ``<mediawiki>``.
     """
+    for page, _ in _read(unit, cfg, count=count, opener=opener, tally=tally):
+        yield page
+
+
+def _read(
+    unit: WorkUnit,
+    cfg: ExtractConfig,
+    *,
+    count: Count,
+    opener: Opener,
+    tally: Count,
+    owns: Callable[[int], bool] | None = None,
+    lead: bool = True,
+) -> Iterator[tuple[RawPage, int]]:
+    """:func:`read_pages`, each page with the index of its ``<page>`` element in the unit.
+
+    ``owns(i)`` False: the ``i``-th ``<page>`` element is skipped unparsed and uncounted (another
+    share reads it). ``lead`` False: the unit's own counters (units, bytes, stream problems,
+    data outside pages) are left to the lead share, so the shares' counters add up to one read.
+    """
     hold = unit.end is not None
-    held: list[tuple[RawPage, int]] = []
-    reader = _PageReader(unit, count, tally)
-    tally("extract/read:units")
+    held: list[tuple[RawPage, int, int]] = []
+    reader = _PageReader(unit, count, tally, owns=owns, lead=lead)
+    if lead:
+        tally("extract/read:units")
     with opener(unit.path) as f:
         # A whole file is read by one worker while the others wait for its chunks: decompress
         # it in a thread (bz2/zlib/lzma release the GIL), overlapped with the XML parsing
@@ -164,26 +187,27 @@ def read_pages(
         pages = reader.pages(raw, prefetch=unit.end is None)
         try:
             for page, size in pages:
+                index = reader.segments - 1  # the element just cut
                 if utf8_size_over(page.text, cfg.max_page_bytes):
                     # Dropped by clean_page anyway; blanked now so that a 50 MB text is not
                     # held in a chunk, pickled and copied through the shuffle on its way there.
                     page = replace(page, text="", redirect=is_redirect(page), oversized=True)
                 if hold:
-                    held.append((page, size))
+                    held.append((page, size, index))
                 else:
-                    yield page
+                    yield page, index
         finally:
             pages.close()  # stops the prefetch thread before the file is closed
-    for problem, detail in reader.problems:
+    for problem, detail in reader.problems if lead else ():
         count(f"extract/dropped:{problem}")
         log.warning("%s: %s (%s)", unit.describe(), problem, detail)
     if any(problem == "corrupt_stream" for problem, _ in reader.problems):
         if held:
             tally("extract/lost_pages:corrupt_stream", len(held))
-            tally("extract/lost:bytes", sum(size for _, size in held))
+            tally("extract/lost:bytes", sum(size for _, size, _ in held))
         return
-    for page, _ in held:
-        yield page
+    for page, _, index in held:
+        yield page, index
 
 
 def iter_page_chunks(
@@ -206,6 +230,48 @@ def iter_page_chunks(
         yield chunk
 
 
+def iter_share_chunks(
+    unit: WorkUnit,
+    cfg: ExtractConfig,
+    *,
+    share: int,
+    shares: int,
+    count: Count,
+    opener: Opener = open_local,
+    tally: Count = _no_tally,
+) -> Iterator[tuple[int, list[RawPage]]]:
+    """Share ``share`` of ``shares`` of a whole-file unit: ``(chunk index, pages)`` of the chunks
+    it owns, as they are read.
+
+    Chunk ``c`` holds the well-formed pages among the unit's ``<page>`` elements
+    ``c * cfg.pages_per_chunk`` to ``(c + 1) * cfg.pages_per_chunk - 1`` and belongs to share
+    ``c % shares``. Every share decompresses the whole stream and cuts it at each ``<page>``
+    (bz2 cannot start mid-stream), but parses only the elements of its own chunks. The shares
+    together yield every page of :func:`read_pages` exactly once, in chunks numbered in file
+    order, and their counters add up to those of one :func:`read_pages` (the unit's own
+    counters come from share 0). A chunk whose elements are all malformed is not yielded.
+    """
+    size = max(1, cfg.pages_per_chunk)
+    shares = max(1, shares)
+
+    def owns(i: int) -> bool:
+        return (i // size) % shares == share
+
+    current = -1
+    chunk: list[RawPage] = []
+    for page, index in _read(
+        unit, cfg, count=count, opener=opener, tally=tally, owns=owns, lead=share == 0
+    ):
+        c = index // size
+        if c != current and chunk:
+            yield current, chunk
+            chunk = []
+        current = c
+        chunk.append(page)
+    if chunk:
+        yield current, chunk
+
+
 class _PageReader:
     """Cuts a unit's decompressed XML into pages and parses each one on its own.
 
@@ -216,10 +282,22 @@ class _PageReader:
     at the very end) is damage. Memory: one decompressed chunk plus one page.
     """
 
-    def __init__(self, unit: WorkUnit, count: Count, tally: Count) -> None:
+    def __init__(
+        self,
+        unit: WorkUnit,
+        count: Count,
+        tally: Count,
+        owns: Callable[[int], bool] | None = None,
+        lead: bool = True,
+    ) -> None:
         self.unit = unit
         self.count = count
         self.tally = tally
+        self.owns = owns
+        self.lead = lead
+        # The unit's own volume counters, kept by one share only (:func:`iter_share_chunks`).
+        self.unit_tally = tally if lead else _no_tally
+        self.segments = 0  # <page> elements cut so far, skipped ones included
         self.problems: list[tuple[str, str]] = []
         self.namespaces = dict(_CANONICAL_NAMESPACES)
         self._header: Any = None if unit.wrap else ET.XMLPullParser(events=("start", "end"))
@@ -248,7 +326,7 @@ class _PageReader:
         keep = len(_PAGE_OPEN) - 1  # bytes kept back: a marker cut by a chunk boundary
         try:
             for data in chunks:
-                self.tally("extract/read:bytes", len(data))
+                self.unit_tally("extract/read:bytes", len(data))
                 buf += data
                 if not in_pages:
                     at = buf.find(_PAGE_OPEN)
@@ -297,9 +375,9 @@ class _PageReader:
 
     def _lose(self, problem: str, size: int) -> None:
         """A page begun but lost with its stream (cut off, or corrupt after it)."""
-        self.tally("extract/read:pages")
-        self.tally(f"extract/lost_pages:{problem}")
-        self.tally("extract/lost:bytes", size)
+        self.unit_tally("extract/read:pages")
+        self.unit_tally(f"extract/lost_pages:{problem}")
+        self.unit_tally("extract/lost:bytes", size)
 
     def _malformed(self, reason: str, size: int) -> None:
         self.count("extract/dropped:malformed_page")
@@ -310,7 +388,7 @@ class _PageReader:
         """A later stream of a multistream dump holds pages, then ``</mediawiki>`` in the
         last one: anything else before its first page is damage (a page without its tag)."""
         body = self._stray.strip()
-        if at_end and body == _ROOT_CLOSE:
+        if (at_end and body == _ROOT_CLOSE) or not self.lead:
             return
         if body:
             self.tally("extract/read:pages")
@@ -386,7 +464,10 @@ class _PageReader:
 
     def _segment(self, buf: bytes | bytearray, start: int, stop: int) -> tuple[RawPage, int] | None:
         """``buf[start:stop]``: a ``<page>`` element, then only whitespace. Returns the page
-        and its size, or None when it is dropped as malformed (counted)."""
+        and its size, or None when it is dropped as malformed (counted) or another share's."""
+        self.segments += 1
+        if self.owns is not None and not self.owns(self.segments - 1):
+            return None
         self.tally("extract/read:pages")
         end = buf.rfind(_PAGE_CLOSE, start, stop)
         if end < 0:
