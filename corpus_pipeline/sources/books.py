@@ -20,6 +20,7 @@ from pathlib import Path
 from corpus_pipeline.config import ExtractConfig
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.records import Article
+from corpus_pipeline.sources.article_filter import passes_length_filters
 
 Count = Callable[..., None]
 
@@ -379,11 +380,7 @@ def read_book(
     text, title = cleaned.body, cleaned.title
     if cleaned.stripped:
         count("books/gutenberg_stripped")
-    if not text:
-        count("books/dropped:empty")
-        return None
-    if len(text) < cfg.min_article_chars:
-        count("books/dropped:short")
+    if not passes_length_filters(text, cfg, count, "books"):
         return None
     count("books/passed")
     count("books/characters", len(text))

@@ -40,6 +40,7 @@ from typing import IO, Any
 from corpus_pipeline.config import ExtractConfig
 from corpus_pipeline.records import Article
 from corpus_pipeline.sources import books
+from corpus_pipeline.sources.article_filter import passes_length_filters
 
 Count = Callable[..., None]
 Opener = Callable[[str], IO[bytes]]
@@ -244,11 +245,7 @@ def make_article(doc_id: str, title: str, text: str, cfg: ExtractConfig, count: 
     """Normalise line ends and blank lines, apply the empty/short filters, count."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = "\n".join(line.strip() for line in text.split("\n") if line.strip())
-    if not text:
-        count("extract/dropped:empty")
-        return None
-    if len(text) < cfg.min_article_chars:
-        count("extract/dropped:short")
+    if not passes_length_filters(text, cfg, count, "extract"):
         return None
     count("extract/articles")
     count("extract/characters", len(text))

@@ -27,6 +27,7 @@ from wikiextractor.extract import (
 
 from corpus_pipeline.config import ExtractConfig
 from corpus_pipeline.records import Article
+from corpus_pipeline.sources.article_filter import passes_length_filters
 from corpus_pipeline.sources.wikipedia_guards import guard_heading_lines, guard_markup
 from corpus_pipeline.sources.wikipedia_records import (
     MODULE_NS,
@@ -233,11 +234,7 @@ def clean_page(
     if guarded:
         count("extract/escaped:unclosed_markup")
     text = _join_paragraphs(paragraphs, page.site or site_for(""))
-    if not text:
-        count("extract/dropped:empty")
-        return None
-    if len(text) < cfg.min_article_chars:
-        count("extract/dropped:short")
+    if not passes_length_filters(text, cfg, count, "extract"):
         return None
     count("extract/articles")
     count("extract/characters", len(text))
