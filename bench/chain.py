@@ -77,14 +77,18 @@ def child_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def stage(cmd: list[str]) -> float:
-    """Run ``cmd`` (output discarded, stderr shown on failure); its CPU seconds."""
+def stage(cmd: list[str], name: str = "") -> float:
+    """Run ``cmd`` (output discarded, stderr shown on failure); its CPU seconds, printed
+    under ``name`` as soon as it is done (a long run that fails later keeps them)."""
     before = child_cpu()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env())
     if proc.returncode != 0:
         print(proc.stderr[-3000:], file=sys.stderr)
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}")
-    return child_cpu() - before
+    cpu = child_cpu() - before
+    if name:
+        print(f"  {name}: {cpu:.1f} CPU s", flush=True)
+    return cpu
 
 
 def peer_sentences(extracted: Path, out: Path, shards: int) -> None:
@@ -151,13 +155,17 @@ def main(argv: list[str] | None = None) -> int:
                 "wikiextractor --processes 1",
                 stage(
                     [py, "-m", "wikiextractor.WikiExtractor", "--processes", "1", "-q"]
-                    + ["-o", str(tmp / "wx"), str(dump)]
+                    + ["-o", str(tmp / "wx"), str(dump)],
+                    "peer wikiextractor",
                 ),
             )
         )
         sent_cmd = [py, str(Path(__file__).resolve()), "--peer-sentences"]
         peer.append(
-            ("nltk punkt", stage([*sent_cmd, str(tmp / "wx"), str(tmp / "sent"), str(shards)]))
+            (
+                "nltk punkt",
+                stage([*sent_cmd, str(tmp / "wx"), str(tmp / "sent"), str(shards)], "peer punkt"),
+            )
         )
         script = args.peer_script or str(HERE / "_peer_bert.py")
         (tmp / "peer_hdf5").mkdir()
@@ -168,16 +176,20 @@ def main(argv: list[str] | None = None) -> int:
                 + ["--output_file", str(tmp / "peer_hdf5" / (txt.stem + ".hdf5"))]
                 + ["--vocab_file", str(UNCASED_VOCAB), "--do_lower_case"]
                 + ["--max_seq_length", "128", "--max_predictions_per_seq", "20"]
-                + ["--masked_lm_prob", "0.15", "--dupe_factor", "5", "--random_seed", "12345"]
+                + ["--masked_lm_prob", "0.15", "--dupe_factor", "5", "--random_seed", "12345"],
+                f"peer create_pretraining_data {txt.name}",
             )
         name = "NVIDIA create_pretraining_data" if args.peer_script else "create_pretraining_data"
         peer.append((f"{name} (x{shards} shards)", cpd))
 
         common = ["--input", str(dump), "--preset", "phase1", "--dupe-factor", "5"]
         common += ["--shards", str(shards), "--workers", "1"]
-        ours = stage(cli("run", *common, "--output", str(tmp / "ours"), "--format", "hdf5"))
+        ours = stage(
+            cli("run", *common, "--output", str(tmp / "ours"), "--format", "hdf5"), "ours hdf5"
+        )
         everything = stage(
-            cli("run", *common, "--output", str(tmp / "all"), "--format", "all", "--pack")
+            cli("run", *common, "--output", str(tmp / "all"), "--format", "all", "--pack"),
+            "ours all --pack",
         )
 
     rows: list[list[object]] = [["peer", n, f"{c:.1f}"] for n, c in peer]
