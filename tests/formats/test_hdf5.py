@@ -19,6 +19,7 @@ from corpus_pipeline.formats.hdf5_writer import HDF5ShardWriter, PackedHDF5Shard
 from corpus_pipeline.hashing import rng_for
 from corpus_pipeline.records import Instance, Pack
 from corpus_pipeline.resources import SAMPLE_BOOK, UNCASED_VOCAB
+from tests.support.packs import first_fit_packs
 
 S, P, K = 128, 20, 3
 CLS, SEP, MASK = 101, 102, 103
@@ -74,18 +75,6 @@ def make_instances(sents: list[np.ndarray], n: int, s: int = S, p: int = P) -> l
         ids[pos] = MASK
         out.append(Instance(ids, seg, pos, orig.astype(np.int32), nsp))
     return out
-
-
-def make_packs(insts: list[Instance], s: int = S, k: int = K) -> list[Pack]:
-    packs: list[Pack] = []
-    cur: list[Instance] = []
-    for inst in insts:
-        if cur and (len(cur) == k or sum(map(len, cur)) + len(inst) > s):
-            packs.append(Pack(cur))
-            cur = []
-        cur.append(inst)
-    packs.append(Pack(cur))
-    return packs
 
 
 def write_unpacked(path: Path, insts: list[Instance], batch: int, **kw: int) -> HDF5ShardWriter:
@@ -276,7 +265,7 @@ def write_packed(path: Path, packs: list[Pack], batch: int) -> PackedHDF5ShardWr
 
 def test_packed_round_trip_and_vlen_schema(tmp_path, sentences):
     insts = make_instances(sentences, 3000)
-    packs = make_packs(insts)
+    packs = first_fit_packs(insts, S, K)
     assert {len(p.instances) for p in packs} == {1, 2, 3}
     path = tmp_path / "packed_training_00000.hdf5"
     w = write_packed(path, packs, batch=250)
@@ -313,7 +302,7 @@ def test_packed_round_trip_and_vlen_schema(tmp_path, sentences):
 
 def test_mlperf_packed_reader_reconstruction(tmp_path, sentences):
     insts = make_instances(sentences, 400)
-    packs = make_packs(insts)
+    packs = first_fit_packs(insts, S, K)
     path = tmp_path / "packed.hdf5"
     write_packed(path, packs, batch=1000)
     # MLPerf NVIDIA pretraining_dataset(packed_samples=True), then its per-sequence
@@ -363,7 +352,7 @@ def test_mlperf_packed_reader_reconstruction(tmp_path, sentences):
 
 
 def test_packed_bytes_deterministic(tmp_path, sentences):
-    packs = make_packs(make_instances(sentences, 1500))
+    packs = first_fit_packs(make_instances(sentences, 1500), S, K)
     a = write_packed(tmp_path / "a.hdf5", packs, batch=len(packs))
     time.sleep(1.1)
     b = write_packed(tmp_path / "b.hdf5", packs, batch=3)
@@ -398,7 +387,7 @@ def test_packed_rejects_overfull_packs(tmp_path, sentences):
 def test_packed_and_unpacked_readers_refuse_each_other(tmp_path, sentences):
     insts = make_instances(sentences, 20)
     write_unpacked(tmp_path / "u.hdf5", insts, batch=20)
-    write_packed(tmp_path / "p.hdf5", make_packs(insts), batch=20)
+    write_packed(tmp_path / "p.hdf5", first_fit_packs(insts, S, K), batch=20)
     with pytest.raises(FormatError, match="unpacked.*read_hdf5"):
         read_packed_hdf5(tmp_path / "u.hdf5")
     with pytest.raises(FormatError, match="packed.*read_packed_hdf5"):
@@ -408,7 +397,7 @@ def test_packed_and_unpacked_readers_refuse_each_other(tmp_path, sentences):
 def test_packed_inconsistent_lengths_raise_format_error(tmp_path, sentences):
     insts = make_instances(sentences, 20)
     path = tmp_path / "p.hdf5"
-    write_packed(path, make_packs(insts), batch=20)
+    write_packed(path, first_fit_packs(insts, S, K), batch=20)
     with h5py.File(path, "r+") as f:
         f["packed_input_len"][0] = np.array([5], np.int16)
     with pytest.raises(FormatError, match="pack 0: lengths do not add up"):

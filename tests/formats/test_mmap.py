@@ -27,8 +27,9 @@ from corpus_pipeline.formats.mmap_bert import (
     read_mmap_packs,
 )
 from corpus_pipeline.hashing import rng_for
-from corpus_pipeline.records import EncodedDocument, Instance, Pack
+from corpus_pipeline.records import EncodedDocument, Instance
 from corpus_pipeline.resources import SAMPLE_BOOK, SAMPLE_GOOGLE_TEXT, UNCASED_VOCAB
+from tests.support.packs import first_fit_packs
 
 S, P, K = 128, 20, 3
 CLS, SEP, MASK = 101, 102, 103
@@ -145,18 +146,6 @@ def instances(tokenizer) -> list[Instance]:
         ids[pos] = MASK
         out.append(Instance(ids, seg, pos, orig, int(rng.random() < 0.5)))
     return out
-
-
-def make_packs(insts: list[Instance]) -> list[Pack]:
-    packs: list[Pack] = []
-    cur: list[Instance] = []
-    for inst in insts:
-        if cur and (len(cur) == K or sum(map(len, cur)) + len(inst) > S):
-            packs.append(Pack(cur))
-            cur = []
-        cur.append(inst)
-    packs.append(Pack(cur))
-    return packs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,7 +377,7 @@ def test_instance_layout_inconsistent_fields_raise_format_error(tmp_path, instan
 
 
 def test_packed_layout_round_trip(tmp_path, instances):
-    packs = make_packs(instances)
+    packs = first_fit_packs(instances, S, K)
     assert {len(p.instances) for p in packs} == {1, 2, 3}
     with MmapPackWriter(tmp_path, "packed", vocab_size=30522, max_seq_length=S) as w:
         for i in range(0, len(packs), 77):
@@ -411,7 +400,7 @@ def test_packed_layout_round_trip(tmp_path, instances):
 
 
 def test_packed_layout_disagreeing_lengths_raise_format_error(tmp_path, instances):
-    packs = make_packs(instances[:30])
+    packs = first_fit_packs(instances[:30], S, K)
     with MmapPackWriter(tmp_path, "p", vocab_size=30522) as w:
         w.write(packs)
     raw = bytearray((tmp_path / "p_pack_lengths.bin").read_bytes())

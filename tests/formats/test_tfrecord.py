@@ -43,6 +43,7 @@ from corpus_pipeline.formats.tfrecord_writer import PackedTFRecordShardWriter, T
 from corpus_pipeline.hashing import rng_for
 from corpus_pipeline.records import Instance, Pack
 from corpus_pipeline.resources import SAMPLE_GOOGLE_TEXT, UNCASED_VOCAB
+from tests.support.packs import first_fit_packs
 
 tfrecord = pytest.importorskip("tfrecord")
 from tfrecord import example_pb2  # noqa: E402
@@ -468,18 +469,6 @@ def sample_instances(p: int = 20) -> list[Instance]:
     return insts
 
 
-def greedy_packs(insts: list[Instance], s: int, k: int) -> list[Pack]:
-    """Greedy first-fit, enough to exercise real lengths."""
-    packs, cur = [], []
-    for inst in insts:
-        if cur and (len(cur) == k or sum(map(len, cur)) + len(inst) > s):
-            packs.append(Pack(cur))
-            cur = []
-        cur.append(inst)
-    packs.append(Pack(cur))
-    return packs
-
-
 def test_real_wordpiece_ids_from_bundled_sample(tmp_path: Path) -> None:
     """Real WordPiece ids (bundled vocab, Google's sample text) through both schemas."""
     s, p, k = 128, 20, 3
@@ -495,7 +484,7 @@ def test_real_wordpiece_ids_from_bundled_sample(tmp_path: Path) -> None:
         i.input_ids.tolist() for i in insts
     ]
 
-    packs = greedy_packs(insts, s, k)
+    packs = first_fit_packs(insts, s, k)
     ppath = tmp_path / "sample_packed.tfrecord"
     with PackedTFRecordShardWriter(ppath, s, p + 2, k) as pw:  # +2: room for 3 x 20 > 22
         pw.write(packs)
@@ -718,7 +707,7 @@ def test_torch_dataset_shards_across_workers(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------
 
 # sha256 of the sample shards as the per-record writer wrote them before the batch encoder
-# (commit ba97877): sample_instances() at S=128, P=20 and greedy_packs(S=128, K=3) at P=22.
+# (commit ba97877): sample_instances() at S=128, P=20 and first_fit_packs(S=128, K=3) at P=22.
 SAMPLE_SHA256 = {
     "u.tfrecord": "d2c8a4f12c43031379b95b491f5e6f5812bb74165469e1bfb2f6854a26e17d26",
     "u.index": "d11c36bfc3ba27efe604be172b1981c58891eff5218fa92e333b7a83070ba5de",
@@ -740,7 +729,7 @@ def reference_packed(packs: list[Pack], s: int, p: int, k: int) -> bytes:
 
 def test_batch_writer_matches_reference_and_pinned_sha_on_bundled_sample(tmp_path: Path) -> None:
     insts = sample_instances(20)
-    packs = greedy_packs(insts, 128, 3)
+    packs = first_fit_packs(insts, 128, 3)
     with TFRecordShardWriter(tmp_path / "u.tfrecord", 128, 20) as w:
         w.write(insts)
     with PackedTFRecordShardWriter(tmp_path / "p.tfrecord", 128, 22, 3) as pw:
