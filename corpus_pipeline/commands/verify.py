@@ -8,6 +8,8 @@ deterministic output order. See :mod:`corpus_pipeline.verify` for every check.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from typing import Any
 
@@ -21,6 +23,8 @@ EXAMPLES = """examples:
 
 Works on dataset folders (mask, pack, run) and on documents folders (extract, run's docs/):
 for those, each shard's sha256 and document count, and missing or unlisted shard files.
+A `run` folder (run.json, no manifest.json) is verified dataset by dataset (docs, unpacked,
+packed, validation/unpacked, validation/packed), one OK line each.
 A manifest edited after it was written (its signature no longer matches) is a problem; an
 unsigned manifest (written by a version before signatures) only gets a warning.
 
@@ -73,13 +77,34 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         )
     formats = parse_formats(args.format) if args.format else None
     workers = positive("--workers", args.workers) if args.workers is not None else None
-    report = run_verification(args.out, formats, quick=args.quick, workers=workers)
-    for line in report.warnings:
-        print(f"warning: {line}", file=sys.stderr)
-    for line in report.problems:
-        print(line)
-    if report.ok:
-        print(report.summary())
-        return 0
-    print(report.summary(), file=sys.stderr)
-    return 1
+    datasets = run_datasets(args.out)
+    rc = 0
+    for name, folder in datasets.items() if datasets else [("", args.out)]:
+        documents = name == "docs"  # a documents folder has no shard formats
+        report = run_verification(
+            folder, None if documents else formats, quick=args.quick, workers=workers
+        )
+        for line in report.warnings:
+            print(f"warning: {line}", file=sys.stderr)
+        for line in report.problems:
+            print(line)
+        summary = f"{name}: {report.summary()}" if name else report.summary()
+        if report.ok:
+            print(summary)
+        else:
+            print(summary, file=sys.stderr)
+            rc = 1
+    return rc
+
+
+def run_datasets(out: str) -> dict[str, str] | None:
+    """The datasets of a ``run`` folder (its ``run.json``), by name; None for any other folder."""
+    path = os.path.join(out, "run.json")
+    if os.path.isfile(os.path.join(out, "manifest.json")) or not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            datasets = json.load(f)["datasets"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{path}: unreadable run.json: re-run the command that wrote it") from None
+    return {str(k): os.path.join(out, str(v)) for k, v in datasets.items()}

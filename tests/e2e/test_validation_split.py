@@ -108,9 +108,13 @@ def test_held_out_documents_never_reach_training(split_run):
     assert [s for s in train_sentences if _found(s, held_grams)] == []
 
 
-def test_layout_verifies_and_is_recorded(split_run):
+def test_layout_verifies_and_is_recorded(split_run, capsys):
     for d in ("unpacked", "packed", "validation/unpacked", "validation/packed"):
         assert run_cli("verify", split_run / d) == 0, d
+    capsys.readouterr()
+    assert run_cli("verify", split_run, "--quick") == 0  # the run folder: every dataset
+    names = [line.split(":")[0] for line in capsys.readouterr().out.splitlines()]
+    assert names == ["docs", "packed", "unpacked", "validation/packed", "validation/unpacked"]
     run = json.loads((split_run / "run.json").read_text())
     assert run["datasets"] == {
         "docs": "docs",
@@ -202,6 +206,23 @@ def test_mask_fraction_split_is_the_same_bytes_for_any_worker_count(wiki_docs, t
     # The mask folder with its validation/ beside the format folders verifies, both levels.
     assert run_cli("verify", outs[0]) == 0
     assert run_cli("verify", outs[0] / "validation") == 0
+
+
+def test_verify_of_a_run_folder_finds_a_damaged_validation_shard(split_run, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(split_run, out)
+    shard = next((out / "validation" / "packed" / "hdf5").glob("*.hdf5"))
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert run_cli("verify", out) == 1
+    captured = capsys.readouterr()
+    assert str(shard) in captured.out
+    assert "validation/unpacked: OK" in captured.out  # the others are still checked
+    assert "validation/packed: " in captured.err
 
 
 @pytest.mark.parametrize("value", ["0", "1.5", "-3", "1.0e9x"])
