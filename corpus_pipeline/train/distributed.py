@@ -117,22 +117,23 @@ def all_sum(values: list[float], d: Dist, device: torch.device) -> list[float]:
     return [float(x) for x in t.tolist()]
 
 
-def all_max(value: int, d: Dist, device: torch.device) -> int:
-    """The largest ``value`` over the ranks."""
+def _reduce_int(value: int, d: Dist, device: torch.device, op: dist.ReduceOp.RedOpType) -> int:
+    """``value`` reduced over the ranks by ``op`` (``value`` itself on one rank)."""
     if d.world == 1:
         return value
     flag = torch.tensor([value], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    dist.all_reduce(flag, op=op)
     return int(flag.item())
+
+
+def all_max(value: int, d: Dist, device: torch.device) -> int:
+    """The largest ``value`` over the ranks."""
+    return _reduce_int(value, d, device, dist.ReduceOp.MAX)
 
 
 def all_min(value: int, d: Dist, device: torch.device) -> int:
     """The smallest ``value`` over the ranks."""
-    if d.world == 1:
-        return value
-    flag = torch.tensor([value], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return int(flag.item())
+    return _reduce_int(value, d, device, dist.ReduceOp.MIN)
 
 
 def barrier(d: Dist) -> None:
