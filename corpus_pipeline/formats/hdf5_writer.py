@@ -137,6 +137,8 @@ class _H5Writer(ShardWriter):
 
     raw: _GuardedFile | None = None
     file: h5py.File | None = None
+    max_seq_length: int
+    max_predictions: int
     _chunk: int  # rows per HDF5 chunk
     _buffer: list[Any]  # rows not written yet
 
@@ -148,6 +150,16 @@ class _H5Writer(ShardWriter):
 
     def _flush(self, final: bool) -> None:
         raise NotImplementedError
+
+    def _check_fits(self, inst: Instance) -> None:
+        """Refuse (``ValueError``) an instance longer than S or with more than P predictions."""
+        check_instance_fits(
+            len(inst),
+            int(inst.masked_lm_positions.shape[0]),
+            self.max_seq_length,
+            self.max_predictions,
+            str(self.path),
+        )
 
     def _buffer_rows(self, rows: Sequence[Any]) -> None:
         """Keep ``rows``; write whole chunks once ``_FLUSH_CHUNKS`` chunks are waiting."""
@@ -269,13 +281,7 @@ class HDF5ShardWriter(_H5Writer):
                     f"{self.path}: HDF5ShardWriter writes Instance records, got "
                     f"{type(inst).__name__} (use PackedHDF5ShardWriter for packs)"
                 )
-            check_instance_fits(
-                len(inst),
-                int(inst.masked_lm_positions.shape[0]),
-                self.max_seq_length,
-                self.max_predictions,
-                str(self.path),
-            )
+            self._check_fits(inst)
         self.num_records += len(batch)
         self._buffer_rows(batch)
 
@@ -396,13 +402,7 @@ class PackedHDF5ShardWriter(_H5Writer):
                     f"{self.max_seq_length}"
                 )
             for inst in pack.instances:
-                check_instance_fits(
-                    len(inst),
-                    int(inst.masked_lm_positions.shape[0]),
-                    self.max_seq_length,
-                    self.max_predictions,
-                    str(self.path),
-                )
+                self._check_fits(inst)
             packs.append(pack)
         self.num_records += len(packs)
         self.num_instances += sum(len(p.instances) for p in packs)
