@@ -100,6 +100,19 @@ def _fill_slots(
     keep[:, col : col + span] = kw.view(np.bool_).reshape(n, span)
 
 
+def _nonneg_max(m: np.ndarray) -> int:
+    """The largest value of an int or bool matrix, or -1 if it holds a negative value.
+
+    One reduction instead of a min and a max: read as unsigned, a negative value of a signed
+    type is at least ``2^(bits - 1)``, more than any non-negative one.
+    """
+    if not m.size:
+        return 0
+    bits = 8 * m.dtype.itemsize
+    hi = int(m.view(f"u{m.dtype.itemsize}").max())
+    return -1 if m.dtype.kind == "i" and hi >= 1 << (bits - 1) else hi
+
+
 def _size(value: int) -> int:
     return len(encode_varint(value))
 
@@ -130,6 +143,7 @@ class EncodeScratch:
 
     def __init__(self) -> None:
         self._arrays: dict[str, np.ndarray] = {}
+        self.layout: object = None  # what the "mat" and "keep" buffers hold outside the slots
 
     def get(self, name: str, size: int, dtype: type) -> np.ndarray:
         """A 1-D array of ``size`` elements (contents undefined), grown as needed."""
@@ -200,8 +214,8 @@ def encode_example_batch(
             raw = np.ascontiguousarray(m, dtype="<f4").view(np.uint8).reshape(n, 4 * w)
             put("raw", raw, 4 * w)
         elif m.dtype.kind in "iub":
-            lo, hi = (int(m.min()), int(m.max())) if m.size else (0, 0)
-            if lo < 0 or hi >= _FAST_LIMIT:
+            hi = _nonneg_max(m)
+            if hi < 0 or hi >= _FAST_LIMIT:
                 return _encode_example_batch_slow(columns, head, tail)
             if hi < 0x80:  # one byte per value: a constant-length payload
                 entry_head, size = _entry_head(key_field, b"\x1a", w)
@@ -238,11 +252,25 @@ def encode_example_batch(
         scratch = EncodeScratch()
     mat = scratch.get("mat", n * total, np.uint8).reshape(n, total)
     keep = scratch.get("keep", n * total, np.bool_).reshape(n, total)
-    keep.fill(True)
+    # Consecutive batches of a writer have the same layout (the same widths, and value ranges
+    # that give the same slot widths): the constant bytes and the keep mask outside the varint
+    # slots are then already in place from the previous batch.
+    layout = (
+        n,
+        total,
+        tuple((c, data) for c, kind, data, _ in segs if kind == "const"),
+        tuple(varcols),
+        mat.__array_interface__["data"][0],
+        keep.__array_interface__["data"][0],
+    )
+    fresh = scratch.layout != layout
+    if fresh:
+        keep.fill(True)
     for c, kind, data, extra in segs:
         c = c + shift if c >= bw_col else c
         if isinstance(data, bytes):  # "const"
-            mat[:, c : c + len(data)] = np.frombuffer(data, dtype=np.uint8)
+            if fresh:
+                mat[:, c : c + len(data)] = np.frombuffer(data, dtype=np.uint8)
         elif kind == "raw" and data is not None:
             mat[:, c : c + data.shape[1]] = data
         elif kind == "slots" and data is not None:
@@ -265,9 +293,11 @@ def encode_example_batch(
         ):
             _fill_slots(mat, keep, c, value[:, None], lhi)
             c += _slot_width(lhi)
-            mat[:, c : c + len(tag)] = np.frombuffer(tag, dtype=np.uint8)
+            if fresh:
+                mat[:, c : c + len(tag)] = np.frombuffer(tag, dtype=np.uint8)
             c += len(tag)
     _fill_slots(mat, keep, bw_col, body_len[:, None], max(body_max, 0x80))
+    scratch.layout = layout
     lengths = 1 + _sizes(body_len) + body_len
     frame = head + lengths + tail
     ends = np.cumsum(frame)

@@ -8,6 +8,7 @@ raises the error for the first bad record.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 
 import numpy as np
@@ -58,11 +59,36 @@ def _lengths(arrays: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def _concat(arrays: Sequence[np.ndarray]) -> np.ndarray:
-    """The arrays back to back, in an integer dtype of at least 32 bits (int64 for non-ints)."""
+    """The arrays back to back, in their integer dtype (int64 for non-ints)."""
     flat = np.concatenate(arrays) if arrays else np.empty(0, dtype=np.int32)
-    if flat.dtype.kind not in "iu":
-        return flat.astype(np.int64)
-    return flat.astype(np.promote_types(flat.dtype, np.int32), copy=False)
+    return flat if flat.dtype.kind in "iu" else flat.astype(np.int64)
+
+
+_DTYPE = operator.attrgetter("dtype")
+
+
+def _flat(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_concat` of ``arrays`` and the length of each.
+
+    A batch's arrays are small and live all over the heap, so the cost is touching them:
+    ``bytes.join`` reads each buffer once with less overhead per array than
+    ``np.concatenate`` (about half the time). It applies when the arrays share one dtype, are
+    C-contiguous and hold ``len`` elements each (byte count checked); otherwise
+    ``np.concatenate`` runs.
+    """
+    lengths = _lengths(arrays)
+    dtypes = set(map(_DTYPE, arrays))
+    if len(dtypes) == 1:
+        dtype = dtypes.pop()
+        try:
+            joined = b"".join(arrays)  # type: ignore[arg-type]  # numpy arrays are buffers
+        except TypeError:  # a non-contiguous array
+            joined = None
+        if joined is not None and len(joined) == int(lengths.sum()) * dtype.itemsize:
+            flat = np.frombuffer(joined, dtype=dtype)
+            # Narrow ints stay narrow (int8 segment ids): the encoder reads them as bytes.
+            return (flat if dtype.kind in "iu" else flat.astype(np.int64)), lengths
+    return _concat(arrays), lengths
 
 
 def _padded(
@@ -86,6 +112,12 @@ def _zeros(scratch: EncodeScratch | None, name: str, size: int, dtype: type) -> 
     return out
 
 
+# One pass over a batch's instances: each object is touched once (they are cold in the cache).
+_FIELDS = operator.attrgetter(
+    "input_ids", "segment_ids", "masked_lm_positions", "masked_lm_ids", "next_sentence_label"
+)
+
+
 def instance_columns(
     instances: Sequence[Instance], s: int, p: int, scratch: EncodeScratch | None = None
 ) -> dict[str, np.ndarray]:
@@ -97,35 +129,35 @@ def instance_columns(
     (:func:`instances_to_columns_loop`) runs to raise its error for the first culprit.
     """
     n = len(instances)
-    ids_l = [i.input_ids for i in instances]
-    seg_l = [i.segment_ids for i in instances]
-    pos_l = [i.masked_lm_positions for i in instances]
-    mid_l = [i.masked_lm_ids for i in instances]
-    lens, nmask = _lengths(ids_l), _lengths(pos_l)
-    if n and (
+    if not n:
+        return instances_to_columns_loop(instances, s, p)
+    ids_l, seg_l, pos_l, mid_l, labels = zip(*map(_FIELDS, instances), strict=True)
+    flat_ids, lens = _flat(ids_l)
+    flat_seg, seg_lens = _flat(seg_l)
+    flat_pos, nmask = _flat(pos_l)
+    flat_mid, mid_lens = _flat(mid_l)
+    if (
         int(lens.max()) > s
         or int(nmask.max()) > p
-        or not np.array_equal(_lengths(seg_l), lens)
-        or not np.array_equal(_lengths(mid_l), nmask)
+        or not np.array_equal(seg_lens, lens)
+        or not np.array_equal(mid_lens, nmask)
     ):
         return instances_to_columns_loop(instances, s, p)
     tok = np.arange(s)[None, :] < lens[:, None]
     real = np.arange(p)[None, :] < nmask[:, None]
-    positions = _padded(_concat(pos_l), real)
+    positions = _padded(flat_pos, real)
     bad = real & ((positions <= 0) | (positions >= lens[:, None]))
     unsorted = real[:, 1:] & (positions[:, 1:] <= positions[:, :-1])
     if bad.any() or unsorted.any():
         return instances_to_columns_loop(instances, s, p)
     return {
-        "input_ids": _padded(_concat(ids_l), tok, scratch, "input_ids"),
+        "input_ids": _padded(flat_ids, tok, scratch, "input_ids"),
         "input_mask": tok.view(np.uint8),
-        "segment_ids": _padded(_concat(seg_l), tok, scratch, "segment_ids"),
+        "segment_ids": _padded(flat_seg, tok, scratch, "segment_ids"),
         "masked_lm_positions": positions,
-        "masked_lm_ids": _padded(_concat(mid_l), real),
+        "masked_lm_ids": _padded(flat_mid, real),
         "masked_lm_weights": real.astype(np.float32),
-        "next_sentence_labels": np.array(
-            [i.next_sentence_label for i in instances], dtype=np.int64
-        ).reshape(n, 1),
+        "next_sentence_labels": np.array(labels, dtype=np.int64).reshape(n, 1),
     }
 
 
@@ -219,11 +251,11 @@ def pack_columns(
         return packs_to_columns_loop(packs, s, p, k_max)
     insts = [i for q in packs for i in q.instances]
     ni = len(insts)
-    ids_l = [i.input_ids for i in insts]
-    seg_l = [i.segment_ids for i in insts]
-    pos_l = [i.masked_lm_positions for i in insts]
-    mid_l = [i.masked_lm_ids for i in insts]
-    lens, npos = _lengths(ids_l), _lengths(pos_l)
+    ids_l, seg_l, pos_l, mid_l, labels = zip(*map(_FIELDS, insts), strict=True)
+    flat_ids, lens = _flat(ids_l)
+    flat_seg, seg_lens = _flat(seg_l)
+    flat_pos, npos = _flat(pos_l)
+    flat_mids, mid_lens = _flat(mid_l)
     first = np.cumsum(counts) - counts  # each pack's first instance
     row = np.repeat(np.arange(n), counts)  # each instance's pack
     k = np.arange(ni) - first[row] + 1  # 1-based place in its pack
@@ -232,7 +264,7 @@ def pack_columns(
     off = cb - cb[first][row]  # where its body starts in the row
     cq = np.cumsum(npos) - npos
     moff = cq - cq[first][row]
-    flat_pos = _concat(pos_l).astype(np.int64)
+    flat_pos = flat_pos.astype(np.int64)
     pos_inst = np.repeat(np.arange(ni), npos)
     if (
         (np.add.reduceat(lens, first) > s).any()
@@ -240,8 +272,8 @@ def pack_columns(
         or int(lens.min()) < 1
         or int(lens.max()) > s
         or int(npos.max()) > p
-        or not np.array_equal(_lengths(seg_l), lens)
-        or not np.array_equal(_lengths(mid_l), npos)
+        or not np.array_equal(seg_lens, lens)
+        or not np.array_equal(mid_lens, npos)
         or ((flat_pos < 1) | (flat_pos > body[pos_inst])).any()
     ):
         return packs_to_columns_loop(packs, s, p, k_max)
@@ -254,14 +286,12 @@ def pack_columns(
     pack_body = np.add.reduceat(body, first)
     in_body = np.arange(s)[None, :] < pack_body[:, None]
     cls_dest = row * s + s - k
-    flat_ids = _concat(ids_l)
     ids = _zeros(scratch, "packed_input_ids", n * s, flat_ids.dtype.type)
     ids.reshape(n, s)[in_body] = flat_ids[is_body]
     ids[cls_dest] = flat_ids[tok_start]
     mask = _zeros(scratch, "packed_input_mask", n * s, np.uint8 if k_max < 256 else np.int64)
     mask.reshape(n, s)[in_body] = np.repeat(k, body)
     mask[cls_dest] = k
-    flat_seg = _concat(seg_l)
     seg = _zeros(scratch, "packed_segment_ids", n * s, flat_seg.dtype.type)
     seg.reshape(n, s)[in_body] = flat_seg[is_body]
     seg[cls_dest] = flat_seg[tok_start]
@@ -273,7 +303,6 @@ def pack_columns(
     mdest = row[pos_inst] * m + moff[pos_inst] + mq
     mpos = np.zeros(n * m, dtype=np.int64)
     mpos[mdest] = flat_pos - 1 + off[pos_inst]
-    flat_mids = _concat(mid_l)
     mids = np.zeros(n * m, dtype=flat_mids.dtype)
     mids[mdest] = flat_mids
     mmask = np.zeros(n * m, dtype=np.float32)
@@ -281,7 +310,7 @@ def pack_columns(
     # Next sentence: sequence k at index K - k.
     ndest = row * k_max + k_max - k
     nsl = np.zeros(n * k_max, dtype=np.int64)
-    nsl[ndest] = np.array([i.next_sentence_label for i in insts], dtype=np.int64)
+    nsl[ndest] = np.array(labels, dtype=np.int64)
     nsm = np.zeros(n * k_max, dtype=np.float32)
     nsm[ndest] = 1.0
     return {

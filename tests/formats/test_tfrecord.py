@@ -836,3 +836,59 @@ def test_masked_crc32c_spans_equals_per_record(tmp_path: Path) -> None:
     ]
     assert got.dtype == np.uint32 and got.tolist() == want
     assert crc_mod.BACKEND.startswith("crc32c C extension")  # the compiled CRC is installed
+
+
+def test_encode_example_batch_reused_layout_and_narrow_dtypes() -> None:
+    """Batches with one layout in a row (the constant bytes are kept from the previous batch),
+    a different layout in between, and int columns of every width, negatives included."""
+    scratch = eb.EncodeScratch()
+
+    def batch(seed: int, n: int, hi: int) -> dict[str, np.ndarray]:
+        r = np.random.default_rng(seed)
+        return {
+            "ids": r.integers(0, hi, (n, 9)).astype(np.int32),
+            "seg": r.integers(0, 2, (n, 9)).astype(np.int8),
+            "u16": r.integers(0, 60000, (n, 3)).astype(np.uint16),
+            "w": r.random((n, 2)).astype(np.float32),
+        }
+
+    layouts = [batch(1, 20, 30522), batch(2, 20, 30522), batch(3, 20, 100), batch(4, 20, 30522)]
+    layouts += [batch(5, 7, 30522), batch(6, 20, 30522)]
+    neg8 = {"a": np.array([[-1, 5], [127, -128]], dtype=np.int8)}
+    neg16 = {"a": np.array([[-300, 5], [2, 3]], dtype=np.int16)}
+    for cols in [*layouts, neg8, neg16, layouts[0]]:
+        buf, starts, lengths = eb.encode_example_batch(cols, head=3, tail=4, scratch=scratch)
+        got = [bytes(buf[a : a + b]) for a, b in zip(starts, lengths, strict=True)]
+        assert got == ep.encode_examples(
+            {k: v.astype(np.int64) if v.dtype.kind in "iu" else v for k, v in cols.items()}
+        )
+
+
+def test_instance_columns_with_mixed_dtypes_and_views_equal_the_loop() -> None:
+    """Instances whose arrays differ in dtype or are strided views take the general
+    concatenation; every batch gives the per-instance reference's columns."""
+    rng = np.random.default_rng(12)
+    insts = [make_instance(rng, int(rng.integers(2, 30)), 5) for _ in range(40)]
+    mixed = list(insts)
+    mixed[3] = Instance(
+        insts[3].input_ids.astype(np.int64),
+        insts[3].segment_ids,
+        insts[3].masked_lm_positions,
+        insts[3].masked_lm_ids,
+        insts[3].next_sentence_label,
+    )
+    strided = list(insts)
+    wide = np.repeat(insts[5].input_ids, 2)
+    strided[5] = Instance(
+        wide[::2],
+        insts[5].segment_ids,
+        insts[5].masked_lm_positions,
+        insts[5].masked_lm_ids,
+        insts[5].next_sentence_label,
+    )
+    want = instances_to_columns_loop(insts, 32, 5)
+    for batch in (insts, mixed, strided):
+        got = instances_to_columns(batch, 32, 5)
+        assert got.keys() == want.keys()
+        for k in want:
+            assert got[k].tolist() == want[k].tolist(), k
