@@ -1,16 +1,17 @@
-"""Benchmark: the start-up cost of a verb, ours against the baseline commit, in one run.
+"""Benchmark: the start-up cost of a verb, ours against a baseline commit, in one run.
 
 What a user pays before any real work: ``corpus-pipeline --help``, ``extract`` and ``run`` on
-a one-line book. Each command runs in a fresh child process, once with this checkout and once
-with the baseline commit (a ``git worktree`` of ``--base``, put first on ``PYTHONPATH``);
+a one-line book. Each command runs in a fresh child process, once with this checkout and, with
+``--base COMMIT``, once with that commit (a ``git worktree``, put first on ``PYTHONPATH``);
 its cost is the CPU seconds (user + sys) of the child and everything it started (worker
 processes included), from ``resource.getrusage(RUSAGE_CHILDREN)``, the best of ``--repeat``
 runs (this machine is shared: the least disturbed run). Then the CPU cost of importing the
 heavy libraries alone, for reference. Target: each verb <= 1.2 CPU-s in all.
 
-Usage: ``python bench/startup.py [--base COMMIT] [--repeat 3]``
-(the baseline worktree is made in /tmp/wt-base unless it exists; the main tree's git state is
-not touched).
+Usage: ``python bench/startup.py [--base COMMIT] [--repeat 3]``; the README's row was
+measured with ``--base e1c0152``. Without ``--base`` only this checkout is measured (no
+ratio). The baseline worktree is made in /tmp/wt-startup-COMMIT unless it exists; the main
+tree's git state is not touched.
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BASE_FILE = Path("/work/baseline/base_commit.txt")
-WORKTREE = Path("/tmp/wt-base")
 
 IMPORTS = {
     "python (nothing)": "pass",
@@ -57,18 +56,27 @@ def child_cpu(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, fl
 
 def ensure_worktree(commit: str) -> Path:
     """The baseline checkout at ``commit`` (``git worktree add --detach``; kept between runs)."""
-    if not (WORKTREE / "corpus_pipeline").is_dir():
+    full = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--verify", f"{commit}^{{commit}}"],
+        capture_output=True,
+        text=True,
+    )
+    if full.returncode != 0:
+        sys.exit(f"--base {commit}: not a commit of {ROOT}; give a commit (e.g. e1c0152)")
+    commit = full.stdout.strip()
+    worktree = Path(tempfile.gettempdir()) / f"wt-startup-{commit[:12]}"
+    if not (worktree / "corpus_pipeline").is_dir():
         subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(WORKTREE), commit],
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(worktree), commit],
             check=True,
             capture_output=True,
         )
     head = subprocess.run(
-        ["git", "-C", str(WORKTREE), "rev-parse", "HEAD"], capture_output=True, text=True
+        ["git", "-C", str(worktree), "rev-parse", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
     if head != commit:
-        sys.exit(f"{WORKTREE} is at {head}, not {commit}: remove it (git worktree remove)")
-    return WORKTREE
+        sys.exit(f"{worktree} is at {head}, not {commit}: remove it (git worktree remove)")
+    return worktree
 
 
 def env_for(tree: Path) -> dict[str, str]:
@@ -92,13 +100,15 @@ def which_tree(env: dict[str, str], cwd: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_base = BASE_FILE.read_text().strip() if BASE_FILE.is_file() else None
-    ap.add_argument("--base", default=default_base, help="baseline commit")
+    ap.add_argument(
+        "--base",
+        metavar="COMMIT",
+        help="also measure this commit and print ours/its ratio (the README used e1c0152)",
+    )
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    if not args.base:
-        sys.exit("give --base COMMIT")
-    trees = {"baseline": ensure_worktree(args.base), "ours": ROOT}
+    trees = {"baseline": ensure_worktree(args.base)} if args.base else {}
+    trees["ours"] = ROOT
     work = Path(tempfile.mkdtemp(prefix="bench-startup-"))
     books = work / "books"
     books.mkdir()
@@ -115,8 +125,14 @@ def main() -> None:
         "run (1-line book)": lambda out: [*cli, "run", "--books", books, "--output", out],
     }
     print(f"start-up cost, CPU-s of the child and its workers, best of {args.repeat}")
-    print(f"baseline {args.base[:12]} vs this checkout; {os.cpu_count()} cores")
-    print(f"{'command':<24}{'baseline':>10}{'ours':>10}{'ratio':>8}{'ours wall':>11}")
+    if args.base:
+        print(f"baseline {args.base} vs this checkout; {os.cpu_count()} cores")
+        print(f"{'command':<24}{'baseline':>10}{'ours':>10}{'ratio':>8}{'ours wall':>11}")
+    else:
+        print(
+            f"this checkout only (no --base COMMIT: no baseline, no ratio); {os.cpu_count()} cores"
+        )
+        print(f"{'command':<24}{'ours':>10}{'ours wall':>11}")
     n = 0
     for label, make in verbs.items():
         best: dict[str, tuple[float, float]] = {}
@@ -129,8 +145,12 @@ def main() -> None:
                     sys.exit(1)
                 old = best.get(name, (float("inf"), float("inf")))
                 best[name] = (min(old[0], cpu), min(old[1], wall))
-        b, o = best["baseline"][0], best["ours"][0]
-        print(f"{label:<24}{b:>9.2f}s{o:>9.2f}s{b / o:>7.1f}x{best['ours'][1]:>10.2f}s")
+        o, wall = best["ours"]
+        if "baseline" in best:
+            b = best["baseline"][0]
+            print(f"{label:<24}{b:>9.2f}s{o:>9.2f}s{b / o:>7.1f}x{wall:>10.2f}s")
+        else:
+            print(f"{label:<24}{o:>9.2f}s{wall:>10.2f}s")
 
     print("\nimport cost alone, CPU-s (best of the same repeats)")
     for label, code in IMPORTS.items():
