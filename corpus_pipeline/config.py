@@ -9,7 +9,7 @@ text of its CLI flag. The verbs generate their flags from these fields
 from __future__ import annotations
 
 import os
-from dataclasses import MISSING, dataclass, field
+from dataclasses import MISSING, dataclass, field, replace
 from typing import Any
 
 from corpus_pipeline.errors import UserError
@@ -114,16 +114,26 @@ class SentenceConfig:
     """Sentence splitting (``stages/sentences.py``).
 
     ``language``: English uses Punkt with the bundled parameters, Chinese and Japanese split
-    at ``。！？``, the others use sentencex.
+    at ``。！？``, the others use sentencex. ``language`` is that of the dumps and other text,
+    ``books_language`` that of the books (:meth:`for_source`), so the books of a mixed run
+    keep English when the dump is Japanese.
     """
 
     language: str = option(
         "en",
-        "Wikipedia language code of the text (en, ja, el, zh-yue), for sentence splitting",
+        "Wikipedia language code of the dumps and other text (en, ja, el, zh-yue), for "
+        "sentence splitting (books: --books-language)",
         aliases=("--lang",),
         metavar="CODE",
-        default_help="read from the dump's <siteinfo> <dbname> (jawiki -> ja); en for books "
-        "and other text",
+        default_help="read from the dump's <siteinfo> <dbname> (jawiki -> ja); en for other text",
+    )
+    books_language: str = option(
+        "en",
+        "language code of the --books text, for sentence splitting: books keep their own "
+        "language beside a dump of another (a jawiki dump with English books)",
+        aliases=("--books-lang",),
+        metavar="CODE",
+        default_help="en; --lang when books are the only input",
     )
     max_sentence_chars: int = option(
         1000, "cut longer runaway sentences (lists, tables) at whitespace", minimum=1
@@ -133,6 +143,13 @@ class SentenceConfig:
         "drop shorter sentences (counted as split/dropped:short_sentence)",
         minimum=1,
     )
+
+    def for_source(self, source: str) -> SentenceConfig:
+        """The splitting of an article from ``source`` (``Article.source``): books are split
+        in :attr:`books_language`, everything else in :attr:`language`."""
+        if source == "books" and self.books_language != self.language:
+            return replace(self, language=self.books_language)
+        return self
 
 
 def default_workers() -> int:

@@ -205,6 +205,7 @@ def run(
     docs_manifest = mf.DocumentsManifest(
         format="text",
         lang=cfg.sentences.language,
+        books_lang=cfg.sentences.books_language if cfg.books else None,
         inputs=[fsio.abspath(d) for d, _ in cfg.dumps] + [fsio.abspath(b) for b in cfg.books],
         shards=[mf.DocumentShard.from_json(s) for s in doc_shards],
         documents=sum(s["documents"] for s in doc_shards),

@@ -91,12 +91,29 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def configs_from_args(
     args: argparse.Namespace, dumps: Sequence[str]
 ) -> tuple[ExtractConfig, SentenceConfig]:
-    """ExtractConfig and SentenceConfig from the flags (the language read from the dumps)."""
+    """ExtractConfig and SentenceConfig from the flags.
+
+    The language of the dumps and other text is ``--lang``, else read from the dumps; that of
+    the books is ``--books-language``, else ``--lang`` when books are the only input (the
+    flag can mean nothing else there), else ``en``: a Japanese dump does not make English
+    books Japanese.
+    """
     from corpus_pipeline.beam.extract import resolve_language
+    from corpus_pipeline.stages.sentences import normalize_language
 
     ecfg = from_args(args, ExtractConfig)
     scfg = from_args(args, SentenceConfig)
-    return ecfg, replace(scfg, language=resolve_language(args.language, dumps))
+    books_lang = scfg.books_language
+    if args.books_language is not None:
+        try:
+            books_lang = normalize_language(args.books_language)
+        except UserError as e:
+            raise UserError(str(e).replace("--lang", "--books-language", 1)) from None
+    elif args.language and not dumps and not args.text_dir:
+        books_lang = normalize_language(args.language)
+    return ecfg, replace(
+        scfg, language=resolve_language(args.language, dumps), books_language=books_lang
+    )
 
 
 @outdir.releasing
@@ -182,6 +199,7 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     manifest = mf.DocumentsManifest(
         format=args.format,
         lang=scfg.language,
+        books_lang=scfg.books_language if args.books else None,
         inputs=[fsio.abspath(x) for x in [*args.input, *args.text_dir, *args.books]],
         shards=[mf.DocumentShard.from_json(s) for s in shards],
         documents=sum(s["documents"] for s in shards),

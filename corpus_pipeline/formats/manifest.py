@@ -46,7 +46,8 @@ Dataset schema (version 1), paths relative to the dataset folder::
 ``records`` is the number of rows in a shard: instances when unpacked, packs when packed.
 
 Documents schema: ``version``, ``kind: "documents"``, ``format`` (``text`` or ``jsonl``),
-``lang``, ``inputs`` (absolute paths), ``shards`` (``{"shard", "path", "documents",
+``lang`` (of the dumps and other text), ``books_lang`` (when there are books), ``inputs``
+(absolute paths), ``shards`` (``{"shard", "path", "documents",
 "sha256"}``), ``documents``, ``counters`` (``extract``; not ``run``'s docs/, whose counters are
 in the datasets' manifests), ``loss``, ``config``, ``fingerprint``, ``created``, ``signature``.
 
@@ -531,6 +532,7 @@ class DocumentsManifest(_Model):
     config: dict[str, Any]
     kind: str = "documents"
     lang: str | None = _omit()
+    books_lang: str | None = _omit()
     counters: dict[str, int] | None = _omit()
     loss: Loss | None = _omit()
     fingerprint: Fingerprint | None = _omit()
@@ -556,6 +558,7 @@ class DocumentsManifest(_Model):
             documents=_get(d, "documents", int),
             config=_opt_dict(d, "config") or {},
             lang=_opt(d, "lang", str),
+            books_lang=_opt(d, "books_lang", str),
             counters=_opt_dict(d, "counters"),
             loss=Loss.from_json(loss) if isinstance(loss, Mapping) else None,
             fingerprint=Fingerprint.from_json(fp) if isinstance(fp, Mapping) else None,

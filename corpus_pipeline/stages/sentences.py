@@ -396,7 +396,7 @@ def split_sentences(article: Article, cfg: SentenceConfig, *, count: Count) -> D
 
     Args:
         article: Clean text, paragraphs separated by newlines.
-        cfg: Sentence splitting options.
+        cfg: Sentence splitting options (books in ``cfg.books_language``).
         count: Counter callback: ``split/documents``, ``split/sentences``,
             ``split/characters``, ``split/long_sentences_cut``, ``split/dropped:empty``
             (no sentence at all), ``split/dropped:short_sentence``,
@@ -405,6 +405,7 @@ def split_sentences(article: Article, cfg: SentenceConfig, *, count: Count) -> D
     Returns:
         The document, or None when the article has no sentence.
     """
+    cfg = cfg.for_source(article.source)
     sentences: list[str] = []
     for paragraph in article.text.split("\n"):
         sentences.extend(split_paragraph(paragraph, cfg, count=count))

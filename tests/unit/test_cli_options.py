@@ -82,6 +82,7 @@ def _other_value(cls: type, f: dataclasses.Field[Any]) -> tuple[list[str], Any]:
         "namespaces": (["0,14"], (0, 14)),
         "strategy": (["spfhp"], "spfhp"),
         "language": (["de"], "de"),
+        "books_language": (["ja"], "ja"),
         "text_key": (["body"], "body"),
         "id_key": (["doc_id"], "doc_id"),
         "max_loss": (["0.25"], 0.25),
