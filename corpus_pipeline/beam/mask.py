@@ -65,12 +65,8 @@ from corpus_pipeline.records import Document, EncodedDocument, shard_of
 from corpus_pipeline.stages.buckets import iter_buckets
 from corpus_pipeline.stages.mask_stats import MaskStats
 from corpus_pipeline.stages.masking import MaskVocab, content_digest, create_instances
-from corpus_pipeline.stages.wordpiece import (
-    CHARS_PER_TOKEN,
-    WordPieceEncoder,
-    encode_documents,
-    load_vocab_checked,
-)
+from corpus_pipeline.stages.wordpiece import CHARS_PER_TOKEN, WordPieceEncoder, encode_documents
+from corpus_pipeline.stages.wordpiece_vocab import load_vocab_checked
 
 # A DoFn with several outputs emits (tag, value) pairs on its one output, split by
 # `select_tagged` (the Dask runner sends every output of a `with_outputs` ParDo, main and

@@ -131,7 +131,7 @@ def vocab_info(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any]:
     """The vocabulary of a run: (VocabSpec for the workers, manifest info, MaskVocab)."""
     from corpus_pipeline.beam.mask import VocabSpec
     from corpus_pipeline.stages.masking import MaskVocab
-    from corpus_pipeline.stages.wordpiece import load_vocab_checked
+    from corpus_pipeline.stages.wordpiece_vocab import load_vocab_checked
 
     wcfg = from_args(args, WordPieceConfig)
     path = fsio.abspath(wcfg.vocab) if wcfg.vocab else str(resources.default_vocab(wcfg.cased))

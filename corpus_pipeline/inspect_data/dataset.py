@@ -25,7 +25,7 @@ from corpus_pipeline.formats.common import FormatError, sha256_file
 from corpus_pipeline.formats.example_proto import ExampleDecodeError, decode_example
 from corpus_pipeline.formats.manifest import MANIFEST, DatasetManifest, load_dataset_manifest
 from corpus_pipeline.records import Instance, Pack
-from corpus_pipeline.stages.wordpiece import load_vocab_checked
+from corpus_pipeline.stages.wordpiece_vocab import load_vocab_checked
 
 __all__ = [
     "ShardSource",

@@ -29,7 +29,7 @@ import numpy as np
 
 from corpus_pipeline.config import VocabConfig
 from corpus_pipeline.errors import UserError
-from corpus_pipeline.stages.wordpiece import SENTENCE_END, BasicTokenizer
+from corpus_pipeline.stages.basic_tokenizer import SENTENCE_END, BasicTokenizer
 
 #: Sentences per batch handed to the trainer (fewer Python -> Rust crossings).
 TRAIN_BATCH = 1000

@@ -26,7 +26,7 @@ from corpus_pipeline.inspect_data import (
     histogram_table,
 )
 from corpus_pipeline.records import Instance
-from corpus_pipeline.stages.wordpiece import load_vocab_checked
+from corpus_pipeline.stages.wordpiece_vocab import load_vocab_checked
 from corpus_pipeline.testing.datasets import SampleData, build_dataset, make_instances
 
 S, P, K = 128, 20, 3

@@ -20,7 +20,7 @@ from PIL import Image
 from corpus_pipeline import resources
 from corpus_pipeline.commands import inspect as inspect_cmd
 from corpus_pipeline.inspect_data import dataset_statistics, render_text
-from corpus_pipeline.stages.wordpiece import load_vocab_checked
+from corpus_pipeline.stages.wordpiece_vocab import load_vocab_checked
 from corpus_pipeline.testing.datasets import build_dataset
 
 S, P = 128, 20

@@ -20,7 +20,7 @@ from corpus_pipeline import resources
 from corpus_pipeline.beam.mask import VocabSpec
 from corpus_pipeline.beam.runner import query_counters
 from corpus_pipeline.stages.masking import MaskVocab
-from corpus_pipeline.stages.wordpiece import load_vocab_checked
+from corpus_pipeline.stages.wordpiece_vocab import load_vocab_checked
 
 
 def run_graph(build: Callable[[Any], None]) -> dict[str, int]:

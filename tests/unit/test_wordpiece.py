@@ -21,14 +21,9 @@ from tokenizers import BertWordPieceTokenizer
 from corpus_pipeline import resources
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.records import Document, EncodedDocument
-from corpus_pipeline.stages.wordpiece import (
-    SENTENCE_END,
-    BasicTokenizer,
-    WordPieceEncoder,
-    encode_document,
-    encode_documents,
-    load_vocab_checked,
-)
+from corpus_pipeline.stages.basic_tokenizer import SENTENCE_END, BasicTokenizer
+from corpus_pipeline.stages.wordpiece import WordPieceEncoder, encode_document, encode_documents
+from corpus_pipeline.stages.wordpiece_vocab import load_vocab_checked
 
 _NAIVE_SENTENCE = re.compile(r"(?<=[.!?])\s+")
 

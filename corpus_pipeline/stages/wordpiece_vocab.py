@@ -1,0 +1,64 @@
+"""WordPiece vocabulary files: one token per line, the line number being the id.
+
+Read as the Rust ``WordPiece.read_file`` reads them (trailing whitespace trimmed), and checked
+so that a bad file is one clear error naming it instead of wrong ids later.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from corpus_pipeline.errors import UserError
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+"""Tokens every vocabulary must have (BERT's names)."""
+
+
+def load_vocab_checked(path: str | Path) -> list[str]:
+    """Read a WordPiece vocabulary (one token per line; the line number is the id).
+
+    Lines are read as the Rust ``WordPiece.read_file`` reads them (trailing whitespace trimmed).
+
+    Args:
+        path: The vocabulary file.
+
+    Returns:
+        The tokens, indexed by id.
+
+    Raises:
+        UserError: The file is missing, unreadable, not UTF-8 or empty, a token appears twice
+            (ids would be ambiguous), or one of ``SPECIAL_TOKENS`` is missing.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: vocabulary file not found: pass --vocab with a WordPiece vocab.txt")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise UserError(f"{p}: cannot read vocabulary ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{p}: vocabulary is not UTF-8 text (byte {e.start})") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    tokens = [line.rstrip() for line in lines]
+    if not any(tokens):
+        raise UserError(f"{p}: vocabulary file is empty: expected one WordPiece token per line")
+    seen: dict[str, int] = {}
+    for i, tok in enumerate(tokens):
+        if tok in seen:
+            raise UserError(
+                f"{p}: token {tok!r} appears twice (lines {seen[tok] + 1} and {i + 1}): "
+                "a vocabulary needs unique tokens"
+            )
+        seen[tok] = i
+    missing = [t for t in SPECIAL_TOKENS if t not in seen]
+    if missing:
+        raise UserError(
+            f"{p}: vocabulary lacks the special token(s) {' '.join(missing)}: "
+            "a BERT vocabulary needs [PAD] [UNK] [CLS] [SEP] [MASK]"
+        )
+    return tokens
+
+
+__all__ = ["SPECIAL_TOKENS", "load_vocab_checked"]
