@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from corpus_pipeline import outdir
-from tests.e2e.conftest import run_cli
+from tests.e2e.conftest import IN_PROCESS, run_cli
 
 
 def _not_a_dump(tmp_path: Path) -> Path:
@@ -20,7 +20,7 @@ def _not_a_dump(tmp_path: Path) -> Path:
 
 def test_failed_run_removes_the_folders_it_created(tmp_path, capsys):
     out = tmp_path / "new" / "deeper" / "out"
-    rc = run_cli("run", "--input", _not_a_dump(tmp_path), "--output", out, "--workers", "1")
+    rc = run_cli("run", "--input", _not_a_dump(tmp_path), "--output", out, *IN_PROCESS)
     assert rc == 2
     assert "not an XML file" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()  # out and the parents it created are gone
@@ -29,7 +29,7 @@ def test_failed_run_removes_the_folders_it_created(tmp_path, capsys):
 def test_failed_run_keeps_a_folder_that_existed(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
-    rc = run_cli("run", "--input", _not_a_dump(tmp_path), "--output", out, "--workers", "1")
+    rc = run_cli("run", "--input", _not_a_dump(tmp_path), "--output", out, *IN_PROCESS)
     assert rc == 2
     assert out.is_dir()
     # The run's own leftovers are not cleaned here: a rerun resumes or refuses as before.
@@ -43,7 +43,7 @@ def test_failed_mask_keeps_what_it_wrote(tmp_path, capsys):
     docs.mkdir()
     (docs / "d_00000.txt").write_text("\n\n\n", encoding="utf-8")
     out = tmp_path / "new" / "out"
-    rc = run_cli("mask", "--input", docs, "--output", out, "--workers", "1", "--shards", "1")
+    rc = run_cli("mask", "--input", docs, "--output", out, *IN_PROCESS, "--shards", "1")
     assert rc == 2
     assert "no instances were produced" in capsys.readouterr().err
     assert (out / "manifest.json").is_file()

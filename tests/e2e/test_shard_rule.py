@@ -5,7 +5,7 @@ from __future__ import annotations
 from corpus_pipeline.formats import registry
 from corpus_pipeline.formats.manifest import read_manifest
 from corpus_pipeline.records import shard_of
-from tests.e2e.conftest import run_cli
+from tests.e2e.conftest import IN_PROCESS, run_cli
 
 
 def _check(out, packed: bool) -> None:
@@ -29,5 +29,6 @@ def test_masked_dataset_follows_the_shard_rule(wiki_masked) -> None:
 
 def test_packed_dataset_keeps_the_shard_rule(wiki_masked, tmp_path) -> None:
     out = tmp_path / "packed"
-    assert run_cli("pack", "--input", wiki_masked, "--output", out, "--format", "hdf5") == 0
+    rc = run_cli("pack", "--input", wiki_masked, "--output", out, "--format", "hdf5", *IN_PROCESS)
+    assert rc == 0
     _check(out, packed=True)
