@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -62,6 +63,58 @@ def is_local_runner(beam_args: Sequence[str] = ()) -> bool:
     if runner.rsplit(".", 1)[-1] in _LOCAL_RUNNERS:
         return True
     return (opts.view_as(PortableOptions).environment_type or "").upper() == "LOOPBACK"
+
+
+def _flag_value(args: Sequence[str], name: str) -> str | None:
+    """The value of ``--name V`` or ``--name=V`` (the last one given), else None."""
+    value = None
+    for i, a in enumerate(args):
+        if a.startswith(name + "="):
+            value = a[len(name) + 1 :]
+        elif a == name and i + 1 < len(args):
+            value = args[i + 1]
+    return value
+
+
+def _is_loopback(address: str) -> bool:
+    """True when ``address`` (``tcp://host:port``, ``host:port``, ``embed``) is this machine."""
+    if address == "embed":
+        return True
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "127.0.0.1", "::1", "0.0.0.0", socket.gethostname())
+
+
+def remote_workers(beam_args: Sequence[str] = ()) -> str | None:
+    """Why the runner's workers cannot see this machine's files, or None when they can.
+
+    They can under a local runner (:func:`is_local_runner`), DaskRunner on this machine (no
+    ``--dask_client_address``: Beam starts a LocalCluster; or a loopback address), and a
+    portable runner whose job service is in this process or on this machine and starts its
+    workers as local processes (``--environment_type PROCESS``). Anything else (Dataflow,
+    Flink, Spark, a DOCKER or EXTERNAL environment, a remote Dask scheduler) may run its
+    workers on machines that share only the object store with the launcher.
+
+    Returns:
+        The runner as the user named it (``DataflowRunner``, ``PortableRunner
+        --environment_type EXTERNAL``, ``DaskRunner --dask_client_address ...``), or None.
+    """
+    if is_local_runner(beam_args):
+        return None
+    runner = (_flag_value(beam_args, "--runner") or "").rsplit(".", 1)[-1]
+    if runner == "DaskRunner":
+        address = _flag_value(beam_args, "--dask_client_address")
+        if _flag_value(beam_args, "--dask_scheduler_file") is None and (
+            address is None or _is_loopback(address)
+        ):
+            return None
+        return f"--runner DaskRunner --dask_client_address {address or '(scheduler file)'}"
+    env = (_flag_value(beam_args, "--environment_type") or "DOCKER").upper()
+    endpoint = _flag_value(beam_args, "--job_endpoint")
+    if runner == "PortableRunner" and env == "PROCESS" and _is_loopback(endpoint or "embed"):
+        return None
+    if runner in ("PortableRunner", "FlinkRunner", "SparkRunner"):
+        return f"--runner {runner} --environment_type {env}"
+    return f"--runner {runner}"
 
 
 def is_dask_runner(beam_args: Sequence[str] = ()) -> bool:

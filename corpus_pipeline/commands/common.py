@@ -92,8 +92,37 @@ def _size(path: str) -> int:
         return 0
 
 
+def check_paths_reach_workers(beam_args: Sequence[str], paths: Iterable[tuple[str, str]]) -> None:
+    """Refuse a local path when the runner's workers run on other machines.
+
+    Args:
+        beam_args: The pass-through Beam flags (``--runner`` ...).
+        paths: ``(flag, path)`` of every input and output the workers open.
+
+    Raises:
+        UserError: A path is local but the runner's workers cannot see this machine's disk
+            (``beam/runner.remote_workers``).
+    """
+    local = [(flag, path) for flag, path in paths if not fsio.is_remote(path)]
+    if not local or not any(a.startswith("--runner") for a in beam_args):
+        return
+    from corpus_pipeline.beam.runner import remote_workers
+
+    runner = remote_workers(beam_args)
+    if runner is not None:
+        flag, path = local[0]
+        raise UserError(
+            f"{flag} {path}: a local path, but {runner} runs its workers on other machines, "
+            "which cannot see this machine's disk; give an object-store path (gs://..., "
+            "s3://...)"
+        )
+
+
 def runner_args(
-    workers: int | None, beam_args: Sequence[str], inputs: Iterable[str]
+    workers: int | None,
+    beam_args: Sequence[str],
+    inputs: Iterable[str],
+    paths: Iterable[tuple[str, str]] = (),
 ) -> tuple[int, list[str]]:
     """The worker count and Beam flags of a run.
 
@@ -101,7 +130,19 @@ def runner_args(
     :data:`IN_PROCESS_MAX_BYTES` runs in this process (Beam's ``in_memory`` mode): the output
     is the same on any worker count, and a worker process would cost more to start than the
     work it does.
+
+    Args:
+        workers: ``--workers``, or None.
+        beam_args: The pass-through Beam flags.
+        inputs: The input paths (their size decides the in-process mode).
+        paths: ``(flag, path)`` of every input and the output, checked by
+            :func:`check_paths_reach_workers`.
+
+    Raises:
+        UserError: ``--workers`` below 1, or a local path with a runner whose workers
+            cannot see it.
     """
+    check_paths_reach_workers(beam_args, paths)
     args = list(beam_args)
     if workers is not None:
         return positive("--workers", workers), args

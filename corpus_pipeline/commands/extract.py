@@ -61,6 +61,13 @@ def add_input_flags(p: argparse.ArgumentParser) -> None:
     add_text_dir_flag(p)
 
 
+def flagged_paths(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """``(flag, path)`` of ``--output`` and every input (for ``runner_args``)."""
+    flags = ("input", "index", "books", "text_dir")
+    paths = [("--" + f.replace("_", "-"), p) for f in flags for p in getattr(args, f)]
+    return [("--output", args.output), *paths]
+
+
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Register the ``extract`` verb on the CLI's subparsers."""
     p: argparse.ArgumentParser = sub.add_parser(
@@ -148,7 +155,7 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     check_text_dirs(args.text_dir)
     ecfg, scfg = configs_from_args(args, args.input)
     workers, beam_args = runner_args(
-        args.workers, beam_args, [*args.input, *args.text_dir, *args.books]
+        args.workers, beam_args, [*args.input, *args.text_dir, *args.books], flagged_paths(args)
     )
     indexes = args.index or [find_dump_index(d) for d in args.input]
     name = args.name or default_name(args.input, args.text_dir, args.books)

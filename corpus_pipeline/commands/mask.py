@@ -129,7 +129,7 @@ def pack_config(args: argparse.Namespace) -> PackConfig | None:
 
 def vocab_info(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any]:
     """The vocabulary of a run: (VocabSpec for the workers, manifest info, MaskVocab)."""
-    from corpus_pipeline.beam.mask import VocabSpec
+    from corpus_pipeline.beam.vocab_spec import VocabSpec
     from corpus_pipeline.stages.masking import MaskVocab
     from corpus_pipeline.stages.wordpiece_vocab import load_vocab_checked
 
@@ -171,7 +171,12 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     pcfg = pack_config(args)
     formats = registry.parse_formats(args.format)
     files = list_document_paths(args.input)
-    workers, beam_args = runner_args(args.workers, beam_args, [str(f) for f in files])
+    workers, beam_args = runner_args(
+        args.workers,
+        beam_args,
+        [str(f) for f in files],
+        [("--output", args.output), *(("--input", i) for i in args.input)],
+    )
     if args.shards is None:
         args.shards = default_shards(input_text_bytes(files), cfg)
     positive("--shards", args.shards)

@@ -89,7 +89,9 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     read_fmt = args.read_format or m.formats[0]
     if read_fmt not in m.formats:
         raise UserError(f"--read-format {read_fmt}: {src} has {', '.join(m.formats)}")
-    workers, beam_args = runner_args(args.workers, beam_args, [src])
+    workers, beam_args = runner_args(
+        args.workers, beam_args, [src], [("--output", args.output), ("--input", args.input)]
+    )
     if "hdf5" in formats and m.vocab.size >= 32768:
         raise UserError(
             f"{src}: vocabulary of {m.vocab.size} entries, but packed HDF5 (MLPerf) stores "

@@ -126,7 +126,10 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
 
     cfg = config_from_args(args)
     workers, beam_args = runner_args(
-        args.workers, beam_args, [*args.input, *args.text_dir, *args.books]
+        args.workers,
+        beam_args,
+        [*args.input, *args.text_dir, *args.books],
+        extract_cmd.flagged_paths(args),
     )
     return pretraining.run(  # type: ignore[no-any-return]
         cfg,
