@@ -22,7 +22,7 @@ from typing import Any
 import apache_beam as beam
 
 from corpus_pipeline import diskspace, fsio, outdir
-from corpus_pipeline.beam.mask import VAL_COUNTERS, MaskToShards, VocabSpec
+from corpus_pipeline.beam.mask import VAL_COUNTERS, MaskToShards
 from corpus_pipeline.beam.runner import (
     Progress,
     Timer,
@@ -31,6 +31,7 @@ from corpus_pipeline.beam.runner import (
     run_pipeline,
 )
 from corpus_pipeline.beam.shards import ShardSpec, manifest_counters, prepare_output
+from corpus_pipeline.beam.vocab_spec import VocabSpec
 from corpus_pipeline.config import SHARD_TARGET_INSTANCES, MaskConfig, PackConfig
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.formats import manifest as mf

@@ -33,8 +33,8 @@ from corpus_pipeline.beam.extract import (
     skipped_book_files,
     total_bytes,
 )
-from corpus_pipeline.beam.mask import VocabSpec
 from corpus_pipeline.beam.runner import Progress, Timer, format_summary, progress_bar, run_pipeline
+from corpus_pipeline.beam.vocab_spec import VocabSpec
 from corpus_pipeline.config import ExtractConfig, MaskConfig, PackConfig, SentenceConfig
 from corpus_pipeline.formats import manifest as mf
 from corpus_pipeline.formats import registry

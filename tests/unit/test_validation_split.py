@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from corpus_pipeline.beam.mask import Candidates, ValidationSplit, corpus_totals
+from corpus_pipeline.beam.mask_buckets import Candidates, ValidationSplit, corpus_totals
 from corpus_pipeline.config import MaskConfig
 from corpus_pipeline.errors import UserError
 

@@ -13,8 +13,10 @@ import pytest
 
 from corpus_pipeline import resources
 from corpus_pipeline.beam import runner
-from corpus_pipeline.beam.mask import EncodeAndBucket, MaskBucket, VocabSpec
+from corpus_pipeline.beam.mask import MaskBucket
+from corpus_pipeline.beam.mask_buckets import EncodeAndBucket
 from corpus_pipeline.beam.runner import Progress, is_dask_runner, is_local_runner
+from corpus_pipeline.beam.vocab_spec import VocabSpec
 from corpus_pipeline.config import MaskConfig
 from corpus_pipeline.errors import UserError
 
