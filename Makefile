@@ -66,6 +66,9 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix corpus_pipeline pipelines tests bench
 
 # Test files run in parallel (one file per process: module fixtures are built once), at most 4.
+# Budget: pytest within 3 minutes on 2 cores. Beam runs that are not about worker processes
+# run in the test process (IN_PROCESS in tests/e2e/conftest.py); the slowest tests are
+# printed at the end (--durations in pyproject.toml).
 TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 
 test: lint $(TRAIN_STAMP)
@@ -113,7 +116,7 @@ books: $(STAMP)
 
 # The longer fault runs (more kill/cut iterations, bigger fuzz budgets).
 soak: $(TRAIN_STAMP)
-	$(BIN)/python -m pytest -m soak tests
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile -m soak tests
 
 bench: $(TRAIN_STAMP)
 	@for b in bench/*.py; do case $$b in */_*) continue;; esac; echo "== $$b"; $(BIN)/python $$b || exit 1; done
