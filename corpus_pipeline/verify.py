@@ -50,16 +50,18 @@ from corpus_pipeline.formats.common import sha256_file
 from corpus_pipeline.formats.documents import SUFFIX as DOC_SUFFIX
 from corpus_pipeline.formats.manifest import (
     MANIFEST,
-    DatasetManifest,
-    DocumentsManifest,
-    FileEntry,
-    Megatron,
-    ShardEntry,
     is_signed,
     parse_manifest,
     read_manifest,
     signature_problem,
     unsigned_warning,
+)
+from corpus_pipeline.formats.manifest_model import (
+    DatasetManifest,
+    DocumentsManifest,
+    FileEntry,
+    Megatron,
+    ShardEntry,
 )
 
 __all__ = ["VerifyReport", "verify_dataset", "run_verification", "is_temp_name"]

@@ -31,7 +31,7 @@ from corpus_pipeline.config import ExtractConfig, SentenceConfig
 from corpus_pipeline.errors import InputFormatError, UserError
 from corpus_pipeline.formats.common import atomic_output, sha256_file
 from corpus_pipeline.formats.documents import SUFFIX, write_document
-from corpus_pipeline.formats.manifest import Loss
+from corpus_pipeline.formats.manifest_model import Loss
 from corpus_pipeline.formats.spill import SpillRange, iter_spills, write_spill
 from corpus_pipeline.hashing import stable_hash
 from corpus_pipeline.records import Article, Document

@@ -23,7 +23,8 @@ from corpus_pipeline.errors import UserError
 from corpus_pipeline.formats import hdf5, mmap, mmap_bert, registry, tfrecord
 from corpus_pipeline.formats.common import FormatError, sha256_file
 from corpus_pipeline.formats.example_proto import ExampleDecodeError, decode_example
-from corpus_pipeline.formats.manifest import MANIFEST, DatasetManifest, load_dataset_manifest
+from corpus_pipeline.formats.manifest import MANIFEST, load_dataset_manifest
+from corpus_pipeline.formats.manifest_model import DatasetManifest
 from corpus_pipeline.records import Instance, Pack
 from corpus_pipeline.stages.wordpiece_vocab import load_vocab_checked
 

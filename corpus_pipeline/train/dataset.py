@@ -21,7 +21,8 @@ from corpus_pipeline import resources
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.formats import registry
 from corpus_pipeline.formats.common import FormatError, sha256_file
-from corpus_pipeline.formats.manifest import Vocab, load_dataset_manifest
+from corpus_pipeline.formats.manifest import load_dataset_manifest
+from corpus_pipeline.formats.manifest_model import Vocab
 from corpus_pipeline.records import Instance, Pack
 
 

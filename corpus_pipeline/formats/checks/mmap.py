@@ -21,7 +21,7 @@ from corpus_pipeline.formats.checks.common import (
     line,
 )
 from corpus_pipeline.formats.common import FormatError
-from corpus_pipeline.formats.manifest import Megatron
+from corpus_pipeline.formats.manifest_model import Megatron
 from corpus_pipeline.formats.mmap import IndexedDatasetReader, token_dtype
 
 
