@@ -71,12 +71,17 @@ def _fill_slots(
     v: np.ndarray,
     hi: int,
     scratch: EncodeScratch | None = None,
+    counts: dict[int, np.ndarray] | None = None,
 ) -> None:
     """Writes the varints of ``v`` (``(N, W)``, values in ``0..hi``) into fixed-width slots.
 
     The slots (:func:`_slot_width` bytes each) are ``mat[:, col : col + W * width]``; ``keep``
     is set to false on the bytes past each varint's end. Whole slots are computed as words and
     copied row by row (faster than writing through unaligned word views of the matrix).
+
+    With ``counts``, ``counts[col]`` is set to the varint bytes of each row (``int64[N]``),
+    summed from the contiguous keep words (:func:`_row_bytes`, four times as fast as counting
+    them in ``keep``, where they are strided).
     """
     n, w = v.shape
     if scratch is not None and hi < _LUT_SIZE and _slot_width(hi) == 4:
@@ -98,6 +103,23 @@ def _fill_slots(
     span = w * words.itemsize
     mat[:, col : col + span] = words.view(np.uint8).reshape(n, span)
     keep[:, col : col + span] = kw.view(np.bool_).reshape(n, span)
+    if counts is not None:
+        counts[col] = _row_bytes(kw)
+
+
+def _row_bytes(kw: np.ndarray) -> np.ndarray:
+    """Sum of the bytes of each row of ``kw``, an ``(N, W)`` matrix of words whose bytes are 0
+    or 1 (the keep words), as ``int64[N]``.
+
+    Words are summed whole: each byte lane collects its own count as long as it stays below
+    256, so columns are taken 255 at a time and the bytes of each row's sum are added up.
+    """
+    n, w = kw.shape
+    total = np.zeros(n, dtype=np.int64)
+    for a in range(0, w, 255):
+        lanes = kw[:, a : a + 255].sum(axis=1, dtype=np.uint64)
+        total += lanes.view(np.uint8).reshape(n, 8).sum(axis=1, dtype=np.int64)
+    return total
 
 
 def _nonneg_max(m: np.ndarray) -> int:
@@ -264,6 +286,7 @@ def encode_example_batch(
         keep.__array_interface__["data"][0],
     )
     fresh = scratch.layout != layout
+    payload: dict[int, np.ndarray] = {}  # slots column -> payload bytes of each row
     if fresh:
         keep.fill(True)
     for c, kind, data, extra in segs:
@@ -274,11 +297,11 @@ def encode_example_batch(
         elif kind == "raw" and data is not None:
             mat[:, c : c + data.shape[1]] = data
         elif kind == "slots" and data is not None:
-            _fill_slots(mat, keep, c, data, extra, scratch)
+            _fill_slots(mat, keep, c, data, extra, scratch, payload)
     body_len = np.full(n, body_const, dtype=np.int64)
-    for key_field, hcol, lhi, scol, span in varcols:
+    for key_field, hcol, lhi, scol, _span in varcols:
         hcol, scol = hcol + shift, scol + shift
-        pl = np.count_nonzero(keep[:, scol : scol + span], axis=1)
+        pl = payload[scol]
         lst_len = 1 + _sizes(pl) + pl
         feat_len = 1 + _sizes(lst_len) + lst_len
         entry_len = len(key_field) + 1 + _sizes(feat_len) + feat_len

@@ -101,11 +101,26 @@ def _length_crc(length: int) -> int:
     return masked_crc32c(length.to_bytes(8, "little"))
 
 
+_LENGTH_TABLE_MAX = 1 << 16  # records below 64 KiB: their length CRCs come from a table
+_length_table = np.empty(0, dtype="<u4")  # masked CRC of the u64le length i, grown on demand
+
+
 def _length_crcs(lengths: np.ndarray) -> np.ndarray:
-    """Masked CRCs of the u64le record lengths, as ``<u4`` (few distinct lengths: cached)."""
-    uniq, inverse = np.unique(lengths, return_inverse=True)
-    crcs = np.array([_length_crc(x) for x in uniq.tolist()], dtype="<u4")
-    return crcs[inverse.reshape(-1)]
+    """Masked CRCs of the u64le record lengths, as ``<u4``.
+
+    Shards' records are short, so the CRCs of every length up to the largest seen (rounded up
+    to a power of two) are computed once per process and looked up.
+    """
+    global _length_table
+    hi = int(lengths.max()) if lengths.size else 0
+    if hi >= _LENGTH_TABLE_MAX:
+        return np.array([_length_crc(x) for x in lengths.tolist()], dtype="<u4")
+    if hi >= _length_table.shape[0]:
+        size = 1 << max(hi.bit_length(), 10)
+        _length_table = np.array(
+            [masked_crc32c(x.to_bytes(8, "little")) for x in range(size)], dtype="<u4"
+        )
+    return _length_table[lengths]
 
 
 def frame_in_place(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> None:

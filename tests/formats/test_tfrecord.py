@@ -856,7 +856,9 @@ def test_encode_example_batch_reused_layout_and_narrow_dtypes() -> None:
     layouts += [batch(5, 7, 30522), batch(6, 20, 30522)]
     neg8 = {"a": np.array([[-1, 5], [127, -128]], dtype=np.int8)}
     neg16 = {"a": np.array([[-300, 5], [2, 3]], dtype=np.int16)}
-    for cols in [*layouts, neg8, neg16, layouts[0]]:
+    r = np.random.default_rng(7)  # wider than 255 values: the payload byte counts in chunks
+    wide = {"w4": r.integers(2**14, 2**21, (3, 600)), "w2": r.integers(0, 2**14, (3, 700))}
+    for cols in [*layouts, neg8, neg16, wide, layouts[0]]:
         buf, starts, lengths = eb.encode_example_batch(cols, head=3, tail=4, scratch=scratch)
         got = [bytes(buf[a : a + b]) for a, b in zip(starts, lengths, strict=True)]
         assert got == ep.encode_examples(
