@@ -5,8 +5,7 @@ Every verb that runs a Beam pipeline (``extract``, ``mask``, ``pack``, ``run``) 
 is then read, listed, written and deleted through
 :class:`apache_beam.io.filesystems.FileSystems`, so any filesystem Beam registers works
 (``s3://`` with ``apache-beam[aws]``, ``gs://`` with ``apache-beam[gcp]``, ``azfs://``,
-``hdfs://``). Local paths keep the plain ``open``/``os`` code path: nothing here is imported
-or called for them beyond :func:`is_remote`.
+``hdfs://``). Beam is imported on the first remote call only: local paths never reach it.
 
 Writes to a remote folder follow one rule: the file is built on the worker's local disk (h5py
 needs a seekable local file anyway), then published so that no partial file ever carries a
