@@ -37,8 +37,9 @@ the corpus size.
 Determinism: a bucket's contents depend only on the documents and the totals; an instance
 chunk's key is (bucket, piece, chunk index); an instance goes to the shard its content hashes
 to (``records.shard_of``); masking draws from generators seeded by (seed, document key,
-duplicate); a shard's writer sorts and permutes its instances with a seeded generator. Nothing depends on the document files, worker count, bundle boundaries or
-arrival order: ``run`` and ``extract`` + ``mask`` give the same instances.
+duplicate); a shard's writer sorts and permutes its instances with a seeded generator. Nothing
+depends on the document files, worker count, bundle boundaries or arrival order: ``run`` and
+``extract`` + ``mask`` give the same instances.
 """
 
 from __future__ import annotations

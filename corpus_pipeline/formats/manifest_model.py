@@ -1,4 +1,4 @@
-"""The typed model of ``manifest.json``: what a dataset folder holds, how it was made, its checksums.
+"""The typed model of ``manifest.json``: what a folder holds, how it was made, its checksums.
 
 One typed model, read and written by every verb: :class:`DatasetManifest` (``mask``, ``pack``,
 ``run``: instances or packs in shard formats) and :class:`DocumentsManifest` (``extract``,
@@ -110,8 +110,8 @@ class Fingerprint(Model):
         """Parse a fingerprint object (as ``outdir.fingerprint`` returns it)."""
         w = "fingerprint."
         return cls(
-            get_typed(d, "sha256", str, w), get_typed(d, "verb", str, w), str(get_typed(d, "version", str, w)),
-            unknown_keys(cls, d),
+            get_typed(d, "sha256", str, w), get_typed(d, "verb", str, w),
+            str(get_typed(d, "version", str, w)), unknown_keys(cls, d),
         )  # fmt: skip
 
 
@@ -196,8 +196,8 @@ class DocumentShard(Model):
         """Parse one element of a documents manifest's ``shards``."""
         w = "shards[]."
         return cls(
-            get_typed(d, "shard", int, w), get_typed(d, "path", str, w), get_typed(d, "documents", int, w),
-            get_typed(d, "sha256", str, w), unknown_keys(cls, d),
+            get_typed(d, "shard", int, w), get_typed(d, "path", str, w),
+            get_typed(d, "documents", int, w), get_typed(d, "sha256", str, w), unknown_keys(cls, d),
         )  # fmt: skip
 
 
@@ -215,8 +215,8 @@ class Megatron(Model):
         """Parse the ``megatron`` object."""
         w = "megatron."
         return cls(
-            get_typed(d, "prefix", str, w), get_typed(d, "documents", int, w), get_typed(d, "sentences", int, w),
-            _files(d.get("files"), f"{w}files"),
+            get_typed(d, "prefix", str, w), get_typed(d, "documents", int, w),
+            get_typed(d, "sentences", int, w), _files(d.get("files"), f"{w}files"),
         )  # fmt: skip
 
 
@@ -291,8 +291,8 @@ class Statistics(Model):
         """Parse the ``statistics`` object."""
         w = "statistics."
         return cls(
-            opt_typed(d, "instances", int, w), opt_typed(d, "tokens", int, w), opt_typed(d, "masked", int, w),
-            unknown_keys(cls, d),
+            opt_typed(d, "instances", int, w), opt_typed(d, "tokens", int, w),
+            opt_typed(d, "masked", int, w), unknown_keys(cls, d),
         )  # fmt: skip
 
 

@@ -8,7 +8,7 @@ bundled parameters). Encoded with :class:`~corpus_pipeline.stages.wordpiece.Word
 masked with :func:`~corpus_pipeline.stages.masking.create_instances`, distributed over shards by
 content hash (``records.shard_of``, the pipeline's rule), optionally packed per shard with
 :func:`~corpus_pipeline.stages.packing.pack_instances`, and written in every format through
-``formats.registry.open_writer``; the manifest follows the schema of ``formats/manifest.py``.
+``formats.registry.open_writer``; the manifest follows the schema of ``formats/manifest_model.py``.
 
 Typical use::
 

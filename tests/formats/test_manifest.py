@@ -1,4 +1,4 @@
-"""The typed manifest model (``formats/manifest.py``): every manifest we write reads back into
+"""The typed manifest model (``formats/manifest_model.py``): every manifest we write reads back into
 the model and out again unchanged, older manifests still read, bad ones are one line."""
 
 from __future__ import annotations

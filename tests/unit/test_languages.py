@@ -201,7 +201,7 @@ _KO = "서울특별시는 대한민국의 수도이며 인구는 약 천만 명�
 
 @pytest.mark.parametrize("cased", [False, True])
 def test_splitting_kana_or_hangul_would_not_lower_unk(cased: bool):
-    """The measurement behind the decision in basic_tokenizer.py's docstring: no kana/Hangul split."""
+    """The measurement behind a decision in basic_tokenizer.py's docstring: no kana/Hangul split."""
     enc = WordPieceEncoder(resources.default_vocab(cased), cased=cased)
 
     def unk_share(text: str) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""Which documents ``--validation-docs`` holds out (``beam/mask.py``: ValidationSplit,
+"""Which documents ``--validation-docs`` holds out (``beam/mask_buckets.py``: ValidationSplit,
 Candidates, corpus_totals), without Beam: the choice depends on the documents and the seed
 only, never on how they are spread over files or in what order they come."""
 
