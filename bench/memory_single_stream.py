@@ -1,10 +1,10 @@
 """Memory of ``corpus-pipeline extract`` on single-stream dumps of growing size.
 
-A single-stream ``.xml.bz2`` cannot be split, so one worker reads it and cuts it into chunks
-of raw pages that the other workers clean. Peak memory must not grow with the dump, and
-FnApiRunner keeps a bundle's outputs in memory: chunks emitted from one file element would
-all sit in the reader's process, so the chunks are spilled and only references cross the
-reshuffle. This script checks that the peak stays flat as the dump grows.
+A single-stream ``.xml.bz2`` cannot be split, so every worker decompresses it and cleans its
+own chunks of pages as it reads (``beam/extract.py``, ``ReadShare``). Peak memory must not
+grow with the dump, and FnApiRunner keeps a bundle's outputs in memory: the documents of each
+chunk are spilled and only references are emitted. This script checks that the peak stays
+flat as the dump grows.
 
 The input is the bundled enwiki excerpt replicated ``k`` times (copy ``k`` of a page gets a new
 id and title, as in ``corpus_pipeline.testing.multistream``) into one bz2 stream, cached in
