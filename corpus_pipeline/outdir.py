@@ -89,9 +89,7 @@ def input_files(paths: Iterable[str]) -> dict[str, Any]:
     """The inputs of a run as a fingerprint part: every file at or below ``paths`` with its
     size and mtime, reduced to a count and a sha256 (a manifest need not list 10k files)."""
     rows = [
-        [fsio.abspath(p) if not fsio.is_remote(p) else p, size, mtime]
-        for path in paths
-        for p, size, mtime in fsio.stat_files(path)
+        [fsio.abspath(p), size, mtime] for path in paths for p, size, mtime in fsio.stat_files(path)
     ]
     canonical = json.dumps(rows, separators=(",", ":"))
     return {"files": len(rows), "sha256": hashlib.sha256(canonical.encode("utf-8")).hexdigest()}
@@ -208,16 +206,11 @@ def _acquire_remote(out: str, text: str) -> None:
 def _release(out: str, text: str) -> None:
     path = fsio.join(out, LOCK)
     try:
-        current = fsio.read_text(path) if fsio.is_remote(path) else _read_local(path)
-    except (OSError, UserError):
+        current = fsio.read_text(path)
+    except (OSError, ValueError, UserError):
         return
     if current == text:  # never remove a lock another run took over
         fsio.delete([path])
-
-
-def _read_local(path: str) -> str:
-    with open(path, encoding="utf-8") as f:
-        return f.read()
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -289,15 +282,9 @@ def _discard_unfinished(out: str, text: str, root: str) -> None:
 
 def _listing(out: str) -> list[str]:
     """Every file below ``out`` (relative, ``/``-separated), our lock files excepted."""
-    if fsio.is_remote(out):
-        prefix = out.rstrip("/") + "/"
-        rels = [p[len(prefix) :] for p, _ in fsio.list_files(out)]
-    else:
-        rels = [
-            os.path.relpath(os.path.join(d, f), out).replace(os.sep, "/")
-            for d, _, fs in os.walk(out)
-            for f in fs
-        ]
+    # Both filesystems list ``out`` + separator + the relative path.
+    prefix = out.rstrip("/") + "/"
+    rels = [p[len(prefix) :].replace(os.sep, "/") for p, _ in fsio.list_files(out)]
     return sorted(r for r in rels if r not in (LOCK, _TAKEOVER))
 
 
@@ -319,10 +306,7 @@ def _ours(rel: str) -> bool:
 def _read_json(out: str, rel: str) -> Any:
     path = fsio.join(out, rel)
     try:
-        if fsio.is_remote(path):
-            return json.loads(fsio.read_text(path))
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(fsio.read_text(path))
     except (OSError, ValueError, UserError):
         return None
 

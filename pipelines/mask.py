@@ -35,7 +35,6 @@ from corpus_pipeline.beam.vocab_spec import VocabSpec
 from corpus_pipeline.config import SHARD_TARGET_INSTANCES, MaskConfig, PackConfig
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.formats import manifest as mf
-from corpus_pipeline.formats.common import atomic_output, sha256_file
 from corpus_pipeline.formats.spill import iter_spills
 from corpus_pipeline.stages.mask_stats import counter_statistics, statistical_warnings
 from corpus_pipeline.stages.masking import MaskVocab
@@ -227,8 +226,7 @@ def make_plan(
             prepare_output(vdir, formats)
             val_specs.append(replace(spec, out_dir=vdir))
     fsio.rmtree(work)
-    if not fsio.is_remote(work):  # remote: workers write spill files under OUT/.work
-        os.makedirs(work)
+    fsio.filesystem(work).makedirs(work)  # remote: no folders, spill objects under OUT/.work
     return MaskPlan(
         cfg,
         specs,
@@ -530,16 +528,14 @@ def packing_report(shards: list[dict[str, Any]], max_seq_length: int) -> dict[st
 
 
 def _write_megatron(ranges: list[Any], out: str, name: str, vocab_size: int, result: str) -> None:
-    if fsio.is_remote(out):
-        with fsio.local_dir_for(out) as d:
-            _write_megatron(ranges, d, name, vocab_size, result)
-            fsio.publish(d, [f"mmap/{name}_text_sentence.{ext}" for ext in ("bin", "idx")], out)
-        return
+    """The Megatron sentence dataset of every document (the writer uploads a remote one)."""
     from corpus_pipeline.formats.mmap import MegatronSentenceWriter
 
-    os.makedirs(os.path.join(out, "mmap"), exist_ok=True)
+    fs = fsio.filesystem(out)
+    mmap_dir = fs.join(out, "mmap")
+    fs.makedirs(mmap_dir)
     batch: list[Any] = []
-    with MegatronSentenceWriter(os.path.join(out, "mmap"), name, vocab_size) as w:
+    with MegatronSentenceWriter(mmap_dir, name, vocab_size) as w:
         for doc in iter_spills(sorted(ranges)):
             batch.append(doc)
             if len(batch) >= 1024:
@@ -556,7 +552,7 @@ def _write_megatron(ranges: list[Any], out: str, name: str, vocab_size: int, res
             "files": [
                 {
                     "path": f"{prefix}.{ext}",
-                    "sha256": sha256_file(os.path.join(out, f"{prefix}.{ext}")),
+                    "sha256": w.file_sha256[f"{name}_text_sentence.{ext}"],
                 }
                 for ext in ("bin", "idx")
             ],
@@ -566,11 +562,8 @@ def _write_megatron(ranges: list[Any], out: str, name: str, vocab_size: int, res
 
 
 def save_json(obj: Any, path: str) -> None:
-    if fsio.is_remote(path):
-        fsio.write_text(path, json.dumps(obj, default=_jsonable))
-        return
-    with atomic_output(path) as tmp:
-        Path(tmp).write_text(json.dumps(obj, default=_jsonable), encoding="utf-8")
+    """Write ``obj`` as JSON (numpy values as Python ones); it appears only once complete."""
+    fsio.write_text(path, json.dumps(obj, default=_jsonable))
 
 
 def _jsonable(o: Any) -> Any:

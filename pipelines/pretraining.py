@@ -38,7 +38,6 @@ from corpus_pipeline.beam.vocab_spec import VocabSpec
 from corpus_pipeline.config import ExtractConfig, MaskConfig, PackConfig, SentenceConfig
 from corpus_pipeline.formats import manifest as mf
 from corpus_pipeline.formats import registry
-from corpus_pipeline.formats.common import atomic_output, remove_stale_temps
 from corpus_pipeline.stages.masking import MaskVocab
 from pipelines import mask as mask_graph
 
@@ -110,12 +109,11 @@ def prepare(
     )
     outdir.claim(cfg.output, fp, overwrite=overwrite)
     docs_dir = os.path.join(cfg.output, "docs")
-    if fsio.is_remote(docs_dir):
-        fsio.check_writable(cfg.output)
-        fsio.remove_stale_temps(docs_dir)
-    else:
-        os.makedirs(docs_dir, exist_ok=True)
-        remove_stale_temps(docs_dir)
+    fs = fsio.filesystem(docs_dir)
+    if fs.remote:
+        fsio.check_writable(cfg.output)  # object stores make no folders: fail here if read-only
+    fs.makedirs(docs_dir)
+    fs.remove_stale_temps(docs_dir)
     outs = [(os.path.join(cfg.output, name), p) for name, p in _datasets(cfg)]
     # The held-out documents' datasets mirror the layout: OUT/validation/unpacked, /packed.
     val_dirs = [os.path.join(cfg.output, mask_graph.VALIDATION, n) for n, _ in _datasets(cfg)]
@@ -223,16 +221,9 @@ def run(
         names += [f"{mask_graph.VALIDATION}/{n}" for n in names]
     datasets = {"docs": "docs", **{n: n for n in names}}
     run_info = {"datasets": datasets, "argv": sys.argv[1:], "fingerprint": built.fingerprint}
-    if fsio.is_remote(cfg.output):
-        fsio.write_text(
-            fsio.join(cfg.output, "run.json"), json.dumps(run_info, indent=2, sort_keys=True)
-        )
-    else:
-        with (
-            atomic_output(os.path.join(cfg.output, "run.json")) as tmp,
-            open(tmp, "w", encoding="utf-8") as f,
-        ):
-            json.dump(run_info, f, indent=2, sort_keys=True)
+    fsio.write_text(
+        fsio.join(cfg.output, "run.json"), json.dumps(run_info, indent=2, sort_keys=True)
+    )
     mask_graph.check_not_empty(manifests[0], inputs)
     keep = ["run.json", *(f"docs/{f}" for f in outdir.manifest_files(docs_manifest.to_json()))]
     for name, m in zip(names, manifests, strict=True):

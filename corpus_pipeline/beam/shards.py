@@ -27,7 +27,6 @@ from corpus_pipeline import fsio
 from corpus_pipeline.beam.runner import BeamCounts, Progress
 from corpus_pipeline.config import PackConfig
 from corpus_pipeline.formats import registry
-from corpus_pipeline.formats.common import remove_stale_temps
 from corpus_pipeline.formats.spill import SpillRange, iter_spills
 from corpus_pipeline.hashing import rng_for
 from corpus_pipeline.records import Instance, Pack
@@ -231,16 +230,13 @@ class WriteShardFromSpills(beam.DoFn):
 
 def prepare_output(out_dir: str, formats: Sequence[str]) -> None:
     """Create the format folders and remove temp files a killed run left behind."""
-    if fsio.is_remote(out_dir):
-        fsio.check_writable(out_dir)  # no folders on object stores; fail early if not writable
-        fsio.remove_stale_temps(out_dir)
-        return
-    for fmt in formats:
-        d = os.path.join(out_dir, fmt)
-        os.makedirs(d, exist_ok=True)
-        remove_stale_temps(d)
-    os.makedirs(os.path.join(out_dir, ".markers"), exist_ok=True)
-    remove_stale_temps(os.path.join(out_dir, ".markers"))
+    fs = fsio.filesystem(out_dir)
+    if fs.remote:
+        fsio.check_writable(out_dir)  # object stores make no folders: fail here if read-only
+    for sub in (*formats, ".markers"):
+        d = fs.join(out_dir, sub)
+        fs.makedirs(d)
+        fs.remove_stale_temps(d)
 
 
 def read_source_shard(fmt: str, src_dir: str, name: str, index: int) -> list[Instance]:

@@ -11,7 +11,6 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, replace
-from pathlib import Path
 from typing import Any
 
 from corpus_pipeline import fsio, outdir
@@ -229,7 +228,4 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
 
 
 def _write_json(obj: Any, path: str) -> None:
-    if fsio.is_remote(path):
-        fsio.write_text(path, json.dumps(obj))
-        return
-    Path(path).write_text(json.dumps(obj), encoding="utf-8")
+    fsio.write_text(path, json.dumps(obj))

@@ -128,8 +128,7 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     prepare_output(out, formats)
     work = os.path.join(out, ".work")
     fsio.rmtree(work)
-    if not fsio.is_remote(work):
-        os.makedirs(work)
+    fsio.filesystem(work).makedirs(work)
     # Every source shard, so packed shard i is source shard i; empty ones give empty shards.
     indices = [s.index for s in m.shards]
     empty = frozenset(s.index for s in m.shards if s.is_empty)
