@@ -457,6 +457,8 @@ class _WorkerWatch:
     SIGINT, which :func:`run_pipeline` turns into one error line.
     """
 
+    GRACE_S = 30.0  # how long the SIGINT has to end the run before the process exits itself
+
     def __init__(self) -> None:
         self.running = False
         self.failure: str | None = None
@@ -489,7 +491,18 @@ class _WorkerWatch:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         if threading.current_thread() is not threading.main_thread():
+            threading.Thread(target=self._exit_if_still_running, daemon=True).start()
             os.kill(os.getpid(), signal.SIGINT)
+
+    def _exit_if_still_running(self) -> None:
+        """The last resort against a hang: Beam code on the main thread may swallow the
+        SIGINT (it can arrive inside a gRPC wait that retries), and the launcher would then
+        wait for the dead worker forever. The same error line, then exit 1; the lock and temp
+        folder of a dead process are taken over by the next verb."""
+        time.sleep(self.GRACE_S)
+        if self.running:
+            print(f"error: {_worker_died_error()}", file=sys.stderr, flush=True)
+            os._exit(1)
 
 
 _WATCH = _WorkerWatch()
