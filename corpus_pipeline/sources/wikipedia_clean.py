@@ -5,7 +5,9 @@
 namespace, no redirects, templates expanded, links and lists dropped. A page of unclosed markup
 that would make wikiextractor's regexes quadratic has it escaped first
 (:mod:`~corpus_pipeline.sources.wikipedia_guards`), and is counted
-(``extract/escaped:unclosed_markup``).
+(``extract/escaped:unclosed_markup``). wikiextractor's ``clean`` runs as
+:mod:`~corpus_pipeline.sources.wikipedia_fastclean` does it: the same text, without the passes
+that cannot change it.
 """
 
 from __future__ import annotations
@@ -17,9 +19,7 @@ from collections.abc import Iterable, Iterator
 
 from wikiextractor.extract import (
     _DEFAULT_IGNORED_TAG_PATTERNS,
-    Extractor,
     MagicWords,
-    clean,
     compact,
     ignoreTag,
     resolve_template_page,
@@ -28,6 +28,7 @@ from wikiextractor.extract import (
 from corpus_pipeline.config import ExtractConfig
 from corpus_pipeline.records import Article
 from corpus_pipeline.sources.article_filter import passes_length_filters
+from corpus_pipeline.sources.wikipedia_fastclean import FastExtractor, clean
 from corpus_pipeline.sources.wikipedia_guards import guard_heading_lines, guard_markup
 from corpus_pipeline.sources.wikipedia_records import (
     MODULE_NS,
@@ -196,7 +197,7 @@ def clean_page(
         count("extract/dropped:too_large")
         return None
     store = templates if templates is not None else _NO_TEMPLATES
-    extractor = Extractor(
+    extractor = FastExtractor(
         str(page.id),
         "" if page.revid is None else str(page.revid),
         "",
