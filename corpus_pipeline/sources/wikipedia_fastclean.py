@@ -14,6 +14,7 @@ collected once (:func:`_tag_names`) and a tag's passes run only when its name is
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -71,9 +72,19 @@ _IGNORED_LEFT = r"<%s\b.*?>"
 _IGNORED_RIGHT = r"</\s*%s\s*>"
 
 
+_IGNORED_TAGS: dict[tuple[re.Pattern[str], re.Pattern[str]], str | None] = {}
+
+
 def _ignored_tag(left: re.Pattern[str], right: re.Pattern[str]) -> str | None:
     """The tag of a pair made by ``wikiextractor.extract.ignoreTag``; None for any other pair
     (its passes always run)."""
+    key = (left, right)
+    if key not in _IGNORED_TAGS:
+        _IGNORED_TAGS[key] = _tag_of_pair(left, right)
+    return _IGNORED_TAGS[key]
+
+
+def _tag_of_pair(left: re.Pattern[str], right: re.Pattern[str]) -> str | None:
     p = left.pattern
     if not (p.startswith("<") and p.endswith(r"\b.*?>")):
         return None
@@ -102,13 +113,17 @@ _TABLE_CLOSE = r"\|}"
 
 # ' ([,:.)\]»])' -> r'\1' is deleting a space before one of those characters: the character
 # is never a space, so no later match could have started inside the one consumed, and the
-# lookahead form needs no per-match template expansion. Same for the lookbehind below.
+# lookahead form needs no per-match template expansion.
 _SPACE_BEFORE_CLOSE = re.compile(r" (?=[,:.\)\]»])")
-_SPACE_AFTER_OPEN = re.compile(r"(?<=[\[\(«]) ")
+_SPACE_AFTER_OPEN = re.compile(r"([\[\(«]) ")  # wikiextractor's, compiled once
+# wikiextractor's " {2,}" and r"\.{4,}" as a literal and a repeat: the same runs, greedy as
+# before, and the regex engine can search for the literal prefix instead of trying each
+# character.
+_SPACES = re.compile("  +")
+_DOTS = re.compile(r"\.\.\.\.+")
 _PUNCT_LINE = re.compile(r"\n\W+?\n", re.U)
 # Every behaviour switch magicWordsRE removes starts with "__".
 _SWITCHES_START_WITH_UNDERSCORES = all(s.startswith("__") for s in wx.MagicWords.switches)
-_ENTITY_RE = re.compile(r"&#?(\w+);")
 
 
 def _unescape(text: str) -> str:
@@ -122,24 +137,11 @@ def _unescape(text: str) -> str:
     text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"')
     if "&" not in text:
         return text
-    return _ENTITY_RE.sub(_fixup, text)
-
-
-def _fixup(m: re.Match[str]) -> str:
-    # wikiextractor's unescape's fixup, as it is (it is local to that function).
-    text = m.group(0)
-    code = m.group(1)
-    try:
-        if text[1] == "#":
-            if text[2] == "x":
-                return chr(int(code[1:], 16))
-            return chr(int(code))
-        return chr(wx.name2codepoint[code])
-    except Exception:
-        return text
+    return str(wx.unescape(text))
 
 
 _LINK_DELIM = re.compile(r"\[\[|\]\]")
+_LINK_DELIM_OPEN = re.compile(r"(\[\[)|\]\]")  # the same, with a group for "[["
 
 
 def _balanced_links(text: str) -> Iterator[tuple[int, int]]:
@@ -160,17 +162,40 @@ def _balanced_links(text: str) -> Iterator[tuple[int, int]]:
                 yield start, m.end()
 
 
+def _links_and_unclosed(text: str) -> tuple[list[tuple[int, int]], list[int]]:
+    """The outermost links of the text, as :func:`_balanced_links` finds them, and the
+    positions of the "[[" that no "]]" closes, as ``findUnclosedLinkOpenPositions`` finds
+    them (the same stack), in one scan. The links are right only when none is unclosed:
+    then ``neutralizeUnclosedLinkOpens`` leaves the text as it is, and a link ends where
+    the stack empties."""
+    stack: list[int] = []
+    links = []
+    push = stack.append
+    pop = stack.pop
+    for m in _LINK_DELIM_OPEN.finditer(text):
+        if m.lastindex:  # "[["
+            push(m.start())
+        elif stack:
+            start = pop()
+            if not stack:
+                links.append((start, m.end()))
+    return links, stack
+
+
 def _replace_internal_links(text: str, extractor: wx.Extractor) -> str:
     """``wikiextractor.extract.replaceInternalLinks``, the same steps with the link scanner
     above; a label without "[[" skips the nested scan (it finds nothing there)."""
     text = wx.collapseDoubledLinkBrackets(text)
-    text = wx.neutralizeUnclosedLinkOpens(text)
+    links, unclosed = _links_and_unclosed(text)
+    if unclosed:
+        text = wx.neutralizeUnclosedLinkOpens(text)
+        links = list(_balanced_links(text))
     cur = 0
     res = []
     tail = wx.tailRE.match
     keep_links = extractor.keepLinks
     accepted = extractor.acceptedNamespaces
-    for s, e in _balanced_links(text):
+    for s, e in links:
         m = tail(text, e)
         if m:
             trail = m.group(0)
@@ -216,8 +241,13 @@ def _replace_internal_links(text: str, extractor: wx.Extractor) -> str:
     return "".join(res).replace(wx.LINK_OPEN_PLACEHOLDER, "[[")
 
 
+def _WX_DEBUG() -> bool:  # noqa: N802
+    return bool(wx.logger.isEnabledFor(logging.DEBUG))
+
+
 class FastExtractor(wx.Extractor):  # type: ignore[misc]
-    """``Extractor`` whose template expansion returns at once a text without "{{"."""
+    """``Extractor`` whose template expansion returns at once for a text without "{{" and
+    for a call of an undefined template that needs no parsing to be recognized."""
 
     def expandTemplates(self, wikitext: str) -> str:  # noqa: N802 (wikiextractor's name)
         # Without "{{" findMatchingBraces(text, 2) finds nothing and the text comes back as
@@ -230,6 +260,34 @@ class FastExtractor(wx.Extractor):  # type: ignore[misc]
         ):
             return wikitext
         return str(super().expandTemplates(wikitext))
+
+    def expandTemplate(self, body: str) -> str:  # noqa: N802 (wikiextractor's name)
+        # A call of a template that is not defined expands to "" (no counter moves); this
+        # answers that case directly when it can be told without wikiextractor's parsing, and
+        # hands every other call to it unchanged. Without "{{" and "[[" its splitParts finds
+        # no nested braces and splits at every "|", and the title part expands to itself
+        # (no "{{", no "\x00"); a title that is a magic word or a parser function (a colon
+        # after its second character, as in "subst:" and "safesubst:", even matched
+        # case-insensitively) goes to wikiextractor, as does a call past
+        # the recursion limit or with wikiextractor's debug log on (it logs each call).
+        if (
+            "{{" in body
+            or "[[" in body
+            or "\x00" in body
+            or len(self.frame) >= self.maxTemplateRecursionLevels
+            or _WX_DEBUG()
+        ):
+            return str(super().expandTemplate(body))
+        title = body.split("|", 1)[0].strip()
+        if title.lower() in self.magicWords.values or title.find(":") > 1:
+            return str(super().expandTemplate(body))
+        name = wx.fullyQualifiedTemplateTitle(title, self)
+        if not name:
+            return str(super().expandTemplate(body))
+        name = self.redirects.get(name) or name
+        if name in self.templates:
+            return str(super().expandTemplate(body))
+        return ""
 
 
 def clean(extractor: Any, text: str, expand_templates: bool = False, html_safe: bool = True) -> str:
@@ -343,11 +401,11 @@ def clean(extractor: Any, text: str, expand_templates: bool = False, html_safe: 
 
     text = text.replace("\t", " ")
     if "  " in text:
-        text = wx.spaces.sub(" ", text)
+        text = _SPACES.sub(" ", text)
     if "...." in text:
-        text = wx.dots.sub("...", text)
+        text = _DOTS.sub("...", text)
     text = _SPACE_BEFORE_CLOSE.sub("", text)
-    text = _SPACE_AFTER_OPEN.sub("", text)
+    text = _SPACE_AFTER_OPEN.sub(r"\1", text)
     text = _PUNCT_LINE.sub("\n", text)
     text = text.replace(",,", ",").replace(",.", ".")
     if html_safe:
