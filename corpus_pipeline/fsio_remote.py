@@ -19,7 +19,7 @@ bundle rewrites the same bytes.
 
 Connection options (``--s3_endpoint_url``, ``--s3_region_name``, ``--project`` ...) are
 Beam's own flags: the CLI hands its pass-through flags to :func:`configure`, and local
-worker processes receive them with the pipeline options (see ``beam/runner.py``).
+worker processes receive them with the pipeline options (see ``beam/options.py``).
 
 The local side (temp names, atomic renames) is :mod:`corpus_pipeline.fsio_local`; most code
 calls the path-dispatching functions of :mod:`corpus_pipeline.fsio`.

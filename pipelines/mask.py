@@ -22,14 +22,10 @@ from typing import Any
 import apache_beam as beam
 
 from corpus_pipeline import diskspace, fsio, outdir
+from corpus_pipeline.beam.counters import Timer, format_summary
 from corpus_pipeline.beam.mask import VAL_COUNTERS, MaskToShards
-from corpus_pipeline.beam.runner import (
-    Progress,
-    Timer,
-    format_summary,
-    progress_bar,
-    run_pipeline,
-)
+from corpus_pipeline.beam.progress import Progress, progress_bar
+from corpus_pipeline.beam.runner import run_pipeline
 from corpus_pipeline.beam.shards import ShardSpec, manifest_counters, prepare_output
 from corpus_pipeline.beam.vocab_spec import VocabSpec
 from corpus_pipeline.config import SHARD_TARGET_INSTANCES, MaskConfig, PackConfig

@@ -24,6 +24,7 @@ from typing import Any
 import apache_beam as beam
 
 from corpus_pipeline import fsio, outdir
+from corpus_pipeline.beam.counters import Timer, format_summary
 from corpus_pipeline.beam.extract import (
     ExtractDocuments,
     cleanup_chunks,
@@ -33,7 +34,8 @@ from corpus_pipeline.beam.extract import (
     skipped_book_files,
     total_bytes,
 )
-from corpus_pipeline.beam.runner import Progress, Timer, format_summary, progress_bar, run_pipeline
+from corpus_pipeline.beam.progress import Progress, progress_bar
+from corpus_pipeline.beam.runner import run_pipeline
 from corpus_pipeline.beam.vocab_spec import VocabSpec
 from corpus_pipeline.config import ExtractConfig, MaskConfig, PackConfig, SentenceConfig
 from corpus_pipeline.formats import manifest as mf

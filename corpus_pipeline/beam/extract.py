@@ -26,7 +26,8 @@ from typing import Any
 import apache_beam as beam
 
 from corpus_pipeline import fsio
-from corpus_pipeline.beam.runner import BeamCounts, Progress
+from corpus_pipeline.beam.counters import BeamCounts
+from corpus_pipeline.beam.progress import Progress
 from corpus_pipeline.config import ExtractConfig, SentenceConfig
 from corpus_pipeline.errors import InputFormatError, UserError
 from corpus_pipeline.formats.common import atomic_output, sha256_file

@@ -53,6 +53,7 @@ from typing import Any
 import apache_beam as beam
 
 from corpus_pipeline import fsio
+from corpus_pipeline.beam.counters import BeamCounts
 from corpus_pipeline.beam.mask_buckets import (
     DOCS_TAG,
     RANGES_TAG,
@@ -64,7 +65,7 @@ from corpus_pipeline.beam.mask_buckets import (
     attach_totals,
     sum_totals,
 )
-from corpus_pipeline.beam.runner import BeamCounts, Progress
+from corpus_pipeline.beam.progress import Progress
 from corpus_pipeline.beam.shards import ShardSpec, WriteShardFromSpills
 from corpus_pipeline.beam.vocab_spec import VocabSpec
 from corpus_pipeline.config import MaskConfig

@@ -19,7 +19,8 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 
-from corpus_pipeline.beam.runner import BeamCounts, Progress
+from corpus_pipeline.beam.counters import BeamCounts
+from corpus_pipeline.beam.progress import Progress
 from corpus_pipeline.beam.vocab_spec import VocabSpec
 from corpus_pipeline.config import MaskConfig
 from corpus_pipeline.formats.documents import read_documents

@@ -24,7 +24,8 @@ from typing import Any
 import apache_beam as beam
 
 from corpus_pipeline import fsio
-from corpus_pipeline.beam.runner import BeamCounts, Progress
+from corpus_pipeline.beam.counters import BeamCounts
+from corpus_pipeline.beam.progress import Progress
 from corpus_pipeline.config import PackConfig
 from corpus_pipeline.formats import registry
 from corpus_pipeline.formats.spill import SpillRange, iter_spills

@@ -8,7 +8,7 @@ every worker printed ~20 INFO lines per run (channels opened, harness starting a
 Here a stderr handler at WARNING is installed first, then the harness runs unchanged: its INFO
 records still reach the runner through Beam's logging channel, warnings and errors (with their
 tracebacks) go to the run's worker log (:data:`LOG_ENV`), which the launcher names in its one
-error line when the run fails. :class:`corpus_pipeline.beam.runner.LocalRunner` puts
+error line when the run fails. :class:`corpus_pipeline.beam.options.LocalRunner` puts
 this module in place of Beam's in the worker command line.
 """
 

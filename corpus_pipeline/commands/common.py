@@ -11,7 +11,7 @@ from corpus_pipeline import fsio
 from corpus_pipeline.config import default_workers
 from corpus_pipeline.errors import UserError
 
-#: Set (to "1") by ``-q``: progress bars stay off (``beam/runner.py`` reads it too).
+#: Set (to "1") by ``-q``: progress bars stay off (``beam/progress.py`` reads it too).
 QUIET_ENV = "CORPUS_PIPELINE_QUIET"
 
 #: Inputs smaller than this (bytes on disk) run in one process: starting a worker process
@@ -101,12 +101,12 @@ def check_paths_reach_workers(beam_args: Sequence[str], paths: Iterable[tuple[st
 
     Raises:
         UserError: A path is local but the runner's workers cannot see this machine's disk
-            (``beam/runner.remote_workers``).
+            (``beam/options.remote_workers``).
     """
     local = [(flag, path) for flag, path in paths if not fsio.is_remote(path)]
     if not local or not any(a.startswith("--runner") for a in beam_args):
         return
-    from corpus_pipeline.beam.runner import remote_workers
+    from corpus_pipeline.beam.options import remote_workers
 
     runner = remote_workers(beam_args)
     if runner is not None:

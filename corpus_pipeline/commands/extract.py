@@ -127,6 +127,7 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     """Extract; print the counter summary; exit 1 when damage exceeds --max-loss."""
     import apache_beam as beam
 
+    from corpus_pipeline.beam.counters import Timer, format_summary
     from corpus_pipeline.beam.extract import (
         ExtractDocuments,
         check_text_dirs,
@@ -139,7 +140,8 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
         skipped_book_files,
         total_bytes,
     )
-    from corpus_pipeline.beam.runner import Timer, format_summary, progress_bar, run_pipeline
+    from corpus_pipeline.beam.progress import progress_bar
+    from corpus_pipeline.beam.runner import run_pipeline
     from corpus_pipeline.formats import manifest as mf
 
     if not args.input and not args.books and not args.text_dir:

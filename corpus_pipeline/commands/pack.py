@@ -64,7 +64,9 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     """Pack ``--input`` into ``--output``; print the report."""
     import apache_beam as beam
 
-    from corpus_pipeline.beam.runner import Timer, progress_bar, run_pipeline
+    from corpus_pipeline.beam.counters import Timer
+    from corpus_pipeline.beam.progress import progress_bar
+    from corpus_pipeline.beam.runner import run_pipeline
     from corpus_pipeline.beam.shards import (
         PackShardFromDataset,
         ShardSpec,

@@ -141,7 +141,9 @@ def _unescape(text: str) -> str:
 
 
 _LINK_DELIM = re.compile(r"\[\[|\]\]")
-_LINK_DELIM_OPEN = re.compile(r"(\[\[)|\]\]")  # the same, with a group for "[["
+# The same delimiters, and first a whole link with no "[" or "]" inside (most links): a scan
+# for the delimiters alone would find its "[[" and then, with no delimiter between, its "]]".
+_LINK_TOKEN = re.compile(r"(\[\[[^\[\]]*\]\])|(\[\[)|\]\]")
 
 
 def _balanced_links(text: str) -> Iterator[tuple[int, int]]:
@@ -172,8 +174,12 @@ def _links_and_unclosed(text: str) -> tuple[list[tuple[int, int]], list[int]]:
     links = []
     push = stack.append
     pop = stack.pop
-    for m in _LINK_DELIM_OPEN.finditer(text):
-        if m.lastindex:  # "[["
+    for m in _LINK_TOKEN.finditer(text):
+        kind = m.lastindex
+        if kind == 1:  # a whole link with no bracket inside: opened and closed
+            if not stack:
+                links.append((m.start(), m.end()))
+        elif kind == 2:  # "[["
             push(m.start())
         elif stack:
             start = pop()

@@ -145,7 +145,8 @@ def test_dataflow_graph_and_staging_without_the_service(tmp_path):
     """Build the graph with DataflowRunner options; stage the package as Dataflow would."""
     from apache_beam.runners.portability.stager import Stager
 
-    from corpus_pipeline.beam.runner import Progress, make_options
+    from corpus_pipeline.beam.options import make_options
+    from corpus_pipeline.beam.progress import Progress
     from corpus_pipeline.cli import build_parser
     from corpus_pipeline.commands import mask as mask_cmd
     from corpus_pipeline.commands import run as run_cmd

@@ -17,7 +17,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline
 
 from corpus_pipeline import resources
-from corpus_pipeline.beam.runner import query_counters
+from corpus_pipeline.beam.counters import query_counters
 from corpus_pipeline.beam.vocab_spec import VocabSpec
 from corpus_pipeline.stages.masking import MaskVocab
 from corpus_pipeline.stages.wordpiece_vocab import load_vocab_checked

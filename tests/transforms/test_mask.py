@@ -20,7 +20,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from corpus_pipeline import resources
 from corpus_pipeline.beam.mask import MaskToShards, canonical_order
 from corpus_pipeline.beam.mask_buckets import bucket_of, document_key, num_buckets
-from corpus_pipeline.beam.runner import Progress
+from corpus_pipeline.beam.progress import Progress
 from corpus_pipeline.beam.shards import ShardSpec, order_instances, prepare_output
 from corpus_pipeline.config import MaskConfig
 from corpus_pipeline.formats import registry

@@ -16,7 +16,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from corpus_pipeline.beam.runner import Progress
+from corpus_pipeline.beam.progress import Progress
 from corpus_pipeline.beam.shards import (
     RESUMED,
     PackShardFromDataset,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from corpus_pipeline import resources
-from corpus_pipeline.beam.runner import remote_workers
+from corpus_pipeline.beam.options import remote_workers
 from corpus_pipeline.cli import main
 
 BOOKS = str(resources.DATA_DIR / "samples" / "books")

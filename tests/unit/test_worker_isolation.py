@@ -12,10 +12,11 @@ import cloudpickle
 import pytest
 
 from corpus_pipeline import resources
-from corpus_pipeline.beam import runner
+from corpus_pipeline.beam import progress
 from corpus_pipeline.beam.mask import MaskBucket
 from corpus_pipeline.beam.mask_buckets import EncodeAndBucket
-from corpus_pipeline.beam.runner import Progress, is_dask_runner, is_local_runner
+from corpus_pipeline.beam.options import is_dask_runner, is_local_runner
+from corpus_pipeline.beam.progress import Progress
 from corpus_pipeline.beam.vocab_spec import VocabSpec
 from corpus_pipeline.config import MaskConfig
 from corpus_pipeline.errors import UserError
@@ -41,7 +42,7 @@ def test_is_local_runner(args, local):
 
 def test_progress_is_not_sent_to_non_local_runners(monkeypatch):
     assert pickle.loads(pickle.dumps(Progress("/tmp/x/ticks"))).path == "/tmp/x/ticks"
-    monkeypatch.setattr(runner, "_LOCAL_RUN", False)
+    monkeypatch.setattr(progress, "_LOCAL_RUN", False)
     assert pickle.loads(pickle.dumps(Progress("/tmp/x/ticks"))).path is None
 
 
