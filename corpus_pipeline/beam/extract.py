@@ -1,8 +1,9 @@
 """PTransforms of the text stages: extract articles, split sentences, write document shards.
 
 Elements are coarse: a work unit (one bz2 stream of a multistream dump, one book file) or one
-share of a single-stream dump (:class:`ReadShare`: every share decompresses the stream, and
-cleans only its own chunks of ~200 pages, as they are read, so all workers clean at once).
+share of a single-stream dump (:class:`ReadShare`: a bz2 dump is split by blocks, each share
+decompressing and cleaning only its own part; any other is decompressed by every share, each
+cleaning only its own chunks of ~200 pages), so all workers work at once.
 Cleaning and sentence splitting are fused per chunk; the documents of a chunk are spilled to
 one temp file, grouped by shard (``formats/spill.py``), so only small ``(shard, SpillRange)``
 records cross the GroupByKey, and peak memory stays bounded by chunk size, not corpus size,
@@ -408,14 +409,16 @@ class _ChunkDoFn(beam.DoFn):
 
 
 class ReadShare(_ChunkDoFn):
-    """One share of a single-stream dump (``wikipedia_pages.iter_share_chunks``): the whole
-    stream is decompressed here, and the share's chunks of pages are cleaned, sentence-split
-    and spilled as they are read, so every worker cleans while the stream is read (the
-    element is ``(task, share, shares)``; the shares of a dump run on different workers).
+    """One share of a single-stream dump (``wikipedia_pages.iter_share_chunks``): a bz2 dump
+    is split by blocks, and this share decompresses only the blocks in its part of the file;
+    any other is decompressed whole here. The share's chunks of pages are cleaned,
+    sentence-split and spilled as they are read, so all workers work at once (the element is
+    ``(task, share, shares)``; the shares of a dump run on different workers).
 
-    Progress: ``1 / shares`` of the dump's :func:`task_bytes` per share, by the compressed
-    bytes read so far as each chunk is done; what is left at the end (the read-ahead, a
-    ``--max-docs`` stop) is ticked last, so the dump ticks exactly its size.
+    Progress: the share's part of the dump's :func:`task_bytes` (its byte range for a bz2
+    dump, ``1 / shares`` of the file otherwise), by the compressed bytes read so far as each
+    chunk is done; what is left at the end (the read-ahead, a ``--max-docs`` stop) is ticked
+    last, so the dump ticks exactly its size.
     """
 
     def process(self, element: tuple[ExtractTask, int, int]) -> Iterator[tuple[int, Any]]:
@@ -437,7 +440,11 @@ class ReadShare(_ChunkDoFn):
             opener=opener,
             tally=self.count,
         )
-        weight, done = task_bytes(task), 0
+        weight, scale, start = task_bytes(task), 1 / shares, task.unit.start
+        if wikipedia_pages.splits_blocks(task.unit):
+            start, end = wikipedia_pages.share_range(weight, share, shares)
+            weight, scale = end - start, 1.0
+        done = 0
         for c, pages in _take(chunks, None):
             if left is not None:
                 pages = pages[:left]
@@ -445,15 +452,15 @@ class ReadShare(_ChunkDoFn):
             key = (task.source_index, task.unit_index, c)
             articles = (wikipedia_clean.clean_page(p, self.ecfg, count=self.count) for p in pages)
             yield from self.spill(key, _documents(articles, self.scfg, self.count))
-            step = max(0, min(weight, _position(files) - task.unit.start) - done)
+            step = max(0, min(weight, _position(files[:1]) - start) - done)
             done += step
-            self.progress.tick(step / shares)
+            self.progress.tick(step * scale)
             if left == 0:
                 break  # --max-docs: the rest of the dump is not read
-        self.progress.tick((weight - done) / shares)
+        self.progress.tick((weight - done) * scale)
 
 
-#: Most shares a single-stream dump is read in: each share decompresses the whole stream.
+#: Most shares a single-stream dump is read in.
 MAX_SHARES = 8
 
 

@@ -14,8 +14,8 @@ import queue
 import re
 import threading
 import zlib
-from collections.abc import Iterable, Iterator
-from typing import Any, BinaryIO
+from collections.abc import Generator, Iterable, Iterator
+from typing import Any, BinaryIO, TypeVar, cast
 
 # Compressed bytes read per call. Small enough that the pages decoded before a corrupt or
 # truncated spot are kept, large enough that the per-call overhead is nothing.
@@ -23,6 +23,9 @@ _READ_BYTES = 1 << 18
 # Decompressed bytes handed to the XML parser per call: bounds memory on highly compressible
 # input (a bz2 stream of repeated text inflates ~100x).
 _INFLATE_BYTES = 1 << 20
+
+
+T = TypeVar("T")
 
 
 class CorruptData(Exception):
@@ -120,7 +123,7 @@ class _Raised:
 _END = object()
 
 
-def prefetched(chunks: Iterator[bytes], depth: int = 4) -> Iterator[bytes]:
+def prefetched(chunks: Iterator[T], depth: int = 4) -> Generator[T, None, None]:
     """Iterate ``chunks`` in a background thread, at most ``depth`` items ahead.
 
     Exceptions are re-raised in the consumer; closing the generator stops the thread.
@@ -155,8 +158,7 @@ def prefetched(chunks: Iterator[bytes], depth: int = 4) -> Iterator[bytes]:
                 return
             if isinstance(item, _Raised):
                 raise item.exc
-            assert isinstance(item, bytes)
-            yield item
+            yield cast(T, item)
     finally:
         stop.set()
         thread.join()
