@@ -4,12 +4,15 @@ In one process, on the pages of the bundled real enwiki excerpt (206 pages, 106 
 ``--copies`` repeats the list), CPU seconds (``time.process_time``, best of ``--repeat``) of:
 
 1. bz2 decompression of the dump, and our page reader (decompression included);
-2. cleaning, ours (``clean_page``: the guards, wikiextractor's ``clean`` and ``compact``, the
-   scrub) against what wikiextractor's CLI worker does per page (``Extractor.extract`` with the
-   CLI's options: the same ``clean`` and ``compact``, HTML-safe escaping, a JSON line), on
-   the same pages, both in this process: their ratio is cleaning throughput per core;
-3. the share of our cleaning spent in each of wikiextractor's steps and in ours (timed by
-   wrapping them; the wrapped run is separate from the ones timed in 2).
+2. cleaning, ours (``clean_page``: the guards, wikiextractor's ``clean`` as
+   ``sources/wikipedia_fastclean.py`` runs it, ``compact``, the scrub) against what
+   wikiextractor's CLI worker does per page (``Extractor.extract`` with the CLI's options:
+   its own ``clean`` and ``compact``, HTML-safe escaping, a JSON line), on the same pages, both
+   in this process: their ratio is cleaning throughput per core; and ``clean_page`` with
+   wikiextractor's own ``clean`` and ``Extractor`` put back for the run (the same text, which
+   this checks), for the fast clean's own gain;
+3. the share of our cleaning spent in each step (timed by wrapping them; the wrapped run is
+   separate from the ones timed in 2).
 
 The end-to-end comparison with wikiextractor's CLI (its three processes, start-up and writing
 included) is ``bench/extract.py``. Usage: ``python bench/extract_stages.py [--copies 2]``.
@@ -29,7 +32,12 @@ import wikiextractor.extract as wx
 
 from corpus_pipeline.config import ExtractConfig
 from corpus_pipeline.resources import SAMPLE_WIKI_DUMP
-from corpus_pipeline.sources import wikipedia_clean, wikipedia_pages, wikipedia_plan
+from corpus_pipeline.sources import (
+    wikipedia_clean,
+    wikipedia_fastclean,
+    wikipedia_pages,
+    wikipedia_plan,
+)
 from corpus_pipeline.sources.wikipedia_records import RawPage, is_redirect
 
 CFG = ExtractConfig()
@@ -59,6 +67,27 @@ def read_pages() -> list[RawPage]:
 def ours(pages: list[RawPage]) -> None:
     for p in pages:
         wikipedia_clean.clean_page(p, CFG, count=_nothing)
+
+
+def ours_with_wikiextractors_clean(pages: list[RawPage]) -> list[str | None]:
+    """``clean_page`` with wikiextractor's own ``clean`` and ``Extractor`` (restored after)."""
+    names = ("clean", "FastExtractor")
+    saved = [getattr(wikipedia_clean, n) for n in names]
+    for n, reference in zip(names, (wx.clean, wx.Extractor), strict=True):
+        setattr(wikipedia_clean, n, reference)
+    try:
+        return texts(pages)
+    finally:
+        for n, fn in zip(names, saved, strict=True):
+            setattr(wikipedia_clean, n, fn)
+
+
+def texts(pages: list[RawPage]) -> list[str | None]:
+    out = []
+    for p in pages:
+        a = wikipedia_clean.clean_page(p, CFG, count=_nothing)
+        out.append(None if a is None else a.text)
+    return out
 
 
 def cli_worker(pages: list[RawPage]) -> None:
@@ -92,7 +121,8 @@ def stage_shares(pages: list[RawPage]) -> dict[str, float]:
         setattr(owner, name, timed)
 
     depth = [0]
-    expand = wx.Extractor.expandTemplates
+    fast_cls: Any = wikipedia_fastclean.FastExtractor
+    expand = fast_cls.expandTemplates
 
     def expand_top(self: Any, text: str) -> Any:  # recursive: time the outermost call only
         depth[0] += 1
@@ -102,27 +132,22 @@ def stage_shares(pages: list[RawPage]) -> dict[str, float]:
         finally:
             depth[0] -= 1
             if depth[0] == 0:
-                spent["wikiextractor expandTemplates"] += time.process_time() - t
+                spent["expandTemplates"] += time.process_time() - t
 
-    wx.Extractor.expandTemplates = expand_top  # type: ignore[method-assign]
-    for name in (
-        "replaceInternalLinks",
-        "replaceExternalLinks",
-        "unescape",
-        "dropSpans",
-        "dropNested",
-    ):
+    fast_cls.expandTemplates = expand_top
+    for name in ("replaceExternalLinks", "unescape", "dropSpans", "dropNested"):
         wrap(wx, name, f"wikiextractor {name}")
+    for name in ("_replace_internal_links", "_unescape", "_tag_names"):
+        wrap(wikipedia_fastclean, name, f"fastclean {name}")
     for name in ("clean", "compact", "guard_markup", "guard_heading_lines", "_join_paragraphs"):
-        wrap(
-            wikipedia_clean, name, ("wikiextractor " if name in ("clean", "compact") else "") + name
-        )
+        label = {"clean": "fastclean clean", "compact": "wikiextractor compact"}.get(name, name)
+        wrap(wikipedia_clean, name, label)
     try:
         t = time.process_time()
         ours(pages)
         spent["total clean_page"] = time.process_time() - t
     finally:
-        wx.Extractor.expandTemplates = expand  # type: ignore[method-assign]
+        fast_cls.expandTemplates = expand
         for owner, name, fn in saved:
             setattr(owner, name, fn)
     return dict(spent)
@@ -143,12 +168,17 @@ def main(argv: list[str] | None = None) -> int:
     cli_worker(pages[:50])
     t_ours = cpu(lambda: ours(pages), args.repeat)
     t_cli = cpu(lambda: cli_worker(pages), args.repeat)
+    ours_with_wikiextractors_clean(pages[:50])
+    t_ref = cpu(lambda: ours_with_wikiextractors_clean(pages), args.repeat)
+    same = texts(pages) == ours_with_wikiextractors_clean(pages)
     print(f"{len(pages)} pages ({articles} articles to clean), CPU seconds, best of {args.repeat}")
     print(f"  bz2 decompression           {t_bz2:6.3f}")
     print(f"  our reader (with bz2)       {t_read:6.3f}")
     print(f"  our cleaning (clean_page)   {t_ours:6.3f}")
     print(f"  wikiextractor CLI worker    {t_cli:6.3f}  (Extractor.extract, same pages)")
-    print(f"cleaning per core, ours / wikiextractor's: {t_cli / t_ours:.2f}x")
+    print(f"  ours, wikiextractor's clean {t_ref:6.3f}  (same text: {'yes' if same else 'NO'})")
+    print(f"cleaning per core, ours / wikiextractor's: {t_cli / t_ours:.2f}x (target >= 1.5)")
+    print(f"the fast clean's own gain (clean_page with it / without): {t_ref / t_ours:.2f}x")
     shares = stage_shares(pages)
     total = shares.pop("total clean_page")
     print(f"where our cleaning goes ({total:.3f} s with timers; steps nest):")
