@@ -5,12 +5,16 @@ from __future__ import annotations
 import re
 
 from corpus_pipeline import resources
+from tests.e2e.conftest import IN_PROCESS
 from tests.support.terminal import bar_frames, on_a_terminal, percentages
 
 
 def test_single_stream_extract_bar_counts_bytes_and_ends_at_its_total(tmp_path):
     """The bundled dump is single-stream: one task read in 11 chunks of 10 pages. Counted
-    per task, its bar would show 1100%; counted in bytes it ends exactly at the dump's size."""
+    per task, its bar would show 1100%; counted in bytes it ends exactly at the dump's size.
+
+    In this process's runner (``in_memory``): the ticks are the same; ticks from worker
+    processes are the run bar's test below."""
     rc, err = on_a_terminal(
         "extract",
         "--input",
@@ -19,8 +23,7 @@ def test_single_stream_extract_bar_counts_bytes_and_ends_at_its_total(tmp_path):
         tmp_path / "docs",
         "--pages-per-chunk",
         "10",
-        "--workers",
-        "2",
+        *IN_PROCESS,
     )
     assert rc == 0, err
     frames = bar_frames(err, "extract")
@@ -31,6 +34,7 @@ def test_single_stream_extract_bar_counts_bytes_and_ends_at_its_total(tmp_path):
 
 
 def test_run_bar_has_a_total_and_an_eta(tmp_path):
+    """Ticks from 2 worker processes; the first 30 documents (``--max-docs``) are enough."""
     rc, err = on_a_terminal(
         "run",
         "--input",
@@ -46,6 +50,8 @@ def test_run_bar_has_a_total_and_an_eta(tmp_path):
         "1",
         "--validation-docs",
         "3",
+        "--max-docs",
+        "30",
         "--workers",
         "2",
     )
