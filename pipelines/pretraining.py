@@ -42,6 +42,7 @@ from corpus_pipeline.formats import manifest as mf
 from corpus_pipeline.formats import registry
 from corpus_pipeline.stages.masking import MaskVocab
 from pipelines import mask as mask_graph
+from pipelines import mask_plan, mask_report
 
 #: The vocabulary of a run: how workers rebuild it, what the manifest says, the masking view.
 VocabInfo = tuple[VocabSpec, dict[str, Any], MaskVocab]
@@ -66,7 +67,7 @@ class PipelineConfig:
 
 @dataclass
 class _Built:
-    plan: mask_graph.MaskPlan
+    plan: mask_plan.MaskPlan
     docs_dir: str
     docs_json: str
     tasks: int
@@ -82,9 +83,9 @@ def prepare(
     """
     vspec, vinfo, mvocab = vocab
     print(
-        mask_graph.space_line(
+        mask_plan.space_line(
             cfg.output,
-            mask_graph.input_text_bytes(
+            mask_plan.input_text_bytes(
                 [d for d, _ in cfg.dumps] + list(cfg.books), cfg.extract.max_docs
             ),
             cfg.mask,
@@ -96,7 +97,7 @@ def prepare(
         ),
         flush=True,
     )
-    fp = mask_graph.mask_fingerprint(
+    fp = mask_plan.mask_fingerprint(
         "run",
         cfg.mask,
         cfg.pack,
@@ -118,9 +119,9 @@ def prepare(
     fs.remove_stale_temps(docs_dir)
     outs = [(os.path.join(cfg.output, name), p) for name, p in _datasets(cfg)]
     # The held-out documents' datasets mirror the layout: OUT/validation/unpacked, /packed.
-    val_dirs = [os.path.join(cfg.output, mask_graph.VALIDATION, n) for n, _ in _datasets(cfg)]
+    val_dirs = [os.path.join(cfg.output, mask_plan.VALIDATION, n) for n, _ in _datasets(cfg)]
     work = os.path.join(cfg.output, ".work")
-    plan = mask_graph.make_plan(
+    plan = mask_plan.make_plan(
         outs, cfg.mask, cfg.formats, cfg.shards, cfg.name, vspec, vinfo, mvocab, work, fp, val_dirs
     )
     return _Built(plan, docs_dir, os.path.join(work, "docs.json"), 0, fp)
@@ -164,7 +165,7 @@ def build(p: beam.Pipeline, cfg: PipelineConfig, built: _Built, progress: Progre
     _ = (
         docs
         | "CollectDocShards" >> beam.combiners.ToList()
-        | "SaveDocShards" >> beam.Map(mask_graph.save_json, built.docs_json)
+        | "SaveDocShards" >> beam.Map(mask_plan.save_json, built.docs_json)
     )
     files = (
         docs
@@ -215,21 +216,21 @@ def run(
     )
     mf.write_manifest(built.docs_dir, docs_manifest)
     inputs = [os.path.join(built.docs_dir, s["path"]) for s in doc_shards]
-    manifests = mask_graph.finish_datasets(built.plan, counts, inputs, timer.elapsed)
+    manifests = mask_report.finish_datasets(built.plan, counts, inputs, timer.elapsed)
     fsio.rmtree(built.plan.work)
     # Manifests come as the training datasets, then their validation twins (if any).
     names = [n for n, _ in _datasets(cfg)]
     if built.plan.val_specs:
-        names += [f"{mask_graph.VALIDATION}/{n}" for n in names]
+        names += [f"{mask_plan.VALIDATION}/{n}" for n in names]
     datasets = {"docs": "docs", **{n: n for n in names}}
     run_info = {"datasets": datasets, "argv": sys.argv[1:], "fingerprint": built.fingerprint}
     fsio.write_text(
         fsio.join(cfg.output, "run.json"), json.dumps(run_info, indent=2, sort_keys=True)
     )
-    mask_graph.check_not_empty(manifests[0], inputs)
+    mask_report.check_not_empty(manifests[0], inputs)
     keep = ["run.json", *(f"docs/{f}" for f in outdir.manifest_files(docs_manifest.to_json()))]
     for name, m in zip(names, manifests, strict=True):
-        keep.extend(mask_graph.dataset_files(m, name))
+        keep.extend(mask_report.dataset_files(m, name))
     outdir.finish(cfg.output, keep)
     print(
         format_summary(
@@ -241,9 +242,9 @@ def run(
     )
     for name, m in zip(names, manifests, strict=True):
         print(f"\n{name}: {os.path.join(cfg.output, name)}")
-        mask_graph.print_report(m, os.path.join(cfg.output, name), counters=False, warnings=False)
-    mask_graph.print_warnings(manifests[0])  # the same for both datasets: once
+        mask_report.print_report(m, os.path.join(cfg.output, name), counters=False, warnings=False)
+    mask_report.print_warnings(manifests[0])  # the same for both datasets: once
     if built.plan.val_specs:
-        mask_graph.print_warnings(manifests[len(names) // 2])
+        mask_report.print_warnings(manifests[len(names) // 2])
     report_loss(loss, [d for d, _ in cfg.dumps], built.docs_dir)
     return 0

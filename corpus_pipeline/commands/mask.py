@@ -157,15 +157,9 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     """Mask the documents into ``--output``; print the report."""
     from corpus_pipeline.formats import registry
     from corpus_pipeline.formats.documents import list_document_paths
-    from pipelines.mask import (
-        default_shards,
-        input_text_bytes,
-        mask_documents,
-        mask_fingerprint,
-        mask_output_files,
-        print_mask_reports,
-        space_line,
-    )
+    from pipelines.mask import mask_documents
+    from pipelines.mask_plan import default_shards, input_text_bytes, mask_fingerprint, space_line
+    from pipelines.mask_report import mask_output_files, print_mask_reports
 
     cfg = mask_config(args)
     pcfg = pack_config(args)

@@ -76,7 +76,8 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     from corpus_pipeline.formats import manifest as mf
     from corpus_pipeline.formats import registry
     from corpus_pipeline.stages.pack_strategies import STRATEGIES
-    from pipelines.mask import packing_report, print_report, save_json, split_timings
+    from pipelines.mask_plan import save_json
+    from pipelines.mask_report import packing_report, print_report, split_timings
 
     src = fsio.abspath(args.input)
     m = mf.load_manifest(src)

@@ -63,7 +63,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     """
     from corpus_pipeline.beam.extract import check_text_dirs, find_dump_index
     from corpus_pipeline.formats import registry
-    from pipelines import mask as mask_graph
+    from pipelines import mask_plan
     from pipelines.pretraining import PipelineConfig
 
     dumps = list(args.input)
@@ -99,8 +99,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
             "--shards",
             args.shards
             if args.shards is not None
-            else mask_graph.default_shards(
-                mask_graph.input_text_bytes([*dumps, *book_dirs], ecfg.max_docs), mcfg
+            else mask_plan.default_shards(
+                mask_plan.input_text_bytes([*dumps, *book_dirs], ecfg.max_docs), mcfg
             ),
         ),
         name=args.name,

@@ -9,7 +9,7 @@ from pathlib import Path
 from corpus_pipeline import diskspace, resources
 from corpus_pipeline.config import PRESETS, MaskConfig
 from corpus_pipeline.formats.documents import list_document_paths
-from pipelines.mask import estimated_instances, input_text_bytes
+from pipelines.mask_plan import estimated_instances, input_text_bytes
 from tests.e2e.conftest import IN_PROCESS
 from tests.faults.test_disk_full import tmpfs
 

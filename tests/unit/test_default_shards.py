@@ -6,7 +6,7 @@ from pathlib import Path
 
 from corpus_pipeline import resources
 from corpus_pipeline.config import PRESETS, MaskConfig
-from pipelines.mask import (
+from pipelines.mask_plan import (
     SHARD_TARGET_INSTANCES,
     default_shards,
     input_text_bytes,
