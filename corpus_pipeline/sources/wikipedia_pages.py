@@ -3,11 +3,10 @@
 :func:`read_pages` / :func:`iter_page_chunks` decompress the unit's byte range as a stream, cut it
 at each ``<page>`` and parse every page on its own (one damaged page is dropped, the reader
 resynchronises at the next ``<page>``), so memory stays bounded by one page (one bz2 stream for
-multistream units) whatever the dump size. A single-stream dump cannot be decompressed in
-parallel, so :func:`iter_share_chunks` lets each of N workers decompress the whole stream
-(the cheap part) while parsing and cleaning only its share of the pages: chunk ``c`` of
-``pages_per_chunk`` ``<page>`` elements belongs to share ``c % N``. Parsing, cleaning and
-everything after run on every worker, as the stream is read.
+multistream units) whatever the dump size. :func:`iter_share_chunks` reads a single-stream
+dump in N shares, one per worker: a bz2 one is split by its blocks (``bz2_blocks.py``), each
+share decompressing, parsing and cleaning only the pages that start in its part of the file;
+any other is decompressed whole by every share, which parses only its own chunks of pages.
 
 Damage found on a worker is a counter, not an exception (raising would kill the whole job for
 one bad stream): ``extract/dropped:truncated_stream``, ``extract/dropped:corrupt_stream``,
@@ -254,7 +253,9 @@ def iter_share_chunks(
     page. Its chunks are its pages ``cfg.pages_per_chunk`` at a time, numbered from
     ``s * SHARE_CHUNKS``. A block that does not decode costs the pages in it: the page it cuts
     is counted lost (``extract/lost_pages:corrupt_stream``), the reader goes on at the next
-    ``<page>`` after it, and each such block counts one ``extract/dropped:corrupt_stream``.
+    ``<page>`` after it, and each such block counts one ``extract/dropped:corrupt_stream``
+    (so would a block magic matched by chance at the start of a share's range, odds 2**-48
+    per bit: the pages stay the same).
 
     Any other file is read whole by every share, which parses only its own chunks: chunk ``c``
     holds the well-formed pages among the unit's ``<page>`` elements ``c * cfg.pages_per_chunk``

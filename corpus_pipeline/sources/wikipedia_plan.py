@@ -140,8 +140,8 @@ def iter_units(
 
 
 def needs_chunking(unit: WorkUnit) -> bool:
-    """True when a unit is a whole single-stream file: cut it with :func:`iter_page_chunks`
-    and reshuffle the chunks so cleaning parallelises though decompression cannot."""
+    """True when a unit is a whole single-stream file: read it in shares, one per worker
+    (``wikipedia_pages.iter_share_chunks``), so that its work is spread though it is one unit."""
     return unit.end is None
 
 
