@@ -150,10 +150,11 @@ def _ids_in_order(folder):
 
 
 def test_max_docs_same_documents_with_1_and_2_workers(tmp_path):
+    """One worker is this process's runner (no worker process to start), two are processes."""
     dump, _ = build_multistream(resources.SAMPLE_WIKI_DUMP, tmp_path, pages_per_stream=20)
     results = []
-    for workers in (1, 2):
-        out = tmp_path / f"w{workers}"
+    for workers in (None, 2):
+        out = tmp_path / f"w{workers or 1}"
         assert _extract(out, "--input", dump, "--max-docs", "7", workers=workers) == 0
         manifest, ids = _ids_in_order(out)
         assert manifest["documents"] == 7 and len(ids) == 7

@@ -18,7 +18,7 @@ from corpus_pipeline import resources
 from corpus_pipeline.formats import registry
 from corpus_pipeline.formats.manifest import read_manifest
 from corpus_pipeline.formats.mmap import read_megatron_sentences
-from tests.e2e.conftest import run_cli
+from tests.e2e.conftest import IN_PROCESS, run_cli
 
 HELD = 6
 NGRAM = 8
@@ -175,9 +175,10 @@ def _digests(root: Path) -> dict[str, str]:
 
 
 def test_mask_fraction_split_is_the_same_bytes_for_any_worker_count(wiki_docs, tmp_path):
+    """One worker is this process's runner (no worker process to start), two are processes."""
     outs = []
-    for workers in (1, 2):
-        out = tmp_path / f"w{workers}"
+    for workers in (IN_PROCESS, ("--workers", "2")):
+        out = tmp_path / f"w{len(outs) + 1}"
         rc = run_cli(
             "mask",
             "--input",
@@ -192,8 +193,7 @@ def test_mask_fraction_split_is_the_same_bytes_for_any_worker_count(wiki_docs, t
             "2",
             "--validation-docs",
             "0.1",
-            "--workers",
-            str(workers),
+            *workers,
         )
         assert rc == 0
         outs.append(out)
