@@ -287,6 +287,11 @@ class FastExtractor(wx.Extractor):  # type: ignore[misc]
         title = body.split("|", 1)[0].strip()
         if title.lower() in self.magicWords.values or title.find(":") > 1:
             return str(super().expandTemplate(body))
+        if not self.templates:
+            # Nothing is defined: only the name's emptiness matters, which wikiextractor
+            # counts as an error. fullyQualifiedTemplateTitle gives "" for "" and ":" only
+            # (every other title keeps a character: ucfirst empties no string).
+            return str(super().expandTemplate(body)) if title in ("", ":") else ""
         name = wx.fullyQualifiedTemplateTitle(title, self)
         if not name:
             return str(super().expandTemplate(body))

@@ -108,6 +108,7 @@ FRAGMENTS = [
     "{{Template:T|q}}",
     "{{:T}}",
     "{{ |empty title}}",
+    "{{:|colon title}}",
     "{{CURRENTYEAR}}",
     "{{L [[x|y]]}}",
     "{{subst:T|s}}",
