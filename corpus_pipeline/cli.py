@@ -104,7 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_beam_args(beam_args, ours, args.command)
         # Filesystem flags (--s3_endpoint_url, --project, ...) apply to s3:// / gs:// paths.
         fsio.configure(beam_args)
-        with tmpdirs.private_tmp(), _quiet(args.quiet and args.command in SUMMARY_VERBS):
+        # -q: no bars for every verb; stdout (the summary) dropped only where it is a summary,
+        # not where it is the verb's answer (verify's and inspect's findings).
+        drop_stdout = args.command in SUMMARY_VERBS
+        with tmpdirs.private_tmp(), _quiet(args.quiet, drop_stdout=drop_stdout):
             return args._module.run(args, beam_args)  # type: ignore[no-any-return]
 
     return run_guarded(verb)
@@ -126,9 +129,10 @@ def _refuse(message: str) -> Callable[[], int | None]:
 
 
 @contextlib.contextmanager
-def _quiet(on: bool) -> Iterator[None]:
-    """Under ``-q``: progress bars off (here and in worker processes), stdout (the summary
-    and reports) dropped; warnings and errors still go to stderr."""
+def _quiet(on: bool, *, drop_stdout: bool) -> Iterator[None]:
+    """Under ``-q``: progress bars off (here and in worker processes), and with
+    ``drop_stdout`` stdout (the summary and reports) dropped; warnings and errors still go to
+    stderr."""
     if not on:
         yield
         return
@@ -137,6 +141,9 @@ def _quiet(on: bool) -> Iterator[None]:
     old = os.environ.get(quiet_env)
     os.environ[quiet_env] = "1"
     try:
+        if not drop_stdout:
+            yield
+            return
         with (
             open(os.devnull, "w", encoding="utf-8") as devnull,
             contextlib.redirect_stdout(devnull),

@@ -12,9 +12,11 @@ pass of I/O whose result is a few numbers on the console.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from corpus_pipeline.formats.common import FormatError
 from corpus_pipeline.inspect_data.dataset import (
@@ -165,7 +167,17 @@ def format_statistics(
         batch.clear()
         where.clear()
 
+    # A bar over the shards read, as the other verbs show theirs: on stderr, on a terminal
+    # only, and none under -q (which sets CORPUS_PIPELINE_QUIET).
+    bar = tqdm(
+        total=len(view.shards),
+        desc="inspect",
+        unit="shard",
+        file=sys.stderr,
+        disable=True if os.environ.get("CORPUS_PIPELINE_QUIET") else None,
+    )
     for shard in view.shards:
+        bar.update(0)
         for row, rec in enumerate(shard.open()):
             records += 1
             members = _instances(rec)
@@ -183,6 +195,8 @@ def format_statistics(
             where.extend([(shard.path, row)] * len(members))
             if len(batch) >= _BATCH:
                 flush()
+        bar.update(1)
+    bar.close()
     flush()
     d = stats.to_dict()
     for key in ("short_target_fraction", "random_special"):
