@@ -30,6 +30,7 @@ _EXTRACT_SOURCES = (
     "corpus_pipeline/sources/wikipedia_plan.py",
     "corpus_pipeline/sources/wikipedia_inflate.py",
     "corpus_pipeline/sources/wikipedia_pages.py",
+    "corpus_pipeline/sources/wikipedia_shares.py",
     "corpus_pipeline/sources/wikipedia_guards.py",
     "corpus_pipeline/sources/wikipedia_clean.py",
     "corpus_pipeline/sources/wikipedia_site.py",

@@ -51,6 +51,7 @@ from corpus_pipeline.sources import (
     wikipedia_pages,
     wikipedia_plan,
     wikipedia_records,
+    wikipedia_shares,
 )
 from corpus_pipeline.testing.multistream import build_multistream
 
@@ -175,7 +176,7 @@ def share_cpu(dump: Path, share: int, shares: int) -> float:
         del name, n
 
     t = time.process_time()
-    chunks = wikipedia_pages.iter_share_chunks(unit, CFG, share=share, shares=shares, count=count)
+    chunks = wikipedia_shares.iter_share_chunks(unit, CFG, share=share, shares=shares, count=count)
     for _, pages in chunks:
         for page in pages:
             wikipedia_clean.clean_page(page, CFG, count=count)

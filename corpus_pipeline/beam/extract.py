@@ -44,6 +44,7 @@ from corpus_pipeline.sources import (
     wikipedia_pages,
     wikipedia_plan,
     wikipedia_records,
+    wikipedia_shares,
 )
 from corpus_pipeline.stages.sentences import normalize_language, split_sentences
 
@@ -409,7 +410,7 @@ class _ChunkDoFn(beam.DoFn):
 
 
 class ReadShare(_ChunkDoFn):
-    """One share of a single-stream dump (``wikipedia_pages.iter_share_chunks``): a bz2 dump
+    """One share of a single-stream dump (``wikipedia_shares.iter_share_chunks``): a bz2 dump
     is split by blocks, and this share decompresses only the blocks in its part of the file;
     any other is decompressed whole here. The share's chunks of pages are cleaned,
     sentence-split and spilled as they are read, so all workers work at once (the element is
@@ -431,7 +432,7 @@ class ReadShare(_ChunkDoFn):
             files.append(base(path))
             return files[-1]
 
-        chunks = wikipedia_pages.iter_share_chunks(
+        chunks = wikipedia_shares.iter_share_chunks(
             task.unit,
             self.ecfg,
             share=share,
@@ -441,8 +442,8 @@ class ReadShare(_ChunkDoFn):
             tally=self.count,
         )
         weight, scale, start = task_bytes(task), 1 / shares, task.unit.start
-        if wikipedia_pages.splits_blocks(task.unit):
-            start, end = wikipedia_pages.share_range(weight, share, shares)
+        if wikipedia_shares.splits_blocks(task.unit):
+            start, end = wikipedia_shares.share_range(weight, share, shares)
             weight, scale = end - start, 1.0
         done = 0
         for c, pages in _take(chunks, None):

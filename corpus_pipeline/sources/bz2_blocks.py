@@ -11,7 +11,7 @@ the block is then tried up to the next magic but one. The level digit only bound
 size, so 9 decodes a block of any level.
 
 This is what lets N workers read one single-stream dump, each decompressing only its own
-part (``wikipedia_pages.iter_share_chunks``): blocks belong to the worker whose byte range
+part (``wikipedia_shares.iter_share_chunks``): blocks belong to the worker whose byte range
 holds their magic.
 """
 

@@ -141,7 +141,7 @@ def iter_units(
 
 def needs_chunking(unit: WorkUnit) -> bool:
     """True when a unit is a whole single-stream file: read it in shares, one per worker
-    (``wikipedia_pages.iter_share_chunks``), so that its work is spread though it is one unit."""
+    (``wikipedia_shares.iter_share_chunks``), so that its work is spread though it is one unit."""
     return unit.end is None
 
 

@@ -1,4 +1,4 @@
-"""A single-stream dump read in shares (``wikipedia_pages.iter_share_chunks``).
+"""A single-stream dump read in shares (``wikipedia_shares.iter_share_chunks``).
 
 A bz2 dump is split by blocks: each of N workers decompresses only the blocks whose magic lies
 in its byte range, and keeps the pages whose ``<page>`` starts in them. Any other dump is read
@@ -20,7 +20,13 @@ import pytest
 
 from corpus_pipeline.config import ExtractConfig
 from corpus_pipeline.resources import SAMPLE_WIKI_DUMP
-from corpus_pipeline.sources import bz2_blocks, wikipedia_pages, wikipedia_plan, wikipedia_records
+from corpus_pipeline.sources import (
+    bz2_blocks,
+    wikipedia_pages,
+    wikipedia_plan,
+    wikipedia_records,
+    wikipedia_shares,
+)
 from corpus_pipeline.testing.multistream import read_dump_bytes, split_dump
 
 CFG = dataclasses.replace(ExtractConfig(), pages_per_chunk=7)
@@ -47,7 +53,7 @@ def shared(unit: wikipedia_records.WorkUnit, shares: int) -> tuple[list, Counts,
     owned: list[set[int]] = []
     for share in range(shares):
         got = list(
-            wikipedia_pages.iter_share_chunks(
+            wikipedia_shares.iter_share_chunks(
                 unit, CFG, share=share, shares=shares, count=counts, tally=counts
             )
         )
@@ -270,7 +276,7 @@ def test_pages_without_ns_take_the_header_namespaces_in_a_later_share(tmp_path: 
 @pytest.mark.parametrize("shares", [1, 2, 3])
 def test_shares_of_a_gzip_dump_give_its_pages_once(tmp_path: Path, shares: int) -> None:
     unit = dump(tmp_path, xml(PAGES), name="enwiki-x.xml.gz")
-    assert not wikipedia_pages.splits_blocks(unit)
+    assert not wikipedia_shares.splits_blocks(unit)
     want, want_counts = plain(unit)
     got, counts, owned = shared(unit, shares)
     assert got == want and len(want) == 206
@@ -297,6 +303,6 @@ def test_damage_in_a_gzip_dump_is_counted_once(tmp_path: Path, shares: int) -> N
 def test_a_chunk_of_only_malformed_pages_is_not_yielded(tmp_path: Path) -> None:
     pages = [p.replace(b"</title>", b"</titel>") if i < 7 else p for i, p in enumerate(PAGES)]
     unit = dump(tmp_path, HEADER + b"".join(pages[:21]) + FOOTER, name="enwiki-x.xml.gz")
-    got = list(wikipedia_pages.iter_share_chunks(unit, CFG, share=0, shares=2, count=Counts()))
+    got = list(wikipedia_shares.iter_share_chunks(unit, CFG, share=0, shares=2, count=Counts()))
     assert [c for c, _ in got] == [2]
     assert [p.id for p in got[0][1]] == [p.id for p in plain(unit)[0][7:]]
