@@ -37,6 +37,8 @@ _EXTRACT_SOURCES = (
     "corpus_pipeline/data/wiki_magic_words.json",
     "corpus_pipeline/stages/sentences.py",
     "corpus_pipeline/beam/extract.py",
+    "corpus_pipeline/beam/extract_plan.py",
+    "corpus_pipeline/beam/extract_read.py",
     "corpus_pipeline/commands/extract.py",
     "corpus_pipeline/formats/documents.py",
 )

@@ -15,7 +15,7 @@ with its index) and a single-stream ``.xml.bz2`` of exactly the same XML.
 ``--single-stream`` instead times ``corpus-pipeline extract`` on the single-stream dump with
 1 and with ``--workers`` worker processes (wall, best of ``--repeat``; the load average is
 printed beside it) and prints the ratio: the workers split the bz2 stream by blocks, each
-decompressing, parsing and cleaning only its own part (``beam/extract.py``, ``ReadShare``).
+decompressing, parsing and cleaning only its own part (``beam/extract_read.py``, ``ReadShare``).
 Target: >= 1.7x with 2 workers. Wall-clock scaling needs idle cores, so it also prints the
 CPU-seconds of each share's read + clean in this process (``iter_share_chunks`` then
 ``clean_page``), one share after the other: 1 share against the largest of ``--workers``

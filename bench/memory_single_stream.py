@@ -1,7 +1,7 @@
 """Memory of ``corpus-pipeline extract`` on single-stream dumps of growing size.
 
 A single-stream ``.xml.bz2`` cannot be split, so every worker decompresses it and cleans its
-own chunks of pages as it reads (``beam/extract.py``, ``ReadShare``). Peak memory must not
+own chunks of pages as it reads (``beam/extract_read.py``, ``ReadShare``). Peak memory must not
 grow with the dump, and FnApiRunner keeps a bundle's outputs in memory: the documents of each
 chunk are spilled and only references are emitted. This script checks that the peak stays
 flat as the dump grows.

@@ -25,15 +25,9 @@ import apache_beam as beam
 
 from corpus_pipeline import fsio, outdir
 from corpus_pipeline.beam.counters import Timer, format_summary
-from corpus_pipeline.beam.extract import (
-    ExtractDocuments,
-    cleanup_chunks,
-    loss_report,
-    plan_tasks,
-    report_loss,
-    skipped_book_files,
-    total_bytes,
-)
+from corpus_pipeline.beam.extract import ExtractDocuments, cleanup_chunks
+from corpus_pipeline.beam.extract_loss import loss_report, report_loss
+from corpus_pipeline.beam.extract_plan import plan_tasks, skipped_book_files, total_bytes
 from corpus_pipeline.beam.progress import Progress, progress_bar
 from corpus_pipeline.beam.runner import run_pipeline
 from corpus_pipeline.beam.vocab_spec import VocabSpec

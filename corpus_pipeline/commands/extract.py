@@ -104,7 +104,7 @@ def configs_from_args(
     flag can mean nothing else there), else ``en``: a Japanese dump does not make English
     books Japanese.
     """
-    from corpus_pipeline.beam.extract import resolve_language
+    from corpus_pipeline.beam.extract_plan import resolve_language
     from corpus_pipeline.stages.sentences import normalize_language
 
     ecfg = from_args(args, ExtractConfig)
@@ -128,15 +128,13 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     import apache_beam as beam
 
     from corpus_pipeline.beam.counters import Timer, format_summary
-    from corpus_pipeline.beam.extract import (
-        ExtractDocuments,
+    from corpus_pipeline.beam.extract import ExtractDocuments, cleanup_chunks
+    from corpus_pipeline.beam.extract_loss import loss_report, report_loss
+    from corpus_pipeline.beam.extract_plan import (
         check_text_dirs,
-        cleanup_chunks,
         default_name,
         find_dump_index,
-        loss_report,
         plan_tasks,
-        report_loss,
         skipped_book_files,
         total_bytes,
     )

@@ -61,7 +61,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     Raises:
         UserError: No input, a missing or wrong input, or a bad option value.
     """
-    from corpus_pipeline.beam.extract import check_text_dirs, find_dump_index
+    from corpus_pipeline.beam.extract_plan import check_text_dirs, find_dump_index
     from corpus_pipeline.formats import registry
     from pipelines import mask_plan
     from pipelines.pretraining import PipelineConfig

@@ -315,7 +315,7 @@ class StatWarning(Model):
 
 @dataclass
 class Loss(Model):
-    """What damage in the input cost (``beam.extract.loss_report``).
+    """What damage in the input cost (``beam.extract_loss.loss_report``).
 
     ``share`` is the largest of the page, byte and stream shares; ``share_of`` names it.
     """

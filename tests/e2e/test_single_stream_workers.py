@@ -1,6 +1,6 @@
 """A single-stream dump read by 2 or 3 worker processes gives the bytes 1 worker gives.
 
-With N workers the dump is read in N shares (``beam/extract.py``, ``ReadShare``): a bz2 dump
+With N workers the dump is read in N shares (``beam/extract_read.py``, ``ReadShare``): a bz2 dump
 is split by blocks, each worker decompressing and cleaning only the pages that start in its
 part of the file. The shards, the document counts and every counter (pages read, redirects,
 bytes) must not depend on that, whether the dump has 900 kB blocks (the bundled excerpt: 7

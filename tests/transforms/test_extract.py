@@ -16,7 +16,8 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.util import BeamAssertException, assert_that
 
-from corpus_pipeline.beam.extract import ExtractDocuments, plan_tasks, skipped_book_files
+from corpus_pipeline.beam.extract import ExtractDocuments
+from corpus_pipeline.beam.extract_plan import plan_tasks, skipped_book_files
 from corpus_pipeline.beam.progress import Progress
 from corpus_pipeline.config import ExtractConfig, SentenceConfig
 from corpus_pipeline.formats.documents import read_documents

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from corpus_pipeline.beam.extract import ExtractTask, apply_max_docs, plan_tasks
+from corpus_pipeline.beam.extract_plan import ExtractTask, apply_max_docs, plan_tasks
 from corpus_pipeline.config import ExtractConfig, SentenceConfig
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.sources import text

@@ -30,7 +30,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from wikiextractor.extract import redirectRE
 
-from corpus_pipeline.beam.extract import plan_tasks
+from corpus_pipeline.beam.extract_plan import plan_tasks
 from corpus_pipeline.config import ExtractConfig
 from corpus_pipeline.errors import InputFormatError
 from corpus_pipeline.records import Article
