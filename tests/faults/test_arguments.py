@@ -21,6 +21,7 @@ import pytest
 
 from corpus_pipeline import resources
 from corpus_pipeline.cli import main
+from tests.support.terminal import on_a_terminal
 
 CLI = [sys.executable, "-m", "corpus_pipeline"]
 BOOKS = resources.SAMPLE_BOOKS_DIR
@@ -257,37 +258,9 @@ def test_quiet_and_verbose_together_is_one_line(
     one_error_line(p, "-v and -q")
 
 
-def _on_a_terminal(*args: object) -> tuple[int, str]:
-    """Run the CLI with stderr on a pseudo-terminal (where progress bars are drawn)."""
-    import fcntl
-    import pty
-    import struct
-    import termios
-
-    leader, follower = pty.openpty()
-    # 100 columns: tqdm draws nothing on a terminal of width 0, a new pty's size.
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
-    proc = subprocess.Popen(
-        [*CLI, *[str(a) for a in args]], stdout=subprocess.PIPE, stderr=follower
-    )
-    os.close(follower)
-    chunks = []
-    while True:
-        try:
-            data = os.read(leader, 4096)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    proc.wait(timeout=300)
-    os.close(leader)
-    return proc.returncode, b"".join(chunks).decode("utf-8", "replace")
-
-
 @pytest.mark.parametrize("quiet", [False, True])
 def test_vocab_progress_bar_has_a_total(quiet: bool, docs: Path, tmp_path: Path) -> None:
-    rc, err = _on_a_terminal(
+    rc, err = on_a_terminal(
         "vocab",
         "--input",
         docs,
