@@ -329,12 +329,8 @@ def pack_columns(
 def packs_to_columns_loop(
     packs: Sequence[Pack], max_seq_length: int, max_predictions: int, max_per_pack: int
 ) -> dict[str, np.ndarray]:
-    """Reference implementation of :func:`packs_to_columns`, one pack at a time.
-
-    Sequence ``k`` (1-based) of a pack: its body (tokens without [CLS]) follows the bodies of
-    sequences ``1..k-1`` from index 0; its [CLS] goes to index ``S - k``; its masked positions
-    become absolute (original position ``j >= 1`` -> ``offset_k + j - 1``). A pack whose lengths
-    sum to S fits exactly: ``k`` [CLS] tokens at the end, bodies in the first ``S - k`` slots.
+    """Reference implementation of :func:`packs_to_columns` (the layout is described there),
+    one pack at a time.
 
     Args:
         packs: Packs of 1..K instances, total length <= S.
