@@ -717,7 +717,7 @@ SAMPLE_SHA256 = {
 
 
 def reference_unpacked(insts: list[Instance], s: int, p: int) -> bytes:
-    """The per-record reference writer: per-instance columns, per-record Example encoding and framing."""
+    """The reference writer: per-instance columns, per-record Example encoding and framing."""
     cols = instances_to_columns_loop(insts, s, p)
     return b"".join(frame_record(r) for r in ep.encode_examples(cols))
 
