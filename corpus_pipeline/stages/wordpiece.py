@@ -31,7 +31,6 @@ Two documented differences from ``BertWordPieceTokenizer``'s defaults:
 
 from __future__ import annotations
 
-import hashlib
 import re
 import struct
 from collections.abc import Callable, Sequence
@@ -46,7 +45,7 @@ from tokenizers.models import WordPiece
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.records import Document, EncodedDocument
 from corpus_pipeline.stages.basic_tokenizer import SENTENCE_END, BasicTokenizer
-from corpus_pipeline.stages.wordpiece_vocab import SPECIAL_TOKENS, load_vocab_checked
+from corpus_pipeline.stages.wordpiece_vocab import SPECIAL_TOKENS, load_vocab_with_sha256
 
 MAX_INPUT_CHARS_PER_WORD = 100
 """Words longer than this (after normalization) encode to ``[UNK]`` (BERT and HF default)."""
@@ -83,7 +82,7 @@ class WordPieceEncoder:
             words) when a chunk would exceed it.
 
     Raises:
-        UserError: The vocabulary is missing or invalid (see ``load_vocab_checked``).
+        UserError: The vocabulary is missing or invalid (see ``load_vocab_with_sha256``).
     """
 
     def __init__(
@@ -100,13 +99,12 @@ class WordPieceEncoder:
     def _setup(self, vocab_path: Path, cased: bool, cache_size: int, strip: bool) -> None:
         if cache_size < 1:
             raise ValueError(f"cache_size must be >= 1 (got {cache_size})")
-        tokens = load_vocab_checked(vocab_path)
+        tokens, self._sha256 = load_vocab_with_sha256(vocab_path)
         self._vocab_path = vocab_path
         self._cased = cased
         self._cache_size = cache_size
         self._tokens = tokens
         self._token_to_id = {t: i for i, t in enumerate(tokens)}
-        self._sha256 = hashlib.sha256(vocab_path.read_bytes()).hexdigest()
         special = set(SPECIAL_TOKENS)
         self._ordinary_ids = np.array(
             [i for i, t in enumerate(tokens) if t not in special and not _UNUSED_RE.fullmatch(t)],

@@ -6,6 +6,7 @@ so that a bad file is one clear error naming it instead of wrong ids later.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from corpus_pipeline.errors import UserError
@@ -17,13 +18,24 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 def load_vocab_checked(path: str | Path) -> list[str]:
     """Read a WordPiece vocabulary (one token per line; the line number is the id).
 
+    See :func:`load_vocab_with_sha256`, which also gives the sha256 of the bytes read.
+    """
+    return load_vocab_with_sha256(path)[0]
+
+
+def load_vocab_with_sha256(path: str | Path) -> tuple[list[str], str]:
+    """Read a WordPiece vocabulary and the sha256 of the very bytes its tokens came from.
+
+    One read: a caller that records the digest (the tokenizer, to check that workers load
+    the launcher's vocabulary) hashes what it parsed, not a second read of the file.
+
     Lines are read as the Rust ``WordPiece.read_file`` reads them (trailing whitespace trimmed).
 
     Args:
         path: The vocabulary file.
 
     Returns:
-        The tokens, indexed by id.
+        The tokens, indexed by id, and the file's sha256 (hex).
 
     Raises:
         UserError: The file is missing, unreadable, not UTF-8 or empty, a token appears twice
@@ -33,7 +45,8 @@ def load_vocab_checked(path: str | Path) -> list[str]:
     if not p.is_file():
         raise UserError(f"{p}: vocabulary file not found: pass --vocab with a WordPiece vocab.txt")
     try:
-        text = p.read_bytes().decode("utf-8")
+        data = p.read_bytes()
+        text = data.decode("utf-8")
     except OSError as e:
         raise UserError(f"{p}: cannot read vocabulary ({e.strerror})") from None
     except UnicodeDecodeError as e:
@@ -58,7 +71,7 @@ def load_vocab_checked(path: str | Path) -> list[str]:
             f"{p}: vocabulary lacks the special token(s) {' '.join(missing)}: "
             "a BERT vocabulary needs [PAD] [UNK] [CLS] [SEP] [MASK]"
         )
-    return tokens
+    return tokens, hashlib.sha256(data).hexdigest()
 
 
-__all__ = ["SPECIAL_TOKENS", "load_vocab_checked"]
+__all__ = ["SPECIAL_TOKENS", "load_vocab_checked", "load_vocab_with_sha256"]
