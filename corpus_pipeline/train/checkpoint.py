@@ -24,6 +24,7 @@ from torch import nn
 
 from corpus_pipeline import hashing
 from corpus_pipeline.errors import UserError
+from corpus_pipeline.formats.common import atomic_output
 from corpus_pipeline.train.data import LoaderState
 from corpus_pipeline.train.distributed import Dist, barrier, gather, rng_state, set_rng_state
 from corpus_pipeline.train.optim import Precision
@@ -96,18 +97,10 @@ def _off_cpu(obj: Any) -> bool:
 
 
 def save_atomic(obj: Any, path: str) -> None:
-    """``torch.save`` to a temporary name, fsync, rename: a kill leaves the old file or the
-    new one, never half of one."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """``torch.save`` through :func:`atomic_output`: a kill leaves the old file or the new
+    one, never half of one."""
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def prune_checkpoints(directory: str, keep: int) -> None:
