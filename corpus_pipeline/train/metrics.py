@@ -16,6 +16,7 @@ import os
 import sys
 from typing import IO, Any
 
+from corpus_pipeline.formats.common import atomic_output
 from corpus_pipeline.train.config import TrainResult
 
 
@@ -49,10 +50,8 @@ def trim_metrics(path: str, step: int) -> None:
             except (ValueError, KeyError, TypeError):
                 continue
             kept.append(line if line.endswith("\n") else line + "\n")
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(kept)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        tmp.write_text("".join(kept), encoding="utf-8")
 
 
 class RunLog:
