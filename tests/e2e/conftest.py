@@ -21,7 +21,14 @@ from corpus_pipeline.cli import main
 IN_PROCESS = ("--direct_running_mode", "in_memory")
 
 
-def run_cli(*args: str) -> int:
+#: How ``wiki_docs`` extracts the excerpt, less ``--output`` and ``--workers``.
+WIKI_EXTRACT = ("extract", "--input", resources.SAMPLE_WIKI_DUMP, "--shards", "2")
+#: How ``wiki_masked`` masks, less ``--input``, ``--output``, ``--format`` and ``--workers``:
+#: a test that runs the same masking gets the same instances.
+WIKI_MASK = ("mask", "--preset", "phase1", "--dupe-factor", "5", "--seed", "12345", "--shards", "3")
+
+
+def run_cli(*args: object) -> int:
     return main([str(a) for a in args])
 
 
@@ -52,17 +59,7 @@ def wiki_docs(tmp_path_factory):
     """The bundled Wikipedia excerpt extracted into 2 text shards (2 workers)."""
 
     def make(out: Path) -> None:
-        rc = run_cli(
-            "extract",
-            "--input",
-            resources.SAMPLE_WIKI_DUMP,
-            "--output",
-            out,
-            "--shards",
-            "2",
-            "--workers",
-            "2",
-        )
+        rc = run_cli(*WIKI_EXTRACT, "--output", out, "--workers", "2")
         assert rc == 0
 
     return shared_output(tmp_path_factory, "wiki_docs", make)
@@ -74,23 +71,7 @@ def wiki_masked(tmp_path_factory, wiki_docs):
 
     def make(out: Path) -> None:
         rc = run_cli(
-            "mask",
-            "--input",
-            wiki_docs,
-            "--output",
-            out,
-            "--preset",
-            "phase1",
-            "--dupe-factor",
-            "5",
-            "--seed",
-            "12345",
-            "--format",
-            "all",
-            "--shards",
-            "3",
-            "--workers",
-            "2",
+            *WIKI_MASK, "--input", wiki_docs, "--output", out, "--format", "all", "--workers", "2"
         )
         assert rc == 0
 

@@ -11,7 +11,7 @@ import sys
 from corpus_pipeline import resources
 from corpus_pipeline.formats.documents import read_documents
 from corpus_pipeline.testing.multistream import build_multistream
-from tests.e2e.conftest import IN_PROCESS, run_cli
+from tests.e2e.conftest import IN_PROCESS, WIKI_EXTRACT, run_cli
 
 MARKUP = ("[[", "{{", "|}", "&lt;", "<ref")
 
@@ -75,20 +75,7 @@ def test_text_format_is_google_input_format(wiki_docs):
 
 def test_same_shards_with_one_and_two_workers(tmp_path, wiki_docs):
     out = tmp_path / "w1"
-    assert (
-        run_cli(
-            "extract",
-            "--input",
-            resources.SAMPLE_WIKI_DUMP,
-            "--output",
-            out,
-            "--shards",
-            "2",
-            "--workers",
-            "1",
-        )
-        == 0
-    )
+    assert run_cli(*WIKI_EXTRACT, "--output", out, "--workers", "1") == 0
     one = json.loads((out / "manifest.json").read_text())["shards"]
     two = json.loads((wiki_docs / "manifest.json").read_text())["shards"]
     assert [s["sha256"] for s in one] == [s["sha256"] for s in two]

@@ -13,7 +13,7 @@ from corpus_pipeline.formats import registry
 from corpus_pipeline.formats.manifest import read_manifest, without_timestamps
 from corpus_pipeline.formats.mmap import IndexedDatasetReader
 from corpus_pipeline.stages.masking import MaskVocab
-from tests.e2e.conftest import IN_PROCESS, run_cli
+from tests.e2e.conftest import IN_PROCESS, WIKI_MASK, run_cli
 
 # NVIDIA's create_pretraining_data.py on the same excerpt (README, `mask`), S=128,
 # P=20, dupe 5: 28,294 instances, mean length 118.6, 7.3% padding, NSP random 0.519,
@@ -105,28 +105,10 @@ def test_megatron_sentence_dataset(wiki_masked):
 
 def test_byte_identical_with_one_worker_and_again(tmp_path, wiki_docs, wiki_masked):
     out = tmp_path / "again"
-    assert (
-        run_cli(
-            "mask",
-            "--input",
-            wiki_docs,
-            "--output",
-            out,
-            "--preset",
-            "phase1",
-            "--dupe-factor",
-            "5",
-            "--seed",
-            "12345",
-            "--format",
-            "all",
-            "--shards",
-            "3",
-            "--workers",
-            "1",
-        )
-        == 0
+    rc = run_cli(
+        *WIKI_MASK, "--input", wiki_docs, "--output", out, "--format", "all", "--workers", "1"
     )
+    assert rc == 0
     a = without_timestamps(read_manifest(str(wiki_masked)))
     b = without_timestamps(read_manifest(str(out)))
     assert a["shards"] == b["shards"] and a["megatron"] == b["megatron"]

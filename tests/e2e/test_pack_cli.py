@@ -11,7 +11,7 @@ import pytest
 from corpus_pipeline.formats import registry
 from corpus_pipeline.formats.manifest import read_manifest, without_timestamps
 from corpus_pipeline.records import Pack
-from tests.e2e.conftest import IN_PROCESS, run_cli
+from tests.e2e.conftest import IN_PROCESS, WIKI_MASK, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -81,31 +81,21 @@ def test_pack_is_byte_identical_across_worker_counts(tmp_path, wiki_masked, wiki
 
 def test_mask_with_pack_flag_writes_packed_shards(tmp_path, wiki_docs, wiki_packed):
     out = tmp_path / "direct"
-    assert (
-        run_cli(
-            "mask",
-            "--input",
-            wiki_docs,
-            "--output",
-            out,
-            "--preset",
-            "phase1",
-            "--dupe-factor",
-            "5",
-            "--seed",
-            "12345",
-            "--shards",
-            "3",
-            "--pack",
-            "--format",
-            "tfrecord",
-            *IN_PROCESS,
-        )
-        == 0
+    rc = run_cli(
+        *WIKI_MASK,
+        "--input",
+        wiki_docs,
+        "--output",
+        out,
+        "--pack",
+        "--format",
+        "tfrecord",
+        *IN_PROCESS,
     )
+    assert rc == 0
     m = read_manifest(str(out))
     assert m["kind"] == "packed" and m["max_per_pack"] == 3
-    assert not list((out / "hdf5").glob("*")) if (out / "hdf5").exists() else True
+    assert not list(out.glob("hdf5/*"))
     # Same instances and the same per-shard packing as mask-then-pack.
     other = read_manifest(str(wiki_packed))
     assert [s["files"]["tfrecord"] for s in m["shards"]] == [

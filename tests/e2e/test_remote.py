@@ -19,7 +19,7 @@ pytest.importorskip("moto.server")
 
 from corpus_pipeline import resources  # noqa: E402
 from corpus_pipeline.formats.manifest import without_timestamps  # noqa: E402
-from tests.e2e.conftest import run_cli  # noqa: E402
+from tests.e2e.conftest import WIKI_MASK, run_cli  # noqa: E402
 from tests.e2e.test_pipeline import BASE  # noqa: E402
 
 BUCKET = "corpus"
@@ -133,23 +133,15 @@ def test_extract_then_mask_s3(s3, wiki_docs, wiki_masked):
     assert rc == 0
     assert_same_output(remote_files(client, "out/docs/"), local_files(wiki_docs))
     rc = run_cli(
-        "mask",
+        *WIKI_MASK,
         "--input",
         docs,
         "--output",
         f"s3://{BUCKET}/out/masked",
         "--vocab",
         f"s3://{BUCKET}/in/vocab.txt",
-        "--preset",
-        "phase1",
-        "--dupe-factor",
-        "5",
-        "--seed",
-        "12345",
         "--format",
         "mmap",
-        "--shards",
-        "3",
         "--workers",
         "2",
         *flags,
