@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import gettext
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,11 @@ import unicodedata
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from corpus_pipeline import resources
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import cli, run_measured  # noqa: E402
+
+from corpus_pipeline import resources  # noqa: E402
 from corpus_pipeline.formats.documents import list_document_files, read_documents
 from corpus_pipeline.stages.wordpiece import WordPieceEncoder
 
@@ -85,12 +88,9 @@ def write_dump(lang: str, path: Path) -> int:
     return len(pages)
 
 
-def cli(*args: object) -> None:
+def run_cli(*args: object) -> None:
     """Run ``corpus-pipeline ARGS`` in a child process; exit on failure."""
-    cmd = [sys.executable, "-m", "corpus_pipeline", *map(str, args)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode:
-        sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
+    run_measured(cli(*map(str, args)))
 
 
 def unk_share(
@@ -114,7 +114,7 @@ def run_language(
     dump = work / f"{lang}wiki.xml"
     pages = write_dump(lang, dump)
     docs_dir = work / f"{lang}_docs"
-    cli("extract", "--input", dump, "--output", docs_dir, "--workers", "1")
+    run_cli("extract", "--input", dump, "--output", docs_dir, "--workers", "1")
     docs = [d for f in list_document_files([docs_dir]) for d in read_documents(f)]
     docs.sort(key=lambda d: str(d.id))
     held = [s for i, d in enumerate(docs) if i % HELD_OUT_EVERY == 0 for s in d.sentences]
@@ -138,7 +138,7 @@ def run_language(
     for flags in ((), ("--no-strip-accents",)):
         out = work / f"{lang}_vocab{''.join(flags)}.txt"
         start = time.perf_counter()
-        cli("vocab", "--input", train_file, "--size", size, "--output", out, *flags, *extra)
+        run_cli("vocab", "--input", train_file, "--size", size, "--output", out, *flags, *extra)
         n = sum(1 for _ in out.open(encoding="utf-8"))
         strip = False if flags else None
         share = unk_share(out, held, cased=False, strip=strip)
