@@ -6,27 +6,7 @@ import json
 
 from corpus_pipeline.formats.documents import read_documents
 from tests.e2e.conftest import IN_PROCESS, run_cli
-
-_PAGE = (
-    "<page><title>{title}</title><ns>0</ns><id>{id}</id><revision><id>{id}</id>"
-    "<timestamp>2020-01-01T00:00:00Z</timestamp><text>{text}</text></revision></page>"
-)
-
-
-def _jawiki(path):
-    pages = [
-        ("東京", 1, "東京は日本の首都です。人口は多い！「はい。」と彼は言った。"),
-        ("大阪", 2, "大阪は都市です。食べ物が有名です。"),
-    ]
-    path.write_text(
-        '<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.11/" version="0.11" '
-        'xml:lang="ja"><siteinfo><sitename>ウィキペディア</sitename><dbname>jawiki</dbname>'
-        '<namespaces><namespace key="0" case="first-letter" /></namespaces></siteinfo>'
-        + "".join(_PAGE.format(title=t, id=i, text=x) for t, i, x in pages)
-        + "</mediawiki>",
-        encoding="utf-8",
-    )
-    return path
+from tests.support.jawiki import JA_SENTENCES, write_jawiki
 
 
 def _sentences(out):
@@ -36,20 +16,12 @@ def _sentences(out):
 
 
 def test_extract_reads_the_language_from_dbname(tmp_path):
-    dump = _jawiki(tmp_path / "jawiki.xml")
+    dump = write_jawiki(tmp_path / "jawiki.xml")
     out = tmp_path / "docs"
     assert run_cli("extract", "--input", dump, "--output", out, *IN_PROCESS) == 0
     manifest, sentences = _sentences(out)
     assert manifest["lang"] == "ja" and manifest["config"]["sentences"]["language"] == "ja"
-    assert sentences == sorted(
-        [
-            "東京は日本の首都です。",
-            "人口は多い！",
-            "「はい。」と彼は言った。",
-            "大阪は都市です。",
-            "食べ物が有名です。",
-        ]
-    )
+    assert sentences == sorted(JA_SENTENCES)
     # --lang overrides the dump: as English text, 。 ends nothing.
     out_en = tmp_path / "docs_en"
     args = ("extract", "--input", dump, "--output", out_en, *IN_PROCESS, "--lang", "en")

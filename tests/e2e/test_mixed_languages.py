@@ -10,37 +10,9 @@ from corpus_pipeline import resources
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.formats.documents import read_documents
 from tests.e2e.conftest import IN_PROCESS, run_cli
+from tests.support.jawiki import JA_PAGES, JA_SENTENCES, write_jawiki
 
 BOOKS = resources.DATA_DIR / "samples" / "books"
-
-_PAGE = (
-    "<page><title>{title}</title><ns>0</ns><id>{id}</id><revision><id>{id}</id>"
-    "<timestamp>2020-01-01T00:00:00Z</timestamp><text>{text}</text></revision></page>"
-)
-# Under English Punkt 。 ends nothing: each paragraph would stay one sentence.
-_JA_PAGES = [
-    ("東京", 1, "東京は日本の首都です。人口は多い！「はい。」と彼は言った。"),
-    ("大阪", 2, "大阪は都市です。食べ物が有名です。"),
-]
-_JA_SENTENCES = [
-    "東京は日本の首都です。",
-    "人口は多い！",
-    "「はい。」と彼は言った。",
-    "大阪は都市です。",
-    "食べ物が有名です。",
-]
-
-
-def _jawiki(path):
-    path.write_text(
-        '<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.11/" version="0.11" '
-        'xml:lang="ja"><siteinfo><sitename>ウィキペディア</sitename><dbname>jawiki</dbname>'
-        '<namespaces><namespace key="0" case="first-letter" /></namespaces></siteinfo>'
-        + "".join(_PAGE.format(title=t, id=i, text=x) for t, i, x in _JA_PAGES)
-        + "</mediawiki>",
-        encoding="utf-8",
-    )
-    return path
 
 
 def _documents(folder):
@@ -50,19 +22,19 @@ def _documents(folder):
     """
     manifest = json.loads((folder / "manifest.json").read_text())
     docs = [d.sentences for s in manifest["shards"] for d in read_documents(folder / s["path"])]
-    (book,) = [d for d in docs if not any(p in d[0] for p, _, _ in _JA_PAGES)]
+    (book,) = [d for d in docs if not any(p in d[0] for p, _, _ in JA_PAGES)]
     return manifest, book, sorted(s for d in docs if d is not book for s in d)
 
 
 def test_run_splits_the_dump_as_japanese_and_the_books_as_english(tmp_path):
-    dump = _jawiki(tmp_path / "jawiki.xml")
+    dump = write_jawiki(tmp_path / "jawiki.xml")
     mixed = tmp_path / "mixed"
     args = ["--format", "hdf5", "--dupe-factor", "1", "--shards", "1", "--doc-shards", "1"]
     assert run_cli("run", "--input", dump, "--books", BOOKS, "--output", mixed, *args) == 0
     manifest, book, wiki = _documents(mixed / "docs")
     assert (manifest["lang"], manifest["books_lang"]) == ("ja", "en")
     assert manifest["config"]["sentences"]["books_language"] == "en"
-    assert wiki == sorted(_JA_SENTENCES)
+    assert wiki == sorted(JA_SENTENCES)
 
     alone = tmp_path / "books_alone"
     assert run_cli("extract", "--books", BOOKS, "--output", alone, *IN_PROCESS) == 0
@@ -75,7 +47,7 @@ def test_run_splits_the_dump_as_japanese_and_the_books_as_english(tmp_path):
 
 
 def test_books_language_is_the_users_choice(tmp_path):
-    dump = _jawiki(tmp_path / "jawiki.xml")
+    dump = write_jawiki(tmp_path / "jawiki.xml")
     book_dir = tmp_path / "books"
     book_dir.mkdir()
     (book_dir / "ja.txt").write_text("今日は晴れです。明日は雨です！\n", encoding="utf-8")

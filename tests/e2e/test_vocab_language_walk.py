@@ -4,16 +4,11 @@ extract -> vocab -> mask --vocab ... --no-strip-accents -> inspect's [UNK] share
 from __future__ import annotations
 
 import json
-from xml.sax.saxutils import escape
 
 from corpus_pipeline.inspect_data import dataset_statistics
 from tests.e2e.conftest import run_cli
+from tests.support.jawiki import write_jawiki
 from tests.unit.test_vocab_alphabet import japanese_like
-
-_PAGE = (
-    "<page><title>{title}</title><ns>0</ns><id>{id}</id><revision><id>{id}</id>"
-    "<timestamp>2020-01-01T00:00:00Z</timestamp><text>{text}</text></revision></page>"
-)
 
 
 def _jawiki(path, sentences, per_page=30):
@@ -22,15 +17,8 @@ def _jawiki(path, sentences, per_page=30):
         chunk = sentences[i : i + per_page]
         # Paragraphs of five sentences.
         text = "\n\n".join("".join(chunk[j : j + 5]) for j in range(0, len(chunk), 5))
-        pages.append(_PAGE.format(title=f"記事{i}", id=i + 1, text=escape(text)))
-    path.write_text(
-        '<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.11/" version="0.11" '
-        'xml:lang="ja"><siteinfo><sitename>ウィキペディア</sitename><dbname>jawiki</dbname>'
-        '<namespaces><namespace key="0" case="first-letter" /></namespaces></siteinfo>'
-        + "".join(pages)
-        + "</mediawiki>",
-        encoding="utf-8",
-    )
+        pages.append((f"記事{i}", i + 1, text))
+    write_jawiki(path, pages)
 
 
 def test_japanese_dump_to_shards_with_its_own_vocabulary(tmp_path):
