@@ -6,6 +6,8 @@ from __future__ import annotations
 import gzip
 import json
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from corpus_pipeline import resources
@@ -106,9 +108,6 @@ def test_bad_records_are_counted_and_named_exit_0(tmp_path, capsys):
 
 
 def test_parquet_with_text_and_id_keys(tmp_path):
-    pa = pytest.importorskip("pyarrow")
-    import pyarrow.parquet as pq
-
     texts = _google_docs()
     src = tmp_path / "train-00000-of-00001.parquet"
     ids = [f"doc-{i}" for i in range(len(texts))]

@@ -6,6 +6,8 @@ import gzip
 import json
 from collections import Counter
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from corpus_pipeline.beam.extract_plan import ExtractTask, apply_max_docs, plan_tasks
@@ -94,9 +96,6 @@ def test_truncated_gzip_is_counted_not_raised(tmp_path):
 
 
 def test_parquet_text_and_id_columns(tmp_path):
-    pa = pytest.importorskip("pyarrow")
-    import pyarrow.parquet as pq
-
     path = tmp_path / "d.parquet"
     table = pa.table(
         {
