@@ -9,7 +9,7 @@ from tests.support.terminal import bar_frames, on_a_terminal, percentages
 
 
 def test_inspect_bar_counts_the_shards_to_their_total(wiki_masked):
-    rc, err = on_a_terminal("inspect", wiki_masked, "--format", "hdf5")
+    rc, _, err = on_a_terminal("inspect", wiki_masked, "--format", "hdf5")
     assert rc == 0, err
     frames = bar_frames(err, "inspect")
     shown = percentages(frames)
@@ -19,6 +19,6 @@ def test_inspect_bar_counts_the_shards_to_their_total(wiki_masked):
 
 
 def test_inspect_quiet_draws_no_bar(wiki_masked):
-    rc, err = on_a_terminal("-q", "inspect", wiki_masked, "--format", "hdf5")
+    rc, _, err = on_a_terminal("-q", "inspect", wiki_masked, "--format", "hdf5")
     assert rc == 0, err
     assert bar_frames(err, "inspect") == []

@@ -15,7 +15,7 @@ def test_single_stream_extract_bar_counts_bytes_and_ends_at_its_total(tmp_path):
 
     In this process's runner (``in_memory``): the ticks are the same; ticks from worker
     processes are the run bar's test below."""
-    rc, err = on_a_terminal(
+    rc, _, err = on_a_terminal(
         "extract",
         "--input",
         resources.SAMPLE_WIKI_DUMP,
@@ -35,7 +35,7 @@ def test_single_stream_extract_bar_counts_bytes_and_ends_at_its_total(tmp_path):
 
 def test_run_bar_has_a_total_and_an_eta(tmp_path):
     """Ticks from 2 worker processes; the first 30 documents (``--max-docs``) are enough."""
-    rc, err = on_a_terminal(
+    rc, _, err = on_a_terminal(
         "run",
         "--input",
         resources.SAMPLE_WIKI_DUMP,

@@ -260,7 +260,7 @@ def test_quiet_and_verbose_together_is_one_line(
 
 @pytest.mark.parametrize("quiet", [False, True])
 def test_vocab_progress_bar_has_a_total(quiet: bool, docs: Path, tmp_path: Path) -> None:
-    rc, err = on_a_terminal(
+    rc, _, err = on_a_terminal(
         "vocab",
         "--input",
         docs,

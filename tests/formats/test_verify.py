@@ -9,15 +9,8 @@ fault and says what is wrong.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
-import os
-import pty
 import shutil
-import struct
-import subprocess
-import sys
-import termios
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +27,7 @@ from corpus_pipeline.formats.mmap import IndexedDatasetReader
 from corpus_pipeline.formats.tfrecord import frame_record, iter_records
 from corpus_pipeline.testing.datasets import build_dataset
 from corpus_pipeline.verify import is_temp_name, run_verification, verify_dataset
+from tests.support.terminal import on_a_terminal
 
 V = 30522  # bert-base-uncased
 S, P, K = 128, 20, 3
@@ -555,30 +549,6 @@ def test_cli_usage_errors(plain: Path) -> None:
 def test_cli_shows_a_progress_bar_over_the_files_on_a_terminal(plain: Path) -> None:
     """On a terminal, stderr gets a bar whose total is every file checked (28 here); the
     result line is unchanged on stdout. (Without a terminal, no bar: the tests above.)"""
-    master, slave = pty.openpty()
-    # A terminal of 0 columns (a fresh pty's) gets no bar from tqdm: give it a real width.
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "corpus_pipeline", "verify", str(plain), "--workers", "1"],
-            stdout=subprocess.PIPE,
-            stderr=slave,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        os.close(slave)
-        err = b""
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # the terminal's other end is closed: all was read
-                break
-            if not chunk:
-                break
-            err += chunk
-    finally:
-        os.close(master)
-    assert proc.returncode == 0 and proc.stdout.startswith("OK: 2 shards x 3 formats")
-    text = err.decode("utf-8", errors="replace")
+    rc, out, text = on_a_terminal("verify", plain, "--workers", "1")
+    assert rc == 0 and out.startswith("OK: 2 shards x 3 formats"), text
     assert "verify" in text and "28/28" in text, text

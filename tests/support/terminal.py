@@ -9,32 +9,36 @@ import re
 import struct
 import subprocess
 import sys
+import tempfile
 import termios
 
 CLI = [sys.executable, "-m", "corpus_pipeline"]
 
 
-def on_a_terminal(*args: object, timeout: float = 300) -> tuple[int, str]:
-    """(exit code, everything written to the terminal) of ``corpus-pipeline ARGS``."""
+def on_a_terminal(*args: object, timeout: float = 300) -> tuple[int, str, str]:
+    """(exit code, stdout, everything written to the terminal) of ``corpus-pipeline ARGS``,
+    its stderr on a pseudo-terminal."""
     leader, follower = pty.openpty()
     # 100 columns: tqdm draws nothing on a terminal of width 0, a new pty's size.
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
-    proc = subprocess.Popen(
-        [*CLI, *[str(a) for a in args]], stdout=subprocess.PIPE, stderr=follower
-    )
-    os.close(follower)
-    chunks = []
-    while True:
-        try:
-            data = os.read(leader, 4096)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    proc.wait(timeout=timeout)
-    os.close(leader)
-    return proc.returncode, b"".join(chunks).decode("utf-8", "replace")
+    # stdout to a file, not a pipe nobody reads while the terminal is drained.
+    with tempfile.TemporaryFile() as stdout:
+        proc = subprocess.Popen([*CLI, *[str(a) for a in args]], stdout=stdout, stderr=follower)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                data = os.read(leader, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        proc.wait(timeout=timeout)
+        os.close(leader)
+        stdout.seek(0)
+        out = stdout.read().decode("utf-8", "replace")
+    return proc.returncode, out, b"".join(chunks).decode("utf-8", "replace")
 
 
 def bar_frames(text: str, desc: str) -> list[str]:
