@@ -177,7 +177,6 @@ def format_statistics(
         disable=True if os.environ.get("CORPUS_PIPELINE_QUIET") else None,
     )
     for shard in view.shards:
-        bar.update(0)
         for row, rec in enumerate(shard.open()):
             records += 1
             members = _instances(rec)
