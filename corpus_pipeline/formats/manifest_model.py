@@ -5,8 +5,9 @@ One typed model, read and written by every verb: :class:`DatasetManifest` (``mas
 ``run``'s ``docs/``), with their parts (:class:`ShardEntry`, :class:`FileEntry`,
 :class:`Megatron`, :class:`Vocab`, :class:`Totals`, :class:`Statistics`, :class:`StatWarning`,
 :class:`Loss`, :class:`Fingerprint`, :class:`Signature`). ``to_json`` / ``from_json`` convert
-to and from the JSON below; keys a version does not know are kept (``extra``) and written
-back, so reading then writing a manifest loses nothing.
+to and from the JSON below by the fields' names and types (``formats/manifest_fields.py``), so a
+class declares only its fields and what is special about them; keys a version does not know
+are kept (``extra``) and written back, so reading then writing a manifest loses nothing.
 
 Dataset schema (version 1), paths relative to the dataset folder::
 
@@ -60,17 +61,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from corpus_pipeline.formats.manifest_fields import (
-    IncompleteManifest,
-    Model,
-    extra_keys,
-    get_dict,
-    get_typed,
-    omitted,
-    opt_dict,
-    opt_typed,
-    unknown_keys,
-)
+from corpus_pipeline.formats.manifest_fields import Model, extra_keys, if_absent, omitted
 
 SIGNATURE = "signature"
 _SIGNATURE_SCHEME = "canonical-json-v1"
@@ -82,11 +73,6 @@ class Signature(Model):
 
     sha256: str
     of: str = _SIGNATURE_SCHEME
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> Signature:
-        """Parse the ``signature`` object."""
-        return cls(get_typed(d, "sha256", str, "signature."), str(d.get("of", _SIGNATURE_SCHEME)))
 
 
 @dataclass
@@ -105,15 +91,6 @@ class Fingerprint(Model):
     version: str
     parts: dict[str, Any] = extra_keys()
 
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> Fingerprint:
-        """Parse a fingerprint object (as ``outdir.fingerprint`` returns it)."""
-        w = "fingerprint."
-        return cls(
-            get_typed(d, "sha256", str, w), get_typed(d, "verb", str, w),
-            str(get_typed(d, "version", str, w)), unknown_keys(cls, d),
-        )  # fmt: skip
-
 
 @dataclass
 class FileEntry(Model):
@@ -121,17 +98,6 @@ class FileEntry(Model):
 
     path: str
     sha256: str
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> FileEntry:
-        """Parse ``{"path", "sha256"}``."""
-        return cls(get_typed(d, "path", str, "files[]."), get_typed(d, "sha256", str, "files[]."))
-
-
-def _files(value: Any, where: str) -> list[FileEntry]:
-    if not isinstance(value, list):
-        raise IncompleteManifest(where)
-    return [FileEntry.from_json(e) for e in value]
 
 
 @dataclass
@@ -165,21 +131,6 @@ class ShardEntry(Model):
         entries = self.files.get(fmt)
         return None if entries is None else [e.path for e in entries]
 
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> ShardEntry:
-        """Parse one element of ``shards``."""
-        w = "shards[]."
-        files = opt_dict(d, "files", w) or {}
-        return cls(
-            index=get_typed(d, "index", int, w),
-            instances=get_typed(d, "instances", int, w),
-            records=get_typed(d, "records", int, w),
-            files={fmt: _files(v, f"{w}files.{fmt}") for fmt, v in files.items()},
-            packing=opt_dict(d, "packing", w),
-            timings=opt_dict(d, "timings", w),
-            extra=unknown_keys(cls, d),
-        )
-
 
 @dataclass
 class DocumentShard(Model):
@@ -191,15 +142,6 @@ class DocumentShard(Model):
     sha256: str
     extra: dict[str, Any] = extra_keys()
 
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> DocumentShard:
-        """Parse one element of a documents manifest's ``shards``."""
-        w = "shards[]."
-        return cls(
-            get_typed(d, "shard", int, w), get_typed(d, "path", str, w),
-            get_typed(d, "documents", int, w), get_typed(d, "sha256", str, w), unknown_keys(cls, d),
-        )  # fmt: skip
-
 
 @dataclass
 class Megatron(Model):
@@ -209,15 +151,6 @@ class Megatron(Model):
     documents: int
     sentences: int
     files: list[FileEntry]
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> Megatron:
-        """Parse the ``megatron`` object."""
-        w = "megatron."
-        return cls(
-            get_typed(d, "prefix", str, w), get_typed(d, "documents", int, w),
-            get_typed(d, "sentences", int, w), _files(d.get("files"), f"{w}files"),
-        )  # fmt: skip
 
 
 @dataclass
@@ -233,25 +166,12 @@ class Vocab(Model):
         strip_accents: Accents stripped (None before the field).
     """
 
-    file: str
+    file: str = field(metadata=if_absent(""))
     sha256: str
     size: int
     cased: bool | None = omitted()
     strip_accents: bool | None = omitted()
     extra: dict[str, Any] = extra_keys()
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> Vocab:
-        """Parse the ``vocab`` object."""
-        w = "vocab."
-        return cls(
-            file=str(d.get("file", "")) if isinstance(d, Mapping) else "",
-            sha256=get_typed(d, "sha256", str, w),
-            size=get_typed(d, "size", int, w),
-            cased=opt_typed(d, "cased", bool, w),
-            strip_accents=opt_typed(d, "strip_accents", bool, w),
-            extra=unknown_keys(cls, d),
-        )
 
 
 @dataclass
@@ -262,15 +182,6 @@ class Totals(Model):
     records: int
     documents: int | None = omitted()
     extra: dict[str, Any] = extra_keys()
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> Totals:
-        """Parse the ``totals`` object."""
-        w = "totals."
-        return cls(
-            get_typed(d, "instances", int, w), get_typed(d, "records", int, w),
-            opt_typed(d, "documents", int, w), unknown_keys(cls, d),
-        )  # fmt: skip
 
 
 @dataclass
@@ -286,15 +197,6 @@ class Statistics(Model):
     masked: int | None = omitted()
     values: dict[str, Any] = extra_keys()
 
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> Statistics:
-        """Parse the ``statistics`` object."""
-        w = "statistics."
-        return cls(
-            opt_typed(d, "instances", int, w), opt_typed(d, "tokens", int, w),
-            opt_typed(d, "masked", int, w), unknown_keys(cls, d),
-        )  # fmt: skip
-
 
 @dataclass
 class StatWarning(Model):
@@ -303,14 +205,6 @@ class StatWarning(Model):
     code: str
     message: str
     value: Any = None
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> StatWarning:
-        """Parse one element of ``warnings``."""
-        return cls(
-            get_typed(d, "code", str, "warnings[]."), get_typed(d, "message", str, "warnings[]."),
-            d.get("value"),
-        )  # fmt: skip
 
 
 @dataclass
@@ -332,24 +226,6 @@ class Loss(Model):
     share_of: str
     max_loss: float
 
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> Loss:
-        """Parse the ``loss`` object."""
-        w = "loss."
-        return cls(
-            pages_read=get_typed(d, "pages_read", int, w),
-            pages_dropped=get_typed(d, "pages_dropped", int, w),
-            pages_dropped_by_reason=get_dict(d, "pages_dropped_by_reason", w),
-            bytes_read=get_typed(d, "bytes_read", int, w),
-            bytes_dropped=get_typed(d, "bytes_dropped", int, w),
-            streams_read=get_typed(d, "streams_read", int, w),
-            streams_damaged=get_typed(d, "streams_damaged", int, w),
-            streams_damaged_by_problem=get_dict(d, "streams_damaged_by_problem", w),
-            share=float(get_typed(d, "share", float, w)),
-            share_of=get_typed(d, "share_of", str, w),
-            max_loss=float(get_typed(d, "max_loss", float, w)),
-        )
-
 
 @dataclass
 class DatasetManifest(Model):
@@ -367,21 +243,21 @@ class DatasetManifest(Model):
     max_per_pack: int | None
     seed: int
     vocab: Vocab
-    config: dict[str, Any]
+    config: dict[str, Any] = field(metadata=if_absent({}))
     shards: list[ShardEntry]
     megatron: Megatron | None
     totals: Totals
-    statistics: Statistics
-    counters: dict[str, int]
-    inputs: list[str] | None = omitted()
+    statistics: Statistics = field(metadata=if_absent({}))
+    counters: dict[str, int] = field(metadata=if_absent({}))
+    inputs: list[str] | None = omitted(tolerant=True)
     source: str | None = omitted()
-    warnings: list[StatWarning] | None = omitted()
+    warnings: list[StatWarning] | None = omitted(tolerant=True)
     packing: dict[str, Any] | None = omitted()
     timings: dict[str, float] | None = omitted()
-    fingerprint: Fingerprint | None = omitted()
+    fingerprint: Fingerprint | None = omitted(tolerant=True)
     version: int | None = omitted()
     created: str | None = omitted()
-    signature: Signature | None = omitted()
+    signature: Signature | None = omitted(tolerant=True)
     extra: dict[str, Any] = extra_keys()
 
     @property
@@ -394,98 +270,26 @@ class DatasetManifest(Model):
         """The shards, empty ones left out."""
         return [s for s in self.shards if not s.is_empty]
 
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> DatasetManifest:
-        """Parse a dataset manifest.
-
-        Raises:
-            IncompleteManifest: A field is missing or of the wrong type (its name).
-        """
-        meg = d.get("megatron")
-        fp = d.get("fingerprint")
-        sig = d.get(SIGNATURE)
-        warnings = d.get("warnings")
-        inputs = d.get("inputs")
-        formats = get_typed(d, "formats", list)
-        if not all(isinstance(f, str) for f in formats):
-            raise IncompleteManifest("formats")
-        shards = get_typed(d, "shards", list)
-        return cls(
-            kind=get_typed(d, "kind", str),
-            name=get_typed(d, "name", str),
-            formats=list(formats),
-            max_seq_length=get_typed(d, "max_seq_length", int),
-            max_predictions=get_typed(d, "max_predictions", int),
-            max_per_pack=opt_typed(d, "max_per_pack", int),
-            seed=get_typed(d, "seed", int),
-            vocab=Vocab.from_json(get_dict(d, "vocab")),
-            config=opt_dict(d, "config") or {},
-            shards=[ShardEntry.from_json(s) for s in shards],
-            megatron=Megatron.from_json(meg) if meg is not None else None,
-            totals=Totals.from_json(get_dict(d, "totals")),
-            statistics=Statistics.from_json(opt_dict(d, "statistics") or {}),
-            counters=opt_dict(d, "counters") or {},
-            inputs=list(inputs) if isinstance(inputs, list) else None,
-            source=opt_typed(d, "source", str),
-            warnings=[StatWarning.from_json(x) for x in warnings]
-            if isinstance(warnings, list)
-            else None,
-            packing=opt_dict(d, "packing"),
-            timings=opt_dict(d, "timings"),
-            fingerprint=Fingerprint.from_json(fp) if isinstance(fp, Mapping) else None,
-            version=opt_typed(d, "version", int),
-            created=opt_typed(d, "created", str),
-            signature=Signature.from_json(sig) if isinstance(sig, Mapping) else None,
-            extra=unknown_keys(cls, d),
-        )
-
 
 @dataclass
 class DocumentsManifest(Model):
     """The manifest of a documents folder (``extract``, ``run``'s ``docs/``)."""
 
-    format: str
-    inputs: list[str]
+    format: str = field(metadata=if_absent("text"))
+    inputs: list[str] = field(metadata=if_absent([]))
     shards: list[DocumentShard]
     documents: int
-    config: dict[str, Any]
+    config: dict[str, Any] = field(metadata=if_absent({}))
     kind: str = "documents"
     lang: str | None = omitted()
     books_lang: str | None = omitted()
     counters: dict[str, int] | None = omitted()
-    loss: Loss | None = omitted()
-    fingerprint: Fingerprint | None = omitted()
+    loss: Loss | None = omitted(tolerant=True)
+    fingerprint: Fingerprint | None = omitted(tolerant=True)
     version: int | None = omitted()
     created: str | None = omitted()
-    signature: Signature | None = omitted()
+    signature: Signature | None = omitted(tolerant=True)
     extra: dict[str, Any] = extra_keys()
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> DocumentsManifest:
-        """Parse a documents manifest.
-
-        Raises:
-            IncompleteManifest: A field is missing or of the wrong type (its name).
-        """
-        loss = d.get("loss")
-        fp = d.get("fingerprint")
-        sig = d.get(SIGNATURE)
-        return cls(
-            format=str(d.get("format") or "text"),
-            inputs=list(d.get("inputs") or []),
-            shards=[DocumentShard.from_json(s) for s in get_typed(d, "shards", list)],
-            documents=get_typed(d, "documents", int),
-            config=opt_dict(d, "config") or {},
-            lang=opt_typed(d, "lang", str),
-            books_lang=opt_typed(d, "books_lang", str),
-            counters=opt_dict(d, "counters"),
-            loss=Loss.from_json(loss) if isinstance(loss, Mapping) else None,
-            fingerprint=Fingerprint.from_json(fp) if isinstance(fp, Mapping) else None,
-            version=opt_typed(d, "version", int),
-            created=opt_typed(d, "created", str),
-            signature=Signature.from_json(sig) if isinstance(sig, Mapping) else None,
-            extra=unknown_keys(cls, d),
-        )
 
 
 Manifest = DatasetManifest | DocumentsManifest
