@@ -3,10 +3,8 @@
 A verb that writes a dataset (``extract``, ``mask``, ``pack``, ``run``) first *claims* its output
 folder (:func:`claim`):
 
-1. It takes the folder's lock, ``.corpus-pipeline.lock`` (created with ``O_CREAT|O_EXCL``,
-   holding pid, host and start time). A lock whose holder is alive, or on another host, stops
-   the run with one line; a lock of a dead process of this host (a run killed with SIGKILL) is
-   taken over. The lock is released when the verb ends, successfully or not
+1. It takes the folder's lock, ``.corpus-pipeline.lock`` (``outdir_lock.py``: one run writes a
+   folder at a time). The lock is released when the verb ends, successfully or not
    (:func:`releasing`).
 2. It looks at what the folder holds. The *fingerprint* of a run is the sha256 of a canonical
    JSON of what determines its output: the verb, its config dataclasses, its inputs (paths,
@@ -23,31 +21,25 @@ folder (:func:`claim`):
    --overwrite`` never removes a home folder.
 3. At the end of a successful run, :func:`finish` removes every file the manifests do not name
    (stale shards of another shard count, scratch folders, temp names), then the state file.
-
-Local folders get the atomic lock; on object stores (``s3://``...) the lock is written after a
-check that none exists, which leaves a small window for two runs started at the same instant.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import functools
 import hashlib
 import json
 import os
 import posixpath
 import re
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from corpus_pipeline import __version__, fsio
+from corpus_pipeline import __version__, fsio, outdir_lock
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.formats.common import is_temp_name
-from corpus_pipeline.tmpdirs import _alive, _host
+from corpus_pipeline.outdir_lock import LOCK, TAKEOVER
 
-LOCK = ".corpus-pipeline.lock"
 STATE = ".corpus-pipeline.json"
 MANIFESTS = ("manifest.json", "run.json")
 # Files a user (or another verb) adds to a finished dataset and a rerun keeps.
@@ -58,10 +50,6 @@ _SCRATCH_DIRS = (".markers", ".work", ".chunks")
 _RUN_DIRS = ("docs", "unpacked", "packed", "validation")
 _DOC_SHARD = re.compile(r".+_\d{5,}\.(txt|jsonl)")
 _KINDS = ("documents", "instances", "packed")
-# A lock file that is still empty this long after it was created was left by a process killed
-# between creating and writing it.
-_EMPTY_LOCK_SECONDS = 10.0
-_TAKEOVER = LOCK + ".takeover"
 
 _held: list[tuple[str, str]] = []  # (folder, lock text) of the locks this process holds
 # Folders of _held that their claim created (local ones), with the highest folder it created
@@ -76,8 +64,6 @@ def fingerprint(verb: str, **parts: Any) -> dict[str, Any]:
     """
     what = {"verb": verb, "version": __version__, **parts}
     canonical = json.dumps(what, sort_keys=True, separators=(",", ":"), default=str)
-    # As read back from a manifest (tuples are lists), so that two fingerprints compare.
-    what = json.loads(canonical)
     # The JSON form (tuples as lists), so a fingerprint read back from a file compares equal.
     return {
         "sha256": hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
@@ -107,112 +93,6 @@ def manifest_files(manifest: dict[str, Any]) -> list[str]:
     return files
 
 
-# --- the lock -------------------------------------------------------------------------------
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _busy(out: str, holder: dict[str, Any]) -> UserError:
-    host = holder.get("host", "?")
-    hint = "" if host == _host() else f" (if that run is gone, delete {fsio.join(out, LOCK)})"
-    return UserError(
-        f"{out} is being written by pid {holder.get('pid', '?')} on {host} since "
-        f"{holder.get('started', '?')}: wait for it or choose another --output{hint}"
-    )
-
-
-def _holder(text: str) -> dict[str, Any] | None:
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _dead(holder: dict[str, Any]) -> bool:
-    """A lock holder that is gone: a process of this host that no longer runs."""
-    pid = holder.get("pid")
-    return holder.get("host") == _host() and isinstance(pid, int) and not _alive(pid)
-
-
-def _acquire_local(out: str, text: str) -> None:
-    path = os.path.join(out, LOCK)
-    for _ in range(5):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                with open(path, encoding="utf-8") as f:
-                    old = f.read()
-                age = time.time() - os.path.getmtime(path)
-            except FileNotFoundError:
-                continue  # released meanwhile: try again
-            holder = _holder(old)
-            if holder is None and age < _EMPTY_LOCK_SECONDS:
-                raise _busy(out, {"pid": "?", "host": _host(), "started": "a moment ago"}) from None
-            if holder is not None and not _dead(holder):
-                raise _busy(out, holder) from None
-            _take_over(out, old)
-            continue
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        return
-    raise UserError(f"{out}: cannot take the lock {LOCK} (other runs keep taking it)")
-
-
-def _take_over(out: str, dead: str) -> None:
-    """Remove a dead holder's lock, unless another run took it over first.
-
-    A guard file (``O_EXCL`` too) makes the read-compare-remove a critical section: without it
-    two reruns could both see the dead lock, and the slower one would remove the lock the
-    faster one had just created.
-    """
-    guard = os.path.join(out, _TAKEOVER)
-    try:
-        fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        try:
-            if time.time() - os.path.getmtime(guard) > _EMPTY_LOCK_SECONDS:
-                os.remove(guard)  # left by a run killed while taking over
-        except FileNotFoundError:
-            pass
-        return
-    os.close(fd)
-    try:
-        path = os.path.join(out, LOCK)
-        try:
-            with open(path, encoding="utf-8") as f:
-                if f.read() == dead:
-                    os.remove(path)
-        except FileNotFoundError:
-            pass
-    finally:
-        os.remove(guard)
-
-
-def _acquire_remote(out: str, text: str) -> None:
-    path = fsio.join(out, LOCK)
-    if fsio.exists(path):
-        holder = _holder(fsio.read_text(path)) or {}
-        if not _dead(holder):
-            raise _busy(out, holder)
-    fsio.write_text(path, text)
-
-
-def _release(out: str, text: str) -> None:
-    path = fsio.join(out, LOCK)
-    try:
-        current = fsio.read_text(path)
-    except (OSError, ValueError, UserError):
-        return
-    if current == text:  # never remove a lock another run took over
-        fsio.delete([path])
-
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -238,7 +118,7 @@ def releasing(fn: F) -> F:
                 if failed and root is not None:
                     _discard_unfinished(out, text, root)
                 else:
-                    _release(out, text)
+                    outdir_lock.release(out, text)
 
     return wrapper  # type: ignore[return-value]
 
@@ -261,10 +141,10 @@ def _discard_unfinished(out: str, text: str, root: str) -> None:
     folder."""
     files = _listing(out)
     if files and not all(_worthless(f) for f in files):
-        _release(out, text)
+        outdir_lock.release(out, text)
         return
     fsio.delete([os.path.join(out, f) for f in files])
-    _release(out, text)
+    outdir_lock.release(out, text)
     _remove_empty_dirs(out)
     d = os.path.abspath(out)
     while True:
@@ -285,7 +165,7 @@ def _listing(out: str) -> list[str]:
     # Both filesystems list ``out`` + separator + the relative path.
     prefix = out.rstrip("/") + "/"
     rels = [p[len(prefix) :].replace(os.sep, "/") for p, _ in fsio.list_files(out)]
-    return sorted(r for r in rels if r not in (LOCK, _TAKEOVER))
+    return sorted(r for r in rels if r not in (LOCK, TAKEOVER))
 
 
 def _ours(rel: str) -> bool:
@@ -440,7 +320,7 @@ def _top_strangers(out: str) -> list[str]:
     return [
         n + "/" if os.path.isdir(os.path.join(out, n)) else n
         for n in names
-        if n not in (LOCK, _TAKEOVER)
+        if n not in (LOCK, TAKEOVER)
         and not (n in dirs if os.path.isdir(os.path.join(out, n)) else _ours(n))
     ]
 
@@ -463,16 +343,7 @@ def claim(out: str, fp: dict[str, Any], *, overwrite: bool = False) -> str:
         while not os.path.lexists(d) and os.path.dirname(d) != d:
             root, d = d, os.path.dirname(d)
     fsio.make_output_dir(out)
-    text = json.dumps({"pid": os.getpid(), "host": _host(), "started": _now()}, sort_keys=True)
-    if fsio.is_remote(out):
-        _acquire_remote(out, text)
-    else:
-        try:
-            _acquire_local(out, text)
-        except OSError as e:
-            raise UserError(
-                f"{out}: cannot create the lock {LOCK} ({e.strerror}): choose a writable --output"
-            ) from None
+    text = outdir_lock.acquire(out)
     _held.append((out, text))
     if root is not None:
         _created[out] = root
@@ -481,7 +352,7 @@ def claim(out: str, fp: dict[str, Any], *, overwrite: bool = False) -> str:
     action = _check(out, files, fp, overwrite)
     if action == "clear":
         _remove(out, files)
-    state = json.dumps({"fingerprint": fp, "started": _now()}, indent=2, sort_keys=True)
+    state = json.dumps({"fingerprint": fp, "started": outdir_lock.now()}, indent=2, sort_keys=True)
     fsio.write_text(fsio.join(out, STATE), state + "\n")
     if action == "redo":  # the folder must not look finished while it is rewritten
         _remove(out, [f for f in files if posixpath.basename(f) in MANIFESTS])
