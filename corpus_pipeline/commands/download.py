@@ -12,12 +12,8 @@ import time
 from pathlib import Path
 
 from corpus_pipeline.errors import UserError
-from corpus_pipeline.sources.http_fetch import (
-    DownloadResult,
-    RetryPolicy,
-    fetch_url,
-    summarize,
-)
+from corpus_pipeline.sources.http_fetch import DownloadResult, fetch_url, summarize
+from corpus_pipeline.sources.http_get import RetryPolicy
 from corpus_pipeline.sources.wikimedia_dumps import (
     DEFAULT_MIRROR,
     KINDS,

@@ -16,8 +16,7 @@ What it guarantees:
   ignores ``Range`` (``200`` instead of ``206``) is handled by restarting from byte 0.
 * A file already at its final name with a matching checksum is not downloaded again.
 
-Only the standard library speaks HTTP here (``urllib.request``), so there is nothing to
-configure: proxies come from the usual ``https_proxy`` environment variables.
+The requests, and the retries with backoff, are :mod:`~corpus_pipeline.sources.http_get`.
 """
 
 from __future__ import annotations
@@ -28,71 +27,33 @@ import logging
 import os
 import re
 import shutil
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http.client import HTTPException
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from tqdm import tqdm
 
-from corpus_pipeline import __version__
 from corpus_pipeline.errors import ChecksumError, UserError
+from corpus_pipeline.sources.http_get import (
+    RetryPolicy,
+    Transient,
+    http_error,
+    is_transient_status,
+    reason,
+    request,
+    retrying,
+)
 
 log = logging.getLogger(__name__)
 
 CHECKSUM_ALGOS = ("sha256", "sha1", "md5")
 HEX_LEN = {"sha256": 64, "sha1": 40, "md5": 32}
 _CHUNK = 1 << 16
-# Wikimedia asks clients to identify themselves (https://meta.wikimedia.org/wiki/User-Agent_policy).
-USER_AGENT = f"corpus-pipeline/{__version__} (BERT pretraining data; Python urllib)"
-# The checksum-file listings are small; anything bigger is not a checksum listing.
-_MAX_LISTING_BYTES = 16 << 20
-
-
-class DownloadError(UserError):
-    """A transfer failed for good (network errors outlasted the retries); exit code 1.
-
-    The ``.part`` file stays, so re-running the same command resumes where it stopped.
-    """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, exit_code=1)
-
-
-class _Transient(Exception):
-    """A failure worth retrying: connection reset or timeout, short body, HTTP 5xx/408/429."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How hard to try before giving up on a URL.
-
-    Args:
-        attempts: Total tries per file (the first one included); each resumes the ``.part``.
-        backoff_s: Sleep before the second try; doubles for each further try.
-        max_backoff_s: Upper bound of a single sleep.
-        timeout_s: Socket timeout for connecting and for each read.
-    """
-
-    attempts: int = 6
-    backoff_s: float = 2.0
-    max_backoff_s: float = 120.0
-    timeout_s: float = 60.0
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise UserError(f"--retries must allow at least 1 attempt, got {self.attempts}")
-        if self.backoff_s < 0 or self.max_backoff_s < 0 or self.timeout_s <= 0:
-            raise UserError("--backoff must be >= 0 and --timeout > 0")
-
-    def delay(self, failures: int) -> float:
-        """Seconds to sleep after the ``failures``-th failed attempt (1-based): exponential."""
-        return float(min(self.max_backoff_s, self.backoff_s * 2 ** (failures - 1)))
 
 
 @dataclass(frozen=True)
@@ -202,80 +163,6 @@ def file_digest(path: Path, algo: str) -> str:
     return h.hexdigest()
 
 
-def _request(url: str, headers: Mapping[str, str] | None = None) -> urllib.request.Request:
-    # identity: a compressed transfer would make byte ranges refer to the wrong bytes.
-    h = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **(headers or {})}
-    return urllib.request.Request(url, headers=h)
-
-
-def _is_transient_status(code: int) -> bool:
-    return code in (408, 425, 429) or code >= 500
-
-
-def _http_error(url: str, e: urllib.error.HTTPError, hint: str) -> UserError:
-    return UserError(f"{url}: HTTP {e.code} {e.reason}; {hint}")
-
-
-_T = TypeVar("_T")
-
-
-def _retrying(
-    what: str,
-    policy: RetryPolicy,
-    fn: Callable[[], _T],
-    resume_note: Callable[[], str] | None = None,
-) -> _T:
-    """Call ``fn()`` until it returns, retrying :class:`_Transient` with exponential backoff."""
-    for attempt in range(1, policy.attempts + 1):
-        try:
-            return fn()
-        except _Transient as e:
-            if attempt == policy.attempts:
-                note = resume_note() if resume_note else ""
-                raise DownloadError(
-                    f"{what}: gave up after {policy.attempts} attempts ({e}){note}"
-                ) from None
-            delay = policy.delay(attempt)
-            log.warning(
-                "%s: %s; retry %d/%d in %.1fs", what, e, attempt, policy.attempts - 1, delay
-            )
-            time.sleep(delay)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def get_small(url: str, policy: RetryPolicy) -> bytes | None:
-    """GET a small listing into memory; ``None`` on 404/410 (not published)."""
-
-    def once() -> bytes | None:
-        try:
-            with urllib.request.urlopen(_request(url), timeout=policy.timeout_s) as resp:
-                body = resp.read(_MAX_LISTING_BYTES + 1)
-                length = resp.headers.get("Content-Length")
-        except urllib.error.HTTPError as e:
-            if e.code in (404, 410):
-                return None
-            if _is_transient_status(e.code):
-                raise _Transient(f"HTTP {e.code} {e.reason}") from None
-            raise _http_error(url, e, "check --mirror") from None
-        except (urllib.error.URLError, OSError, HTTPException) as e:
-            raise _Transient(_reason(e)) from None
-        if len(body) > _MAX_LISTING_BYTES:
-            raise UserError(
-                f"{url}: larger than {_MAX_LISTING_BYTES} bytes, not a checksum listing"
-            )
-        if length is not None and length.isdigit() and len(body) < int(length):
-            raise _Transient(f"connection closed after {len(body)} of {length} bytes")
-        return bytes(body)
-
-    return _retrying(url, policy, once)
-
-
-def _reason(e: BaseException) -> str:
-    if isinstance(e, urllib.error.URLError) and not isinstance(e, urllib.error.HTTPError):
-        return str(e.reason)
-    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-
-
 def _content_range_start(value: str | None) -> int | None:
     """``bytes 100-199/200`` -> 100; ``None`` when absent or malformed."""
     m = re.match(r"^\s*bytes\s+(\d+)-\d+/(\d+|\*)\s*$", value or "")
@@ -295,7 +182,7 @@ def _fsync_dir(path: Path) -> None:
 def _attempt(
     remote: RemoteFile, part: Path, state: _PartState, policy: RetryPolicy, bar: tqdm
 ) -> int:
-    """One try at completing ``part``; returns bytes received. Raises :class:`_Transient`."""
+    """One try at completing ``part``; returns bytes received. Raises :class:`Transient`."""
     offset = part.stat().st_size if part.exists() else 0
     if remote.size is not None and offset > remote.size:
         # Longer than the published size: not a prefix of this file. Start over.
@@ -311,16 +198,16 @@ def _attempt(
         return 0
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     try:
-        resp = urllib.request.urlopen(_request(remote.url, headers), timeout=policy.timeout_s)
+        resp = urllib.request.urlopen(request(remote.url, headers), timeout=policy.timeout_s)
     except urllib.error.HTTPError as e:
         if e.code == 416 and offset:
             # Nothing left after `offset`: the .part is complete (or too long); the checksum decides.
             return 0
-        if _is_transient_status(e.code):
-            raise _Transient(f"HTTP {e.code} {e.reason}") from None
-        raise _http_error(remote.url, e, remote.hint) from None
+        if is_transient_status(e.code):
+            raise Transient(f"HTTP {e.code} {e.reason}") from None
+        raise http_error(remote.url, e, remote.hint) from None
     except (urllib.error.URLError, OSError, HTTPException) as e:
-        raise _Transient(_reason(e)) from None
+        raise Transient(reason(e)) from None
 
     received = 0
     with resp:
@@ -331,7 +218,7 @@ def _attempt(
                 # A broken range reply: drop the .part so the next try asks for the whole file.
                 part.unlink()
                 state.reset()
-                raise _Transient(
+                raise Transient(
                     f"asked for bytes {offset}- but got Content-Range {resp.headers.get('Content-Range')!r}"
                 )
         elif status != 206 and offset:
@@ -353,7 +240,7 @@ def _attempt(
                 try:
                     block = resp.read(_CHUNK)
                 except (OSError, HTTPException) as e:
-                    raise _Transient(f"{_reason(e)} after {offset + received} bytes") from None
+                    raise Transient(f"{reason(e)} after {offset + received} bytes") from None
                 if not block:
                     break
                 f.write(block)
@@ -364,7 +251,7 @@ def _attempt(
             os.fsync(f.fileno())
     # http.client returns a short body silently when the peer closes early; check it here.
     if length is not None and received < length:
-        raise _Transient(f"connection closed after {offset + received} of {offset + length} bytes")
+        raise Transient(f"connection closed after {offset + received} of {offset + length} bytes")
     return received
 
 
@@ -442,7 +329,7 @@ def _fetch(remote: RemoteFile, dest: Path, policy: RetryPolicy, progress: bool) 
         disable=None if progress else True,  # None: only when stderr is a terminal
         leave=True,
     ) as bar:
-        _retrying(remote.url, policy, once, resume_note)
+        retrying(remote.url, policy, once, resume_note)
 
     got = state.hexdigest()
     size = part.stat().st_size
@@ -532,10 +419,8 @@ def summarize(results: Iterable[DownloadResult], seconds: float) -> str:
 
 __all__ = [
     "CHECKSUM_ALGOS",
-    "DownloadError",
     "DownloadResult",
     "RemoteFile",
-    "RetryPolicy",
     "download_url",
     "fetch",
     "fetch_url",

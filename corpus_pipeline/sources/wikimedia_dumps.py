@@ -31,11 +31,10 @@ from corpus_pipeline.sources.http_fetch import (
     HEX_LEN,
     DownloadResult,
     RemoteFile,
-    RetryPolicy,
     fetch,
-    get_small,
     validate_http_url,
 )
+from corpus_pipeline.sources.http_get import RetryPolicy, get_small
 
 log = logging.getLogger(__name__)
 

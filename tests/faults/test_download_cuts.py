@@ -15,11 +15,8 @@ from pathlib import Path
 import pytest
 
 from corpus_pipeline.resources import SAMPLE_WIKI_DUMP
-from corpus_pipeline.sources.http_fetch import (
-    DownloadError,
-    RetryPolicy,
-    fetch_url,
-)
+from corpus_pipeline.sources.http_fetch import fetch_url
+from corpus_pipeline.sources.http_get import DownloadError, RetryPolicy
 from corpus_pipeline.sources.wikimedia_dumps import (
     fetch_dump,
 )

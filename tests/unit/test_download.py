@@ -11,14 +11,8 @@ import pytest
 
 from corpus_pipeline.errors import ChecksumError, UserError
 from corpus_pipeline.resources import SAMPLE_WIKI_DUMP
-from corpus_pipeline.sources.http_fetch import (
-    DownloadError,
-    DownloadResult,
-    RetryPolicy,
-    download_url,
-    fetch_url,
-    summarize,
-)
+from corpus_pipeline.sources.http_fetch import DownloadResult, download_url, fetch_url, summarize
+from corpus_pipeline.sources.http_get import DownloadError, RetryPolicy
 from corpus_pipeline.sources.wikimedia_dumps import (
     canonical_name,
     download_dump,
