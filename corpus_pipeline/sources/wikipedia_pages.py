@@ -1,9 +1,9 @@
 """Wikipedia dumps, worker side: stream the raw pages of a work unit.
 
-:func:`read_pages` / :func:`iter_page_chunks` decompress the unit's byte range as a stream, cut it
-at each ``<page>`` and parse every page on its own (one damaged page is dropped, the reader
-resynchronises at the next ``<page>``), so memory stays bounded by one page (one bz2 stream for
-multistream units) whatever the dump size. A single-stream dump read in N shares, one per
+:func:`read_pages` / :func:`iter_page_chunks` decompress the unit's byte range as a stream, cut
+it at each ``<page>`` and parse every page on its own (``wikipedia_page_xml.py``; one damaged
+page is dropped, the reader resynchronises at the next ``<page>``), so memory stays bounded by
+one page (one bz2 stream for multistream units) whatever the dump size. A single-stream dump read in N shares, one per
 worker, goes through the same page cutting (``wikipedia_shares.py``).
 
 Damage found on a worker is a counter, not an exception (raising would kill the whole job for
@@ -17,8 +17,6 @@ input such damage cost.
 from __future__ import annotations
 
 import logging
-import pyexpat
-import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import replace
@@ -33,6 +31,13 @@ from corpus_pipeline.sources.wikipedia_inflate import (
     prefetched,
     read_range,
     to_utf8,
+)
+from corpus_pipeline.sources.wikipedia_page_xml import (
+    CANONICAL_NAMESPACES,
+    damage,
+    parse_element,
+    read_page,
+    siteinfo_namespaces,
 )
 from corpus_pipeline.sources.wikipedia_records import (
     Count,
@@ -49,50 +54,9 @@ from corpus_pipeline.sources.wikipedia_site import LINK_DROP_NS, WikiSite, site_
 log = logging.getLogger(__name__)
 
 
-# Namespace numbers of the canonical (English) namespace names, for the rare export versions
-# (before 0.5) whose pages have no <ns> element.
-_CANONICAL_NAMESPACES = {
-    "Media": -2,
-    "Special": -1,
-    "Talk": 1,
-    "User": 2,
-    "User talk": 3,
-    "Wikipedia": 4,
-    "Wikipedia talk": 5,
-    "File": 6,
-    "Image": 6,
-    "File talk": 7,
-    "MediaWiki": 8,
-    "MediaWiki talk": 9,
-    "Template": 10,
-    "Template talk": 11,
-    "Help": 12,
-    "Help talk": 13,
-    "Category": 14,
-    "Category talk": 15,
-    "Portal": 100,
-    "Portal talk": 101,
-    "Draft": 118,
-    "Draft talk": 119,
-    "Module": 828,
-    "Module talk": 829,
-}
-
-
 _PAGE_OPEN = b"<page>"
 _PAGE_CLOSE = b"</page>"
 _ROOT_CLOSE = b"</mediawiki>"
-# C0 control characters that XML 1.0 forbids (tab, newline and carriage return are allowed).
-_CONTROL_RE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
-_UNDEFINED_ENTITY = pyexpat.errors.codes[pyexpat.errors.XML_ERROR_UNDEFINED_ENTITY]
-# Reasons a page is dropped as malformed (``extract/malformed_page:<reason>``).
-MALFORMED_REASONS = (
-    "invalid_encoding",
-    "invalid_char",
-    "undefined_entity",
-    "invalid_xml",
-    "missing_field",
-)
 # Stream-level problems, counted once per unit (``extract/dropped:<problem>``).
 STREAM_PROBLEMS = ("truncated_stream", "corrupt_stream", "malformed_xml")
 
@@ -254,7 +218,7 @@ class _PageReader:
         self.unit_tally = tally if lead else _no_tally
         self.segments = 0  # <page> elements cut so far, skipped ones included
         self.problems: list[tuple[str, str]] = []
-        self.namespaces = dict(_CANONICAL_NAMESPACES)
+        self.namespaces = dict(CANONICAL_NAMESPACES)
         self._header: Any = None if unit.wrap else ET.XMLPullParser(events=("start", "end"))
         self._depth = 0
         self._root: ET.Element | None = None
@@ -383,7 +347,7 @@ class _PageReader:
                 self._header_closed = True
             elif self._depth == 1:
                 if local_name(elem.tag) == "siteinfo":
-                    self._siteinfo(elem)
+                    self.namespaces.update(siteinfo_namespaces(elem))
                 if self._root is not None:
                     self._root.clear()
         return True
@@ -426,7 +390,7 @@ class _PageReader:
         self.tally("extract/read:pages")
         end = buf.rfind(_PAGE_CLOSE, start, stop)
         if end < 0:
-            self._malformed(_damage(bytes(buf[start:stop]), None), stop - start)
+            self._malformed(damage(bytes(buf[start:stop]), None), stop - start)
             return None
         end += len(_PAGE_CLOSE)
         if end < stop and buf[end:stop].strip():
@@ -434,11 +398,11 @@ class _PageReader:
             self._malformed("invalid_xml", stop - end)
             stop = end
         try:
-            elem = _parse(buf, start, end)
+            elem = parse_element(buf, start, end)
         except ET.ParseError as e:
             first = buf.find(_PAGE_CLOSE, start, end) + len(_PAGE_CLOSE)
             if first == end:
-                self._malformed(_damage(bytes(buf[start:end]), e), end - start)
+                self._malformed(damage(bytes(buf[start:end]), e), end - start)
                 return None
             # Two pages or more in one segment: the <page> tag of the next one is damaged.
             # Keep the first page if it is intact, drop the rest as one malformed page.
@@ -446,96 +410,30 @@ class _PageReader:
             self._malformed("invalid_xml", end - first)
             end = first
             try:
-                elem = _parse(buf, start, end)
+                elem = parse_element(buf, start, end)
             except ET.ParseError as e:
-                self._malformed(_damage(bytes(buf[start:end]), e), end - start)
+                self._malformed(damage(bytes(buf[start:end]), e), end - start)
                 return None
-        page = self._page(elem)
+        page = read_page(elem, self._namespace_of, self._make_site)
         if page is None:
             self._malformed("missing_field", end - start)
             return None
         return page, end - start
 
-    def _siteinfo(self, elem: ET.Element) -> None:
-        for sub in elem.iter():
-            if local_name(sub.tag) == "namespace" and sub.text:
-                key = sub.get("key")
-                if key is not None and key.lstrip("-").isdigit():
-                    self.namespaces[sub.text] = int(key)
-
-    def _page(self, elem: ET.Element) -> RawPage | None:
-        title = ns = pid = revid = None
-        redirect = False
-        text = ""
-        timestamp = ""
-        for child in elem:
-            name = local_name(child.tag)
-            if name == "title":
-                title = child.text or ""
-            elif name == "ns":
-                ns = child.text
-            elif name == "id":
-                pid = child.text
-            elif name == "redirect":
-                redirect = True
-            elif name == "revision":
-                # Full-history dumps list every revision: the last one is the current text.
-                for sub in child:
-                    sname = local_name(sub.tag)
-                    if sname == "text":
-                        text = sub.text or ""
-                    elif sname == "id":
-                        revid = sub.text
-                    elif sname == "timestamp":
-                        timestamp = sub.text or ""
-        if title is None or pid is None or not pid.strip().isdigit():
-            return None
-        if ns is not None and ns.strip().lstrip("-").isdigit():
-            ns_num = int(ns)
-        elif ns is None:
-            self._need_namespaces()
-            prefix, colon, _ = title.partition(":")
-            ns_num = self.namespaces.get(prefix, 0) if colon else 0
-        else:
-            return None
-        return RawPage(
-            id=int(pid),
-            title=title,
-            ns=ns_num,
-            redirect=redirect,
-            text=text,
-            revid=int(revid) if revid and revid.strip().isdigit() else None,
-            timestamp=timestamp,
-            site=self._site or self._make_site(),
-        )
+    def _namespace_of(self, title: str) -> int:
+        """The namespace of a page without ``<ns>``, from its title's prefix."""
+        self._need_namespaces()
+        prefix, colon, _ = title.partition(":")
+        return self.namespaces.get(prefix, 0) if colon else 0
 
     def _need_namespaces(self) -> None:
         """The namespace names are about to be used (a page without ``<ns>``)."""
 
     def _make_site(self) -> WikiSite:
-        """The unit's link vocabulary: its language, and the Media/File/Category names from
-        its own header or, for a later stream of a multistream dump, from planning."""
-        names = {n for n, key in self.namespaces.items() if key in LINK_DROP_NS}
-        self._site = site_for(self.unit.lang, tuple(sorted(names.union(self.unit.link_ns))))
+        """The unit's link vocabulary (built at its first page, after the header): its language,
+        and the Media/File/Category names from its own header or, for a later stream of a
+        multistream dump, from planning."""
+        if self._site is None:
+            names = {n for n, key in self.namespaces.items() if key in LINK_DROP_NS}
+            self._site = site_for(self.unit.lang, tuple(sorted(names.union(self.unit.link_ns))))
         return self._site
-
-
-def _parse(buf: bytes | bytearray, start: int, end: int) -> ET.Element:
-    """Parse ``buf[start:end]`` as one XML element (no copy of the bytes)."""
-    parser = ET.XMLParser()
-    with memoryview(buf) as view:
-        parser.feed(view[start:end])
-    return parser.close()
-
-
-def _damage(data: bytes, err: ET.ParseError | None) -> str:
-    """Why a page does not parse (one of :data:`MALFORMED_REASONS`)."""
-    if err is not None and getattr(err, "code", None) == _UNDEFINED_ENTITY:
-        return "undefined_entity"
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return "invalid_encoding"
-    if _CONTROL_RE.search(data):
-        return "invalid_char"
-    return "invalid_xml"
