@@ -28,6 +28,7 @@ import apache_beam as beam
 from corpus_pipeline import fsio
 from corpus_pipeline.beam.extract_plan import ExtractTask
 from corpus_pipeline.beam.extract_read import CountSkippedFile, ExtractUnit, ReadShare, read_shares
+from corpus_pipeline.beam.options import in_one_process, spread
 from corpus_pipeline.beam.progress import Progress
 from corpus_pipeline.config import ExtractConfig, SentenceConfig
 from corpus_pipeline.formats.common import atomic_output, sha256_file
@@ -109,11 +110,9 @@ class ExtractDocuments(beam.PTransform):
         ]
         parts = []
         if whole:
+            units = pbegin | "Units" >> beam.Create(whole, reshuffle=False)
             parts.append(
-                pbegin
-                | "Units" >> beam.Create(whole, reshuffle=False)
-                | "SpreadUnits" >> beam.Reshuffle()
-                | "ExtractUnits" >> beam.ParDo(ExtractUnit(*args))
+                spread(units, "SpreadUnits") | "ExtractUnits" >> beam.ParDo(ExtractUnit(*args))
             )
         if sequential:
             n = read_shares(pbegin.pipeline.options)
@@ -121,11 +120,9 @@ class ExtractDocuments(beam.PTransform):
             shares = [
                 (t, i, k) for t in sequential for k in [1 if t.limit else n] for i in range(k)
             ]
+            share_pc = pbegin | "Shares" >> beam.Create(shares, reshuffle=False)
             parts.append(
-                pbegin
-                | "Shares" >> beam.Create(shares, reshuffle=False)
-                | "SpreadShares" >> beam.Reshuffle()
-                | "ReadShares" >> beam.ParDo(ReadShare(*args))
+                spread(share_pc, "SpreadShares") | "ReadShares" >> beam.ParDo(ReadShare(*args))
             )
         if self.skipped:
             _ = (
@@ -135,7 +132,12 @@ class ExtractDocuments(beam.PTransform):
             )
         # Every shard gets a marker so empty shards are still written (never a missing file).
         parts.append(
-            pbegin | "ShardMarkers" >> beam.Create([(s, None) for s in range(self.num_shards)])
+            pbegin
+            | "ShardMarkers"
+            >> beam.Create(
+                [(s, None) for s in range(self.num_shards)],
+                reshuffle=not in_one_process(pbegin.pipeline),
+            )
         )
         return (
             parts

@@ -65,6 +65,7 @@ from corpus_pipeline.beam.mask_buckets import (
     attach_totals,
     sum_totals,
 )
+from corpus_pipeline.beam.options import in_one_process, spread
 from corpus_pipeline.beam.progress import Progress
 from corpus_pipeline.beam.shards import ShardSpec, WriteShardFromSpills
 from corpus_pipeline.beam.vocab_spec import VocabSpec
@@ -250,21 +251,20 @@ class MaskToShards(beam.PTransform):
     def expand(self, files: Any) -> Any:
         if not fsio.is_remote(self.spill_dir):
             os.makedirs(self.spill_dir, exist_ok=True)
-        spread = files | "SpreadFiles" >> beam.Reshuffle()
+        spread_files = spread(files, "SpreadFiles")
         # Corpus totals by a plain GroupByKey on one key, handed to every file by the same
         # group: no CombineFn and no side input, so every runner agrees (the Dask runner
         # computes a side input apart, recomputing everything upstream of it).
         counted = (
-            spread
+            spread_files
             | "CountDocuments" >> beam.ParDo(CountDocumentFile(self.split))
             | "KeyTotals" >> beam.Map(lambda t: (None, t))
             | "GroupTotals" >> beam.GroupByKey()
         )
         totals = counted | "SumTotals" >> beam.Map(sum_totals, self.split)
+        attached = counted | "AttachTotals" >> beam.FlatMap(attach_totals, self.split)
         encoded = select_tagged(
-            counted
-            | "AttachTotals" >> beam.FlatMap(attach_totals, self.split)
-            | "SpreadCounted" >> beam.Reshuffle()
+            spread(attached, "SpreadCounted")
             | "EncodeAndBucket"
             >> beam.ParDo(
                 EncodeAndBucket(
@@ -286,7 +286,8 @@ class MaskToShards(beam.PTransform):
         )
         markers = files.pipeline | "ShardMarkers" >> beam.Create(
             [(s, None) for s in range(self.num_shards)]
-            + [(VALIDATION_BASE + s, None) for s in range(self.val_shards if self.split else 0)]
+            + [(VALIDATION_BASE + s, None) for s in range(self.val_shards if self.split else 0)],
+            reshuffle=not in_one_process(files.pipeline),
         )
         grouped = (
             (masked[RANGES_TAG], markers)

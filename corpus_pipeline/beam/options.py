@@ -127,6 +127,31 @@ def make_options(workers: int, beam_args: Sequence[str] = ()) -> PipelineOptions
     return opts
 
 
+def in_one_process(pipeline: beam.Pipeline) -> bool:
+    """True when ``pipeline`` runs on our default runner in this process, on one worker.
+
+    That is the small-input mode of :func:`corpus_pipeline.commands.common.runner_args`
+    (``--direct_running_mode=in_memory``, one worker): there is nothing to spread work over.
+    """
+    opts = pipeline.options
+    if opts.view_as(StandardOptions).runner:
+        return False
+    direct = opts.view_as(DirectOptions)
+    return direct.direct_running_mode == "in_memory" and (direct.direct_num_workers or 1) == 1
+
+
+def spread(pcoll: Any, label: str) -> Any:
+    """``pcoll`` redistributed over the workers (a Reshuffle), so the next step runs in parallel.
+
+    In one process there is no other worker: the Reshuffle (a GroupByKey and five steps)
+    would only add a stage, and its start-up cost, to a run. Output does not depend on it:
+    no step depends on the order of elements.
+    """
+    if in_one_process(pcoll.pipeline):
+        return pcoll
+    return pcoll | label >> beam.Reshuffle()
+
+
 _BEAM_WORKER = "-m apache_beam.runners.worker.sdk_worker_main"
 _OUR_WORKER = "-m corpus_pipeline.beam.worker"
 

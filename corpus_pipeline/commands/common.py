@@ -26,8 +26,8 @@ def add_beam_flags(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="local worker processes (default: one per core, "
-        f"{default_workers()} here; inputs under {IN_PROCESS_MAX_BYTES >> 20} MiB run in "
-        "this process). Other flags (--runner DataflowRunner, --project, ...) go to Apache "
+        f"{default_workers()} here; 1, and inputs under {IN_PROCESS_MAX_BYTES >> 20} MiB, "
+        "run in this process). Other flags (--runner DataflowRunner, --project, ...) go to Apache "
         "Beam",
     )
 
@@ -126,10 +126,10 @@ def runner_args(
 ) -> tuple[int, list[str]]:
     """The worker count and Beam flags of a run.
 
-    With no ``--workers``, no ``--runner`` and no Beam worker flags, an input smaller than
-    :data:`IN_PROCESS_MAX_BYTES` runs in this process (Beam's ``in_memory`` mode): the output
-    is the same on any worker count, and a worker process would cost more to start than the
-    work it does.
+    With no ``--runner`` and no Beam worker flags, one worker (``--workers 1``, or no
+    ``--workers`` and an input smaller than :data:`IN_PROCESS_MAX_BYTES`) runs in this
+    process (Beam's ``in_memory`` mode): the output is the same on any worker count, and a
+    worker process would cost more to start than the work it does.
 
     Args:
         workers: ``--workers``, or None.
@@ -144,12 +144,19 @@ def runner_args(
     """
     check_paths_reach_workers(beam_args, paths)
     args = list(beam_args)
-    if workers is not None:
-        return positive("--workers", workers), args
     chosen = ("--runner", "--direct_running_mode", "--direct_num_workers")
     if any(a == c or a.startswith(c + "=") for a in args for c in chosen):
-        return default_workers(), args
-    if sum(_size(p) for p in inputs) < IN_PROCESS_MAX_BYTES:
-        # Beam's construction-time type check of our own graph costs ~0.2 CPU-s per run.
+        return (default_workers() if workers is None else positive("--workers", workers)), args
+    if workers is not None:
+        n = positive("--workers", workers)
+    elif sum(_size(p) for p in inputs) < IN_PROCESS_MAX_BYTES:
+        n = 1
+    else:
+        n = default_workers()
+    if n == 1:
+        # One worker: this process is it. A worker process would only add its start-up and
+        # the copying of every element between it and the runner (7% of a --workers 1 run's
+        # CPU on the excerpt x10). Beam's construction-time type check of our own graph
+        # costs ~0.2 CPU-s per run.
         return 1, [*args, "--direct_running_mode=in_memory", "--no_pipeline_type_check"]
-    return default_workers(), args
+    return n, args

@@ -65,6 +65,7 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     import apache_beam as beam
 
     from corpus_pipeline.beam.counters import Timer
+    from corpus_pipeline.beam.options import spread
     from corpus_pipeline.beam.progress import progress_bar
     from corpus_pipeline.beam.runner import run_pipeline
     from corpus_pipeline.beam.shards import (
@@ -138,10 +139,9 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     with progress_bar(len(indices), "pack", unit="shard") as progress:
 
         def build(p: beam.Pipeline) -> None:
+            shards = p | "Shards" >> beam.Create(indices, reshuffle=False)
             _ = (
-                p
-                | "Shards" >> beam.Create(indices, reshuffle=False)
-                | "Spread" >> beam.Reshuffle()
+                spread(shards, "Spread")
                 | "Pack"
                 >> beam.ParDo(PackShardFromDataset(spec, src, m.name, read_fmt, progress, empty))
                 | "Collect" >> beam.combiners.ToList()
