@@ -14,6 +14,9 @@ from corpus_pipeline.errors import UserError
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 """Tokens every vocabulary must have (BERT's names)."""
 
+#: The last vocabulary read in this process: (path, size, mtime), its tokens, its sha256.
+_LOADED: tuple[tuple[str, int, int], tuple[str, ...], str] | None = None
+
 
 def load_vocab_checked(path: str | Path) -> list[str]:
     """Read a WordPiece vocabulary (one token per line; the line number is the id).
@@ -41,10 +44,17 @@ def load_vocab_with_sha256(path: str | Path) -> tuple[list[str], str]:
         UserError: The file is missing, unreadable, not UTF-8 or empty, a token appears twice
             (ids would be ambiguous), or one of ``SPECIAL_TOKENS`` is missing.
     """
+    global _LOADED
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{p}: vocabulary file not found: pass --vocab with a WordPiece vocab.txt")
     try:
+        st = p.stat()
+        # The launcher, the in-process runner and each DoFn of a run read the same file: once
+        # per process, again only when the file changed (size or modification time).
+        stamp = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+        if _LOADED is not None and _LOADED[0] == stamp:
+            return list(_LOADED[1]), _LOADED[2]
         data = p.read_bytes()
         text = data.decode("utf-8")
     except OSError as e:
@@ -71,7 +81,9 @@ def load_vocab_with_sha256(path: str | Path) -> tuple[list[str], str]:
             f"{p}: vocabulary lacks the special token(s) {' '.join(missing)}: "
             "a BERT vocabulary needs [PAD] [UNK] [CLS] [SEP] [MASK]"
         )
-    return tokens, hashlib.sha256(data).hexdigest()
+    digest = hashlib.sha256(data).hexdigest()
+    _LOADED = (stamp, tuple(tokens), digest)
+    return tokens, digest
 
 
 __all__ = ["SPECIAL_TOKENS", "load_vocab_checked", "load_vocab_with_sha256"]
