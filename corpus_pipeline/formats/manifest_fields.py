@@ -4,7 +4,8 @@ A part is a dataclass deriving from :class:`Model`; its fields say how it is rea
 
 * the JSON key is the field's name, its value is checked against the field's type (an ``int``
   is not a ``bool``, a ``float`` may be written whole), and a part, or a list or object of
-  parts, is read by that part's :meth:`Model.from_json`;
+  parts, is read by that part's :meth:`Model.from_json`; an object of plain values
+  (``counters``, ``config``) is copied as it is;
 * a key that is missing or null reads as the field's default, as None when the type allows
   None, and otherwise names itself in :class:`IncompleteManifest` (``shards[].records``);
 * :func:`omitted` fields are left out of the JSON when None; :func:`extra_keys` holds the keys
@@ -89,9 +90,9 @@ class Model:
             IncompleteManifest: A field is missing or of the wrong type (its name).
         """
         fields = _fields(cls)
+        known = [f.name for f, _ in fields if not f.metadata.get("extra")]
         if not isinstance(d, Mapping):
-            raise IncompleteManifest(where + next(f.name for f, _ in fields if _reads(f)))
-        known = {f.name for f, _ in fields if _reads(f)}
+            raise IncompleteManifest(where + known[0])
         values: dict[str, Any] = {}
         for f, kind in fields:
             if f.metadata.get("extra"):
@@ -99,10 +100,6 @@ class Model:
             else:
                 values[f.name] = _read_field(f, kind, d.get(f.name), where)
         return cls(**values)
-
-
-def _reads(f: dataclasses.Field[Any]) -> bool:
-    return not f.metadata.get("extra")
 
 
 _FIELDS: dict[type, list[tuple[dataclasses.Field[Any], Any]]] = {}
