@@ -361,7 +361,7 @@ def test_a_50_mb_page_is_dropped_as_too_large_without_blowing_up_memory(tmp_path
     ):
         _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr[-2000:]
-    assert peak.samples > 5 and len(peak.per_pid) >= 2  # the CLI and at least one Beam worker
+    assert peak.samples > 5 and peak.per_pid  # --workers 1: the CLI process is the worker
     assert peak.max_proc_mib < 512, f"a process peaked at {peak.max_proc_mib:.0f} MiB"
     manifest = json.loads((out / "manifest.json").read_text())
     docs = {d.id: d.sentences for s in manifest["shards"] for d in read_documents(out / s["path"])}
