@@ -12,16 +12,18 @@ from corpus_pipeline import fsio
 from corpus_pipeline.errors import UserError
 from corpus_pipeline.formats.manifest_model import Loss
 from corpus_pipeline.sources import wikipedia_pages
+from corpus_pipeline.sources.wikipedia_shares import CORRUPT_BLOCK
 
 
 def loss_report(counts: dict[str, int], max_loss: float) -> Loss:
     """The ``loss`` section of the documents manifest, from the reader's counters.
 
     Only damage counts: pages dropped as malformed (by reason), pages lost with a truncated
-    or corrupt stream, and damaged streams (units). Redirects, other namespaces, empty,
+    or corrupt stream, damaged streams (units) and bz2 blocks that do not decode. Redirects, other namespaces, empty,
     short and oversized pages are choices, not loss. ``share`` is the largest of the page,
     byte and stream shares (``share_of`` says which): a stream cut off or corrupt loses
-    pages nobody can count, so a truncated single-stream dump is 1 of 1 streams lost.
+    pages nobody can count, so a truncated single-stream dump is 1 of 1 streams lost; a corrupt
+    block of one is 1 of its blocks (its pages are estimated from the other blocks).
     """
     dropped: dict[str, int] = {}
     for k, v in counts.items():
@@ -39,11 +41,23 @@ def loss_report(counts: dict[str, int], max_loss: float) -> Loss:
     streams_read = counts.get("extract/read:units", 0)
     pages_dropped = sum(dropped.values())
     bytes_dropped = counts.get("extract/lost:bytes", 0)
+    blocks_read = counts.get("extract/read:blocks", 0)
+    blocks_damaged = counts.get(f"extract/dropped:{CORRUPT_BLOCK}", 0)
     shares = (
         pages_dropped / max(1, pages_read),
         bytes_dropped / max(1, bytes_read),
         sum(streams.values()) / max(1, streams_read),
+        blocks_damaged / max(1, blocks_read),
     )
+    blocks: dict[str, int | None] = {}
+    if blocks_read:
+        good = blocks_read - blocks_damaged
+        estimate = round(pages_read * blocks_damaged / good) if good else None
+        blocks = {
+            "blocks_read": blocks_read,
+            "blocks_damaged": blocks_damaged,
+            "pages_lost_estimate": estimate if blocks_damaged else None,
+        }
     return Loss(
         pages_read=pages_read,
         pages_dropped=pages_dropped,
@@ -54,8 +68,9 @@ def loss_report(counts: dict[str, int], max_loss: float) -> Loss:
         streams_damaged=sum(streams.values()),
         streams_damaged_by_problem=dict(sorted(streams.items())),
         share=max(shares),
-        share_of=("pages", "bytes", "streams")[shares.index(max(shares))],
+        share_of=("pages", "bytes", "streams", "bz2 blocks")[shares.index(max(shares))],
         max_loss=max_loss,
+        **blocks,
     )
 
 
@@ -72,6 +87,15 @@ def describe_loss(loss: Loss) -> str:
             f"{loss.pages_dropped:,} of {loss.pages_read:,} pages "
             f"({_pct(loss.pages_dropped / max(1, loss.pages_read))}) dropped as damaged "
             f"({reasons}), {loss.bytes_dropped:,} of {loss.bytes_read:,} bytes"
+        )
+    if loss.blocks_damaged:
+        about = (
+            f", about {loss.pages_lost_estimate:,} pages in them (not counted above)"
+            if loss.pages_lost_estimate
+            else ""
+        )
+        parts.append(
+            f"{loss.blocks_damaged:,} of {loss.blocks_read:,} bz2 blocks do not decode{about}"
         )
     if loss.streams_damaged:
         problems = ", ".join(f"{p} {n:,}" for p, n in loss.streams_damaged_by_problem.items())

@@ -211,7 +211,10 @@ class StatWarning(Model):
 class Loss(Model):
     """What damage in the input cost (``beam.extract_loss.loss_report``).
 
-    ``share`` is the largest of the page, byte and stream shares; ``share_of`` names it.
+    ``share`` is the largest of the page, byte, stream and block shares; ``share_of`` names
+    it. The block fields are there when a dump was read by bz2 blocks (a single-stream dump):
+    a block that does not decode loses the pages in it, which nobody can count;
+    ``pages_lost_estimate`` is their number at the mean pages per block of the others.
     """
 
     pages_read: int
@@ -225,6 +228,9 @@ class Loss(Model):
     share: float
     share_of: str
     max_loss: float
+    blocks_read: int | None = omitted()
+    blocks_damaged: int | None = omitted()
+    pages_lost_estimate: int | None = omitted()
 
 
 @dataclass

@@ -58,10 +58,10 @@ def iter_share_chunks(
     ``<page>`` starts in them, decoding on into the next share's blocks only to finish its last
     page. Its chunks are its pages ``cfg.pages_per_chunk`` at a time, numbered from
     ``s * SHARE_CHUNKS``. A block that does not decode costs the pages in it: the page it cuts
-    is counted lost (``extract/lost_pages:corrupt_stream``), the reader goes on at the next
-    ``<page>`` after it, and each such block counts one ``extract/dropped:corrupt_stream``
-    (so would a block magic matched by chance at the start of a share's range, odds 2**-48
-    per bit: the pages stay the same).
+    is counted lost (``extract/lost_pages:corrupt_block``), the reader goes on at the next
+    ``<page>`` after it, and each such block counts one ``extract/dropped:corrupt_block``
+    against the ``extract/read:blocks`` of the file (so would a block magic matched by chance
+    at the start of a share's range, odds 2**-48 per bit: the pages stay the same).
 
     Any other file is read whole by every share, which parses only its own chunks: chunk ``c``
     holds the well-formed pages among the unit's ``<page>`` elements ``c * cfg.pages_per_chunk``
@@ -88,6 +88,11 @@ def iter_share_chunks(
         unit, cfg, share=share, shares=shares, count=count, opener=opener, tally=tally
     )
 
+
+#: A bz2 block of a dump read by blocks that does not decode (``extract/dropped:corrupt_block``):
+#: damage to one block of the stream, counted against the blocks read
+#: (``extract/read:blocks``), not as a whole stream lost.
+CORRUPT_BLOCK = "corrupt_block"
 
 #: Chunk indexes of block share ``s`` start at ``s * SHARE_CHUNKS``, so that they sort in file
 #: order across shares (a share holds far fewer chunks: enwiki has ~25M pages).
@@ -210,14 +215,18 @@ class _BlockShareReader(_PageReader):
                 if block.tail:
                     break  # the file is cut short inside this block
                 if owned:
-                    self.count("extract/dropped:corrupt_stream")
+                    # The pages inside it are lost uncounted (nothing of them can be read):
+                    # the loss report counts blocks, and estimates the pages from the others.
+                    self.tally("extract/read:blocks")
+                    self.count(f"extract/dropped:{CORRUPT_BLOCK}")
                     log.warning(
-                        "%s: corrupt_stream (bz2 block at byte %d does not decode)",
+                        "%s: %s (bz2 block at byte %d does not decode)",
                         self.unit.describe(),
+                        CORRUPT_BLOCK,
                         block.offset // 8,
                     )
                 if mode == "page":
-                    self._lose("corrupt_stream", len(buf))
+                    self._lose(CORRUPT_BLOCK, len(buf))
                 if boundary is not None:
                     return  # what follows is the next share's
                 base += len(buf)
@@ -225,6 +234,7 @@ class _BlockShareReader(_PageReader):
                 mode, scan = "skip", 0
                 continue
             if owned:
+                self.tally("extract/read:blocks")
                 self.tally("extract/read:bytes", len(block.data))
             buf += block.data
             start = 0
