@@ -78,10 +78,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     """Print the statistics and samples, write the report; returns 0."""
+    from corpus_pipeline.beam.extract_loss import describe_loss
     from corpus_pipeline.formats.registry import FORMATS
     from corpus_pipeline.inspect_data import (
         decode_instance,
         format_statistics,
+        input_losses,
         load_vocabulary,
         open_dataset,
         render_text,
@@ -121,12 +123,17 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     if not args.no_report:
         report_path = Path(args.report) if args.report else Path(args.out) / "report.png"
         write_report(stats[first], report_path, f"{args.out} ({first})")
+    losses = input_losses(view)
     if args.json:
         doc = {"path": str(args.out), "manifest": view.manifest is not None, "formats": stats}
+        doc["input_loss"] = {folder: loss.to_json() for folder, loss in losses}
         print(json.dumps(doc, indent=2))
         return 0
     source = "manifest" if view.manifest is not None else "no manifest: detected from the files"
     print(f"{args.out} ({source}); vocabulary {vocab.source}")
+    for folder, loss in losses:
+        what = describe_loss(loss) or f"none ({loss.pages_read:,} pages read)"
+        print(f"input loss ({folder}): {what}")
     for fmt in fmts:
         fv = view.view(fmt)
         widths = f"S={fv.max_seq_length}, P={fv.max_predictions}"

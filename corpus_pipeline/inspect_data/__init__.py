@@ -11,6 +11,7 @@ from corpus_pipeline.inspect_data.dataset import (
     FormatView,
     ShardSource,
     Vocabulary,
+    input_losses,
     load_vocabulary,
     open_dataset,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "DatasetView",
     "Vocabulary",
     "open_dataset",
+    "input_losses",
     "load_vocabulary",
     "dataset_statistics",
     "format_statistics",

@@ -10,6 +10,7 @@ shapes (or, where the layout has no fixed width, from the longest record seen).
 from __future__ import annotations
 
 import functools
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -23,8 +24,8 @@ from corpus_pipeline.errors import UserError
 from corpus_pipeline.formats import hdf5, mmap, mmap_bert, registry, tfrecord
 from corpus_pipeline.formats.common import FormatError, sha256_file
 from corpus_pipeline.formats.example_proto import ExampleDecodeError, decode_example
-from corpus_pipeline.formats.manifest import MANIFEST, load_dataset_manifest
-from corpus_pipeline.formats.manifest_model import DatasetManifest
+from corpus_pipeline.formats.manifest import MANIFEST, load_dataset_manifest, load_manifest
+from corpus_pipeline.formats.manifest_model import DatasetManifest, Loss
 from corpus_pipeline.records import Instance, Pack
 from corpus_pipeline.stages.wordpiece_vocab import load_vocab_checked
 
@@ -282,6 +283,28 @@ def open_dataset(out_dir: str | os.PathLike[str]) -> DatasetView:
             "pass a dataset folder"
         )
     return view
+
+
+def input_losses(view: DatasetView) -> list[tuple[str, Loss]]:
+    """The ``loss`` section of the documents a ``run`` dataset was made from.
+
+    A ``run`` folder holds ``run.json`` (its datasets by folder: ``docs``, ``unpacked``,
+    ``packed``, ``validation/...``) beside or above the dataset: what damage in the dumps
+    cost the dataset is in the ``docs`` manifest. Empty for other datasets (``mask`` of a
+    documents folder records only its files' names and sha256).
+    """
+    for up in (view.root.parent, view.root.parent.parent):
+        run = up / "run.json"
+        if not run.is_file():
+            continue
+        try:
+            docs = json.loads(run.read_text(encoding="utf-8")).get("datasets", {}).get("docs")
+            manifest = load_manifest(str(up / docs), check_signature=False) if docs else None
+        except (UserError, OSError, ValueError, AttributeError):
+            return []  # moved, removed or edited since: nothing to say
+        loss = getattr(manifest, "loss", None)
+        return [(str(up / str(docs)), loss)] if isinstance(loss, Loss) else []
+    return []
 
 
 # ------------------------------------------------------------------------------------------

@@ -75,3 +75,22 @@ def test_under_max_loss_the_run_succeeds_and_says_what_was_lost(
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["counters"]["extract/dropped:corrupt_block"] == 1
     assert manifest["documents"] > 0
+
+
+def test_inspect_shows_what_damage_in_the_dump_cost_the_dataset(
+    tmp_path: Path, dump: tuple[Path, int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``inspect`` of a dataset reads the loss of the documents it was made from."""
+    path, blocks = dump
+    out = tmp_path / "run"
+    args = ["run", "--input", path, "--output", out, "--max-loss", "0.05", "--format", "hdf5"]
+    assert run_cli(*args, "--dupe-factor", "1", *IN_PROCESS) == 0
+    capsys.readouterr()
+    assert run_cli("inspect", out / "unpacked", "--no-report", "--show", "0") == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("input loss")]
+    assert len(lines) == 1 and str(out / "docs") in lines[0]
+    assert f"1 of {blocks} bz2 blocks do not decode" in lines[0]
+    assert run_cli("inspect", out / "unpacked", "--no-report", "--json") == 0
+    doc = json.loads(capsys.readouterr().out)
+    (loss,) = doc["input_loss"].values()
+    assert loss["blocks_damaged"] == 1 and loss["blocks_read"] == blocks
