@@ -15,9 +15,10 @@ from corpus_pipeline.cli import main
 
 #: Beam flags for a run whose subject is not worker processes or parallelism: FnApiRunner
 #: runs the pipeline in this process (``in_memory``) instead of starting worker processes,
-#: each of which costs a second of CPU to start. The bytes are the same; the tests that
-#: compare runners and worker counts (``test_pipeline.py``, ``test_extract_cli.py``,
-#: ``test_mask_cli.py``, ``test_pack_cli.py``) say ``--workers`` themselves.
+#: each of which costs a second of CPU to start. The bytes are the same: the tests that
+#: compare worker counts (``test_extract_cli.py``, ``test_mask_cli.py``, ``test_pack_cli.py``,
+#: ``test_validation_split.py``) compare a run in worker processes (``--workers 2``) with
+#: one in this process, and ``test_pipeline.py`` compares runners.
 IN_PROCESS = ("--direct_running_mode", "in_memory")
 
 

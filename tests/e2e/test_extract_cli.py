@@ -74,8 +74,9 @@ def test_text_format_is_google_input_format(wiki_docs):
 
 
 def test_same_shards_with_one_and_two_workers(tmp_path, wiki_docs):
+    """Two worker processes (``wiki_docs``); one is this process's runner."""
     out = tmp_path / "w1"
-    assert run_cli(*WIKI_EXTRACT, "--output", out, "--workers", "1") == 0
+    assert run_cli(*WIKI_EXTRACT, "--output", out, *IN_PROCESS) == 0
     one = json.loads((out / "manifest.json").read_text())["shards"]
     two = json.loads((wiki_docs / "manifest.json").read_text())["shards"]
     assert [s["sha256"] for s in one] == [s["sha256"] for s in two]

@@ -104,10 +104,9 @@ def test_megatron_sentence_dataset(wiki_masked):
 
 
 def test_byte_identical_with_one_worker_and_again(tmp_path, wiki_docs, wiki_masked):
+    """Two worker processes (``wiki_masked``); one is this process's runner."""
     out = tmp_path / "again"
-    rc = run_cli(
-        *WIKI_MASK, "--input", wiki_docs, "--output", out, "--format", "all", "--workers", "1"
-    )
+    rc = run_cli(*WIKI_MASK, "--input", wiki_docs, "--output", out, "--format", "all", *IN_PROCESS)
     assert rc == 0
     a = without_timestamps(read_manifest(str(wiki_masked)))
     b = without_timestamps(read_manifest(str(out)))

@@ -72,8 +72,9 @@ def test_mlperf_packed_hdf5_schema(wiki_packed):
 
 
 def test_pack_is_byte_identical_across_worker_counts(tmp_path, wiki_masked, wiki_packed):
+    """2 worker processes (``wiki_packed``) and this process's runner (no worker process)."""
     out = tmp_path / "one"
-    assert run_cli("pack", "--input", wiki_masked, "--output", out, "--workers", "1") == 0
+    assert run_cli("pack", "--input", wiki_masked, "--output", out, *IN_PROCESS) == 0
     a = without_timestamps(read_manifest(str(wiki_packed)))
     b = without_timestamps(read_manifest(str(out)))
     assert a["shards"] == b["shards"]

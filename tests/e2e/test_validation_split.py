@@ -45,8 +45,7 @@ def split_run(tmp_path_factory) -> Path:
         "2",
         "--shards",
         "2",
-        "--workers",
-        "2",
+        *IN_PROCESS,  # worker counts: the last test
         "--validation-docs",
         str(HELD),
     )
