@@ -162,14 +162,26 @@ def test_dle_reader_logic_recovers_every_masked_label(tmp_path, sentences):
         assert input_mask[i].sum() == len(inst)
 
 
-def test_unpacked_bytes_do_not_depend_on_time_or_batching(tmp_path, sentences):
+@pytest.fixture(scope="module")
+def first_copies(tmp_path_factory, sentences) -> dict[str, tuple[Path, str]]:
+    """The first copy of each determinism test's file (unpacked, packed) and its sha256,
+    written over a second before the tests write the second copy: HDF5 object timestamps
+    have 1 s resolution. One wait serves both tests."""
+    folder = tmp_path_factory.mktemp("first_copies")
+    a = write_unpacked(folder / "a.hdf5", make_instances(sentences, 2500), batch=2500)
+    packs = first_fit_packs(make_instances(sentences, 1500), S, K)
+    pa = write_packed(folder / "pa.hdf5", packs, batch=len(packs))
+    time.sleep(1.1)
+    return {"unpacked": (folder / "a.hdf5", a.sha256), "packed": (folder / "pa.hdf5", pa.sha256)}
+
+
+def test_unpacked_bytes_do_not_depend_on_time_or_batching(tmp_path, sentences, first_copies):
     insts = make_instances(sentences, 2500)
-    a = write_unpacked(tmp_path / "a.hdf5", insts, batch=2500)
-    time.sleep(1.1)  # HDF5 object timestamps have 1 s resolution
+    a_path, a_sha = first_copies["unpacked"]  # batch=2500, over a second ago
     b = write_unpacked(tmp_path / "b.hdf5", insts, batch=7)
-    assert a.sha256 == b.sha256 == sha(tmp_path / "a.hdf5") == sha(tmp_path / "b.hdf5")
+    assert a_sha == b.sha256 == sha(a_path) == sha(tmp_path / "b.hdf5")
     c = write_unpacked(tmp_path / "c.hdf5", insts[:-1], batch=100)
-    assert c.sha256 != a.sha256
+    assert c.sha256 != a_sha
 
 
 def test_unpacked_failure_leaves_no_file(tmp_path, sentences):
@@ -351,12 +363,11 @@ def test_mlperf_packed_reader_reconstruction(tmp_path, sentences):
         np.testing.assert_array_equal(labels, expect_labels)
 
 
-def test_packed_bytes_deterministic(tmp_path, sentences):
+def test_packed_bytes_deterministic(tmp_path, sentences, first_copies):
     packs = first_fit_packs(make_instances(sentences, 1500), S, K)
-    a = write_packed(tmp_path / "a.hdf5", packs, batch=len(packs))
-    time.sleep(1.1)
+    a_path, a_sha = first_copies["packed"]  # all packs in one batch, over a second ago
     b = write_packed(tmp_path / "b.hdf5", packs, batch=3)
-    assert a.sha256 == b.sha256 == sha(tmp_path / "b.hdf5")
+    assert a_sha == b.sha256 == sha(tmp_path / "b.hdf5") == sha(a_path)
 
 
 def test_packed_refuses_large_vocabulary(tmp_path, sentences):
