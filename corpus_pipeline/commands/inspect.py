@@ -70,7 +70,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--vocab",
         default=None,
         metavar="FILE",
-        help="vocabulary to decode with (default: the manifest's, or the bundled uncased one)",
+        help="vocabulary to decode with (default: the manifest's, found by name and sha256 in the "
+        "folder or the two above it, else the bundled one)",
     )
     p.add_argument("--json", action="store_true", help="print the statistics as JSON instead")
     return p

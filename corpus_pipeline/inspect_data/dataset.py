@@ -25,7 +25,7 @@ from corpus_pipeline.formats import hdf5, mmap, mmap_bert, registry, tfrecord
 from corpus_pipeline.formats.common import FormatError, sha256_file
 from corpus_pipeline.formats.example_proto import ExampleDecodeError, decode_example
 from corpus_pipeline.formats.manifest import MANIFEST, load_dataset_manifest, load_manifest
-from corpus_pipeline.formats.manifest_model import DatasetManifest, Loss
+from corpus_pipeline.formats.manifest_model import DatasetManifest, Loss, Vocab
 from corpus_pipeline.records import Instance, Pack
 from corpus_pipeline.stages.wordpiece_vocab import load_vocab_checked
 
@@ -343,10 +343,25 @@ class Vocabulary:
         return self.tokens[i] if 0 <= i < len(self.tokens) else f"<{i}>"
 
 
+def _same_vocab_nearby(root: Path, meta: Vocab | None) -> Path | None:
+    """The manifest's vocabulary file by its name in the dataset folder or the two above it
+    (``vocab --output out/ja-vocab.txt`` then ``mask --output out/ja-128``), only when its
+    sha256 is the manifest's: a trained vocabulary is found without ``--vocab``."""
+    if meta is None or not meta.file or not meta.sha256:
+        return None
+    name = Path(meta.file).name
+    for folder in (root, root.parent, root.parent.parent):
+        candidate = folder / name
+        if candidate.is_file() and sha256_file(candidate) == meta.sha256:
+            return candidate
+    return None
+
+
 def load_vocabulary(view: DatasetView, vocab: str | os.PathLike[str] | None = None) -> Vocabulary:
     """The vocabulary to decode a dataset with.
 
-    ``vocab`` if given; else the manifest's vocabulary file when it exists (absolute or relative
+    ``vocab`` if given; else the manifest's vocabulary file, by its name, in the folder or the
+    two above it with the manifest's sha256; else the file when it exists (absolute or relative
     to the folder), else the bundled vocabulary of the manifest's ``cased`` flag; the bundled
     uncased vocabulary for a folder without a manifest. A file whose sha256 differs from the
     manifest's gets a warning (decoded text would be wrong).
@@ -364,7 +379,9 @@ def load_vocabulary(view: DatasetView, vocab: str | os.PathLike[str] | None = No
             candidates += [f, view.root / f] if f.is_absolute() else [view.root / f]
             candidates.append(resources.VOCAB_DIR / f.name)
         candidates.append(resources.default_vocab(bool(meta is not None and meta.cased)))
-        path = next(p for p in candidates if p.is_file() or p == candidates[-1])
+        path = _same_vocab_nearby(view.root, meta) or next(
+            p for p in candidates if p.is_file() or p == candidates[-1]
+        )
     tokens = load_vocab_checked(path)
     warning = ""
     if meta is not None and meta.sha256 and sha256_file(path) != meta.sha256:

@@ -34,8 +34,10 @@ def test_japanese_dump_to_shards_with_its_own_vocabulary(tmp_path):
     assert run_cli(*mask, "--output", bundled) == 0
     manifest = json.loads((own / "manifest.json").read_text())
     assert manifest["vocab"]["strip_accents"] is False
-    # The manifest names the vocabulary file, not where it is: inspect takes --vocab.
+    # The manifest names the vocabulary file and its sha256: inspect finds it beside the
+    # dataset without --vocab, and decodes the same as with it.
     got = dataset_statistics(own, vocab=vocab)["formats"]["hdf5"]
+    assert dataset_statistics(own)["formats"]["hdf5"] == got
     assert got["unk_fraction"] < 0.005, got["unk_fraction"]
     assert got["top_tokens"][0][0] != "[UNK]"
     english = dataset_statistics(bundled)["formats"]["hdf5"]
