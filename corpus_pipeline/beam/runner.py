@@ -229,6 +229,8 @@ def run_pipeline(
             raise _worker_died_error() from None
         raise
     except Exception as e:  # a worker's failure comes back wrapped, with its traceback as text
+        if _interrupted(e):
+            raise KeyboardInterrupt from None
         raise pipeline_error(e, log_path) from None
     finally:
         progress._LOCAL_RUN = True
@@ -240,6 +242,18 @@ def run_pipeline(
     if dask:
         return _dask_counts(result)
     return query_counters(result)
+
+
+def _interrupted(e: BaseException) -> bool:
+    """Ctrl-C in a run in this process: Beam wraps the KeyboardInterrupt raised in a step
+    (``RuntimeError: KeyboardInterrupt [while running 'step']``). It is an interruption (the
+    CLI's ``interrupted``, exit 130), not a failed step."""
+    seen: BaseException | None = e
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt) or str(seen).startswith("KeyboardInterrupt"):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 _EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit)): (.+)$", re.MULTILINE)
