@@ -108,10 +108,14 @@ def _decode(payload: Any) -> list[Any]:
         records: list[Any] = payload[1]
         return records
     _, lengths, masked, labels, cols = payload
-    tok_cuts = np.cumsum(lengths)[:-1]
-    msk_cuts = np.cumsum(masked)[:-1]
-    ids = np.split(cols["input_ids"], tok_cuts)
-    seg = np.split(cols["segment_ids"], tok_cuts)
-    pos = np.split(cols["masked_lm_positions"], msk_cuts)
-    mid = np.split(cols["masked_lm_ids"], msk_cuts)
-    return [Instance(ids[i], seg[i], pos[i], mid[i], int(labels[i])) for i in range(len(lengths))]
+    # Plain slices (views) rather than np.split, which costs ~3x as much per piece.
+    tok_end = np.cumsum(lengths).tolist()
+    msk_end = np.cumsum(masked).tolist()
+    tok = zip([0, *tok_end[:-1]], tok_end, strict=True)
+    msk = zip([0, *msk_end[:-1]], msk_end, strict=True)
+    ids, seg = cols["input_ids"], cols["segment_ids"]
+    pos, mid = cols["masked_lm_positions"], cols["masked_lm_ids"]
+    return [
+        Instance(ids[a:b], seg[a:b], pos[c:d], mid[c:d], label)
+        for (a, b), (c, d), label in zip(tok, msk, labels.tolist(), strict=True)
+    ]
