@@ -40,6 +40,7 @@ SLOW_FIRST = (
     "tests/faults/test_arguments.py",  # ~6
     "tests/e2e/test_corrupt_block_loss.py",  # ~6
     "tests/e2e/test_train_integrity.py",  # ~5
+    "tests/faults/test_interrupt_in_process.py",  # ~5
     "tests/e2e/test_train_eval_export.py",  # ~5
 )
 

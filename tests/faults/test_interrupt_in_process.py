@@ -30,7 +30,7 @@ def test_ctrl_c_in_a_one_worker_run_is_an_interruption_and_the_rerun_finishes(
 ) -> None:
     out = tmp_path / "out"
     args = ["run", "--input", str(resources.SAMPLE_WIKI_DUMP), "--output", str(out)]
-    args += ["--workers", "1", "--format", "hdf5", "--dupe-factor", "5", "-q"]
+    args += ["--workers", "1", "--format", "hdf5", "--dupe-factor", "1", "-q"]
     cmd = [sys.executable, "-c", CHILD, *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
