@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Iterable, Sequence
+from typing import NoReturn
 
 from corpus_pipeline.errors import UserError
 
@@ -70,6 +71,12 @@ def check_beam_args(beam_args: Sequence[str], ours: Iterable[str], verb: str) ->
     if not beam_args:
         return
     parser, beam_names = _beam_parser(_runner_name(beam_args))
+
+    def refuse(message: str) -> NoReturn:
+        # argparse would print Beam's whole usage (every pipeline option) before its error.
+        raise UserError(f"{verb}: {message} (an Apache Beam pipeline option)")
+
+    parser.error = refuse  # type: ignore[attr-defined]
     _, unknown = parser.parse_known_args(list(beam_args))  # type: ignore[attr-defined]
     flags = [a for a in unknown if a.startswith("-")]
     if not flags and unknown:

@@ -202,7 +202,10 @@ def run_pipeline(
     opts = make_options(workers, beam_args)
     runner = make_runner(beam_args, opts)
     dask = is_dask_runner(beam_args)
-    p = beam.Pipeline(runner=runner, options=opts) if runner else beam.Pipeline(options=opts)
+    try:
+        p = beam.Pipeline(runner=runner, options=opts) if runner else beam.Pipeline(options=opts)
+    except ImportError as e:  # an option that needs what is not installed (--pickle_library=dill)
+        raise UserError(f"{e}".rstrip(".")) from None
     progress._LOCAL_RUN = is_local_runner(beam_args)
     try:
         build(p)

@@ -110,6 +110,25 @@ def test_beam_flags_still_pass_through(
     assert (out / "manifest.json").is_file()
 
 
+@pytest.mark.parametrize(
+    ("flag", "needle"),
+    [
+        ("--direct_num_workers=abc", "invalid int value: 'abc'"),
+        ("--direct_running_mode=bogus", "invalid choice: 'bogus'"),
+        # An option whose library is not installed here (Beam's dill extra).
+        ("--pickle_library=dill", "dill is not installed"),
+    ],
+)
+def test_a_bad_value_of_a_beam_option_is_one_line_not_beams_usage(
+    flag: str, needle: str, docs: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "o"
+    p = here(capfd, "mask", "--input", docs, "--output", out, flag)
+    assert p.returncode == 2
+    one_error_line(p, needle)
+    assert not out.exists()
+
+
 def test_a_beam_flag_with_dashes_gets_the_underscore_spelling(
     docs: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
