@@ -155,8 +155,8 @@ def runner_args(
         n = default_workers()
     if n == 1:
         # One worker: this process is it. A worker process would only add its start-up and
-        # the copying of every element between it and the runner (7% of a --workers 1 run's
-        # CPU on the excerpt x10). Beam's construction-time type check of our own graph
-        # costs ~0.2 CPU-s per run.
+        # the copying of every element between it and the runner (7-13% of a --workers 1
+        # run's CPU on the excerpt x3 to x10). Beam's construction-time type check of our
+        # own graph costs ~0.2 CPU-s per run.
         return 1, [*args, "--direct_running_mode=in_memory", "--no_pipeline_type_check"]
     return n, args
