@@ -12,7 +12,9 @@ from __future__ import annotations
 import bz2
 import collections
 import dataclasses
+import functools
 import gzip
+import os
 import re
 from pathlib import Path
 
@@ -67,7 +69,7 @@ def shared(unit: wikipedia_records.WorkUnit, shares: int) -> tuple[list, Counts,
             assert c not in chunks, f"chunk {c} read twice"
             assert pages
             chunks[c] = pages
-    whole = sum(not b.tail for b in blocks_of(unit.path)) if unit.compression == "bz2" else 0
+    whole = _whole_blocks(unit.path) if unit.compression == "bz2" else 0
     assert counts.pop("extract/read:blocks", 0) == whole
     return [p for c in sorted(chunks) for p in chunks[c]], counts, owned
 
@@ -81,6 +83,18 @@ def dump(
     (unit,) = wikipedia_plan.plan_units(str(path), CFG)
     assert wikipedia_plan.needs_chunking(unit)
     return unit
+
+
+@functools.cache
+def _whole_blocks_of(path: str, size: int, mtime_ns: int) -> int:
+    return sum(not b.tail for b in blocks_of(path))
+
+
+def _whole_blocks(path: str) -> int:
+    """The blocks of a bz2 file that a reader can count (not one the file's end cuts short);
+    decoded once per file version."""
+    st = os.stat(path)
+    return _whole_blocks_of(path, st.st_size, st.st_mtime_ns)
 
 
 def blocks_of(path: str) -> list[bz2_blocks.Block]:
