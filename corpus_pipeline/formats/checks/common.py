@@ -117,12 +117,6 @@ def line(path: str | Path, msg: str) -> str:
     return f"{p}: {msg}"
 
 
-def one_line(exc: BaseException) -> str:
-    """An exception as ``Type: first line of its message``."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
-
-
 def check_unpacked_rows(
     t: Tally | SubTally,
     spec: CheckSpec,

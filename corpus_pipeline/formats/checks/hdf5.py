@@ -22,11 +22,10 @@ from corpus_pipeline.formats.checks.common import (
     Tally,
     check_unpacked_rows,
     line,
-    one_line,
 )
 from corpus_pipeline.formats.common import FormatError
 from corpus_pipeline.formats.hdf5 import PACKED_KEYS, UNPACKED_KEYS
-from corpus_pipeline.formats.hdf5_integrity import H5_ERRORS, check_hdf5_structure
+from corpus_pipeline.formats.hdf5_integrity import H5_ERRORS, check_hdf5_structure, one_line
 
 
 def check_shard(
