@@ -102,8 +102,8 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def lengths_of(arrays: Sequence[np.ndarray]) -> np.ndarray:
-    """Returns the int64 lengths of a list of 1-D arrays."""
+def lengths_of(arrays: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+    """Returns the int64 lengths of a list (or object array) of 1-D arrays."""
     return np.fromiter((a.shape[0] for a in arrays), dtype=np.int64, count=len(arrays))
 
 

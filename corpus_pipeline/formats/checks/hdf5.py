@@ -23,7 +23,7 @@ from corpus_pipeline.formats.checks.common import (
     check_unpacked_rows,
     line,
 )
-from corpus_pipeline.formats.common import FormatError
+from corpus_pipeline.formats.common import FormatError, lengths_of
 from corpus_pipeline.formats.hdf5 import PACKED_KEYS, UNPACKED_KEYS
 from corpus_pipeline.formats.hdf5_integrity import H5_ERRORS, check_hdf5_structure, one_line
 
@@ -189,10 +189,6 @@ def _hdf5_packed(
     return n, instances
 
 
-def _lens(rows: np.ndarray) -> np.ndarray:
-    return np.fromiter((r.shape[0] for r in rows), dtype=np.int64, count=len(rows))
-
-
 def _cat(rows: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
     return (
         np.concatenate([np.asarray(r, np.int64) for r in rows])
@@ -205,26 +201,26 @@ def _check_packed_rows(t: Tally, spec: CheckSpec, row0: int, c: Mapping[str, np.
     """Checks a block of MLPerf packed rows (object arrays of 1-D arrays); returns instances."""
     b = len(c["input_ids"])
     plen_rows = c["packed_input_len"]
-    nseq = _lens(plen_rows)
-    ntok = _lens(c["input_ids"])
-    nmask = _lens(c["masked_lm_positions"])
+    nseq = lengths_of(plen_rows)
+    ntok = lengths_of(c["input_ids"])
+    nmask = lengths_of(c["masked_lm_positions"])
     plen_sum = np.fromiter((int(np.sum(r, dtype=np.int64)) for r in plen_rows), np.int64, b)
     mlen_sum = np.fromiter(
         (int(np.sum(r, dtype=np.int64)) for r in c["packed_masked_lm_len"]), np.int64, b
     )
     k, s, p, v = spec.k, spec.s, spec.p, spec.vocab_size
     t.add(f"pack holds a number of sequences outside 1..{k}", (nseq < 1) | (nseq > k), row0)
-    counts_bad = (_lens(c["packed_masked_lm_len"]) != nseq) | (
-        _lens(c["next_sentence_labels"]) != nseq
+    counts_bad = (lengths_of(c["packed_masked_lm_len"]) != nseq) | (
+        lengths_of(c["next_sentence_labels"]) != nseq
     )
     t.add(
         "packed_masked_lm_len / next_sentence_labels do not have one value per sequence",
         counts_bad,
         row0,
     )
-    tok_bad = (plen_sum != ntok) | (_lens(c["segment_ids"]) != ntok)
+    tok_bad = (plen_sum != ntok) | (lengths_of(c["segment_ids"]) != ntok)
     t.add("input_ids / segment_ids length differs from sum(packed_input_len)", tok_bad, row0)
-    mask_bad = (mlen_sum != nmask) | (_lens(c["masked_lm_ids"]) != nmask)
+    mask_bad = (mlen_sum != nmask) | (lengths_of(c["masked_lm_ids"]) != nmask)
     t.add(
         "masked_lm_positions / masked_lm_ids length differs from sum(packed_masked_lm_len)",
         mask_bad,
