@@ -46,7 +46,7 @@ from corpus_pipeline.formats.checks import SHARD_CHECKS
 from corpus_pipeline.formats.checks.common import CheckResult, CheckSpec, line
 from corpus_pipeline.formats.checks.documents import check_document_shard
 from corpus_pipeline.formats.checks.mmap import check_megatron
-from corpus_pipeline.formats.common import sha256_file
+from corpus_pipeline.formats.common import is_temp_name, sha256_file
 from corpus_pipeline.formats.documents import SUFFIX as DOC_SUFFIX
 from corpus_pipeline.formats.manifest import (
     MANIFEST,
@@ -70,11 +70,6 @@ __all__ = ["VerifyReport", "verify_dataset", "run_verification", "is_temp_name"]
 # process pool costs more to start than it saves.
 _POOL_MIN_BYTES = 64 << 20
 _Task = tuple[CheckSpec, str, ShardEntry | Megatron]
-
-
-def is_temp_name(name: str) -> bool:
-    """True for a writer's temp file name (``.<final name>.tmp-<random>...``)."""
-    return name.startswith(".") and ".tmp-" in name
 
 
 @dataclass
