@@ -27,7 +27,7 @@ from corpus_pipeline.formats.example_proto import ExampleDecodeError, decode_exa
 from corpus_pipeline.formats.manifest import MANIFEST, load_dataset_manifest, load_manifest
 from corpus_pipeline.formats.manifest_model import DatasetManifest, Loss, Vocab
 from corpus_pipeline.records import Instance, Pack
-from corpus_pipeline.stages.wordpiece_vocab import load_vocab_checked
+from corpus_pipeline.stages.wordpiece_vocab import load_vocab_with_sha256
 
 __all__ = [
     "ShardSource",
@@ -382,9 +382,9 @@ def load_vocabulary(view: DatasetView, vocab: str | os.PathLike[str] | None = No
         path = _same_vocab_nearby(view.root, meta) or next(
             p for p in candidates if p.is_file() or p == candidates[-1]
         )
-    tokens = load_vocab_checked(path)
+    tokens, sha256 = load_vocab_with_sha256(path)
     warning = ""
-    if meta is not None and meta.sha256 and sha256_file(path) != meta.sha256:
+    if meta is not None and meta.sha256 and sha256 != meta.sha256:
         warning = (
             f"{path}: sha256 differs from the manifest's vocabulary ({meta.file}): "
             "decoded tokens may be wrong; pass --vocab with the vocabulary used"
